@@ -1,0 +1,80 @@
+"""How materialised features are keyed and typed (CONTRACT.md §6).
+
+The stream sink writes and the serving API reads through these functions only, so the two
+can never disagree on a key, an entity key encoding or the type of a feature value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from registry.domain.definitions import (
+    Aggregation,
+    Entity,
+    Feature,
+    FeatureView,
+    Kind,
+    Source,
+    ValueType,
+)
+
+VERSIONS_CHANNEL = "fp:versions"
+ACTIVE_FIELD = "active"
+EVENT_TIME_FIELD = "__ts"
+ENTITY_KEY_SEPARATOR = "|"
+
+
+def namespace_of(version: int) -> str:
+    return f"v{version}"
+
+
+def feature_key(view: str, namespace: str, entity_key: str) -> str:
+    return f"fp:{view}:{namespace}:{entity_key}"
+
+
+def versions_key(view: str) -> str:
+    return f"fp:versions:{view}"
+
+
+def meta_key(view: str, namespace: str) -> str:
+    return f"fp:meta:{view}:{namespace}"
+
+
+def feature_time_field(feature: str) -> str:
+    """Per-feature event time, written when a view's windows close at different times."""
+    return f"{EVENT_TIME_FIELD}:{feature}"
+
+
+def encode_entity_key(values: Sequence[str]) -> str:
+    """Join-key values joined by ``|``; ``\\`` and ``|`` inside a value are escaped with ``\\``
+    so that ('a|b', 'c') and ('a', 'b|c') never share a key."""
+    return ENTITY_KEY_SEPARATOR.join(
+        v.replace("\\", "\\\\").replace(ENTITY_KEY_SEPARATOR, "\\" + ENTITY_KEY_SEPARATOR)
+        for v in values)
+
+
+def view_join_keys(view: FeatureView, catalog: Mapping[str, object]) -> tuple[str, ...]:
+    """The view's key columns: each entity's join keys, entities in the view's order."""
+    keys: list[str] = []
+    for name in view.entities:
+        entity = catalog[f"{Kind.ENTITY}:{name}"]
+        assert isinstance(entity, Entity), f"validated views reference entities, not {entity!r}"
+        keys.extend(k for k in entity.join_keys if k not in keys)
+    return tuple(keys)
+
+
+_DOUBLE_AGGREGATIONS = {Aggregation.AVG, Aggregation.STDDEV}
+
+
+def output_type(feature: Feature, source: Source) -> ValueType:
+    """The type of the value a feature yields (what serving decodes it to)."""
+    if feature.aggregation is Aggregation.COUNT:
+        return ValueType.LONG
+    if feature.aggregation in _DOUBLE_AGGREGATIONS:
+        return ValueType.DOUBLE
+    column = source.field_named(feature.column or "")
+    assert column is not None, "validated features aggregate a column of their source"
+    if feature.aggregation is Aggregation.SUM:
+        return ValueType.DOUBLE if column.type in {ValueType.DOUBLE, ValueType.FLOAT} \
+            else ValueType.LONG
+    return column.type
