@@ -1,0 +1,118 @@
+"""Registry use cases: apply a batch of definitions, read them, diff versions.
+
+Everything here is orchestration between the pure domain and a :class:`RegistryStore`;
+the HTTP API, the CLI and the git webhook all go through :meth:`RegistryService.apply`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from registry.domain.changes import (
+    Action,
+    Change,
+    ChangeClass,
+    DiffEntry,
+    RegisteredVersion,
+    classify,
+    diff_specs,
+    plan_changes,
+)
+from registry.domain.definitions import Definition, Kind, parse_definition, parse_definitions
+from registry.domain.events import EventType, NewEvent, Provenance, StreamAppend
+from registry.domain.validation import dependants, references, validate_batch
+from registry.errors import NotFoundError
+from registry.store.base import DefinitionRecord, RegistryStore, VersionRecord
+
+
+@dataclass(frozen=True)
+class VersionDiff:
+    kind: str
+    name: str
+    from_version: int
+    to_version: int
+    change_class: ChangeClass | None
+    diff: tuple[DiffEntry, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "from_version": self.from_version,
+                "to_version": self.to_version,
+                "change_class": self.change_class.value if self.change_class else None,
+                "diff": [entry.to_json() for entry in self.diff]}
+
+
+class RegistryService:
+    def __init__(self, store: RegistryStore) -> None:
+        self.store = store
+
+    def apply(self, raw_definitions: Sequence[object], provenance: Provenance,
+              dry_run: bool = False) -> list[Change]:
+        """Validate every definition, then register every changed one in one transaction.
+
+        Raises InvalidDefinitionError (nothing written) or ConcurrencyConflictError when a
+        definition this batch changes or depends on was changed since it was read.
+        """
+        batch = parse_definitions(list(raw_definitions))
+        records = {f"{r.kind}:{r.name}": r for r in self.store.definitions()}
+        registered = {key: parse_definition(dict(r.spec)) for key, r in records.items()}
+        catalog = validate_batch(registered, batch)
+        changes = plan_changes(batch, {key: RegisteredVersion(r.latest_version, r.spec,
+                                                              r.spec_hash)
+                                       for key, r in records.items()})
+        changed = [c for c in changes if c.action is not Action.UNCHANGED]
+        if dry_run or not changed:
+            return changes
+        self.store.append(
+            [StreamAppend(c.key, c.from_version or 0, (_registered_event(c, provenance),))
+             for c in changed],
+            preconditions=_read_set(catalog, changed, records),
+        )
+        return changes
+
+    def definitions(self, kind: Kind) -> list[DefinitionRecord]:
+        return self.store.definitions(kind.value)
+
+    def definition(self, kind: Kind, name: str) -> DefinitionRecord:
+        record = self.store.definition(kind.value, name)
+        if record is None:
+            raise NotFoundError(f"{kind.value.replace('_', ' ')} {name!r} is not registered")
+        return record
+
+    def versions(self, kind: Kind, name: str) -> list[VersionRecord]:
+        self.definition(kind, name)
+        return self.store.versions(kind.value, name)
+
+    def version(self, kind: Kind, name: str, version: int) -> VersionRecord:
+        record = self.store.version(kind.value, name, version)
+        if record is None:
+            latest = self.definition(kind, name).latest_version
+            raise NotFoundError(f"{kind.value.replace('_', ' ')} {name!r} has no version "
+                                f"{version} (versions 1..{latest})")
+        return record
+
+    def diff(self, kind: Kind, name: str, from_version: int, to_version: int) -> VersionDiff:
+        old = self.version(kind, name, from_version)
+        new = self.version(kind, name, to_version)
+        entries = diff_specs(old.spec, new.spec)
+        return VersionDiff(kind.value, name, from_version, to_version,
+                           classify(kind, entries) if entries else None, tuple(entries))
+
+
+def _registered_event(change: Change, provenance: Provenance) -> NewEvent:
+    return NewEvent(EventType.DEFINITION_REGISTERED, {
+        "kind": change.kind.value, "name": change.name, "version": change.to_version,
+        "from_version": change.from_version, "spec": dict(change.spec),
+        "spec_hash": change.spec_hash,
+        "change_class": change.change_class.value if change.change_class else None,
+    }, provenance.to_metadata())
+
+
+def _read_set(catalog: dict[str, Definition], changed: list[Change],
+              records: dict[str, DefinitionRecord]) -> dict[str, int]:
+    """Versions of the registered definitions validation relied on (references of the changed
+    definitions and of their dependants), which must still hold when the append commits."""
+    affected = dependants(catalog, [c.key for c in changed])
+    relied_on = affected | {ref for key in affected for ref in references(catalog[key])}
+    return {key: records[key].latest_version for key in relied_on if key in records}
