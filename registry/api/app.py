@@ -1,0 +1,159 @@
+"""The registry's REST API (CONTRACT.md §4)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Callable, Collection
+from contextlib import AbstractAsyncContextManager
+from typing import Annotated, Any
+
+from litestar import Litestar, Request, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import ClientException, NotAuthorizedException, ValidationException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.params import FromPath, FromQuery, QueryParameter, RawBody
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from registry.api.problems import EXCEPTION_HANDLERS
+from registry.domain.definitions import Kind
+from registry.domain.events import Provenance
+from registry.service import RegistryService
+
+logger = logging.getLogger(__name__)
+
+MAX_EVENTS_PAGE = 10_000
+_APPLY_KEYS = {"definitions", "dry_run", "message"}
+COLLECTION_PATHS = {
+    Kind.ENTITY: "/v1/entities",
+    Kind.SOURCE: "/v1/sources",
+    Kind.FEATURE_VIEW: "/v1/feature-views",
+    Kind.ON_DEMAND_FEATURE_VIEW: "/v1/on-demand-feature-views",
+}
+
+
+def bearer_guard(tokens: Collection[str]) -> Callable[[ASGIConnection[Any, Any, Any, Any],
+                                                       BaseRouteHandler], None]:
+    """Writes need one of ``tokens`` as a bearer token; with none configured writes are open."""
+    allowed = [token.encode() for token in tokens]
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        if not allowed:
+            return
+        scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise NotAuthorizedException("this write needs 'Authorization: Bearer <token>'")
+        # Compare against every token so the time taken does not reveal which one matched.
+        if not sum(hmac.compare_digest(token.strip().encode(), t) for t in allowed):
+            raise NotAuthorizedException("the bearer token is not valid")
+
+    return guard
+
+
+def actor_of(request: Request[Any, Any, Any]) -> str:
+    return request.headers.get("x-fp-actor") or "api"
+
+
+def _parse_apply_body(raw: bytes) -> tuple[list[object], bool, str | None]:
+    try:
+        body = json.loads(raw)
+    except ValueError as error:
+        raise ClientException(f"the body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise ValidationException("the body must be a JSON object with 'definitions'")
+    unknown = sorted(set(body) - _APPLY_KEYS)
+    if unknown:
+        raise ValidationException(f"unknown keys in the body: {', '.join(unknown)} "
+                                  f"(known: {', '.join(sorted(_APPLY_KEYS))})")
+    definitions = body.get("definitions")
+    if not isinstance(definitions, list):
+        raise ValidationException("'definitions' must be an array of definition objects")
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ValidationException("'dry_run' must be true or false")
+    message = body.get("message")
+    if message is not None and not isinstance(message, str):
+        raise ValidationException("'message' must be a string")
+    return definitions, dry_run, message
+
+
+def _definition_routes(kind: Kind, path: str, service: RegistryService) -> Router:
+    """The read endpoints every kind shares: list, one, versions, one version, diff."""
+    label = kind.value.replace("_", " ")
+
+    @get("/", sync_to_thread=True, summary=f"Every {label}: latest and active version")
+    def list_all() -> dict[str, Any]:
+        return {"items": [_summary(r.to_json()) for r in service.definitions(kind)]}
+
+    @get("/{name:str}", sync_to_thread=True, summary=f"One {label}")
+    def one(name: FromPath[str]) -> dict[str, Any]:
+        return service.definition(kind, name).to_json()
+
+    @get("/{name:str}/versions", sync_to_thread=True, summary=f"Every version of a {label}")
+    def versions(name: FromPath[str]) -> dict[str, Any]:
+        return {"name": name, "versions": [v.to_json(with_spec=False)
+                                           for v in service.versions(kind, name)]}
+
+    @get("/{name:str}/versions/{number:int}", sync_to_thread=True,
+         summary=f"One version of a {label}")
+    def version(name: FromPath[str], number: FromPath[int]) -> dict[str, Any]:
+        return {"name": name, **service.version(kind, name, number).to_json()}
+
+    @get("/{name:str}/diff", sync_to_thread=True, summary=f"Diff between two versions of a {label}")
+    def diff(name: FromPath[str],
+             from_version: Annotated[int, QueryParameter(name="from", ge=1)],
+             to_version: Annotated[int, QueryParameter(name="to", ge=1)]) -> dict[str, Any]:
+        return service.diff(kind, name, from_version, to_version).to_json()
+
+    return Router(path=path, route_handlers=[list_all, one, versions, version, diff],
+                  tags=[label])
+
+
+def _summary(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "spec"}
+
+
+def create_registry_app(
+        service: RegistryService, api_tokens: Collection[str] = (),
+        extra_handlers: Collection[Any] = (),
+        lifespan: Collection[Callable[[Litestar], AbstractAsyncContextManager[None]]] = (),
+) -> Litestar:
+    """``extra_handlers`` and ``lifespan`` plug in components such as the git webhooks
+    (``registry.webhooks.Webhooks``): their routes, and what runs while the app is up."""
+    if not api_tokens:
+        logger.warning("FP_API_TOKENS is empty: registry writes are open to anyone who can "
+                       "reach this port")
+    write_guard = bearer_guard(api_tokens)
+
+    @post("/v1/apply", sync_to_thread=True, guards=[write_guard], status_code=200,
+          summary="Validate and register definitions, all or nothing")
+    def apply(request: Request[Any, Any, Any], body: RawBody) -> dict[str, Any]:
+        definitions, dry_run, message = _parse_apply_body(body)
+        changes = service.apply(definitions, Provenance(actor=actor_of(request), message=message),
+                                dry_run=dry_run)
+        return {"dry_run": dry_run, "changes": [c.to_json() for c in changes]}
+
+    @get("/v1/events", sync_to_thread=True, summary="The global event log, in position order")
+    def events(after: FromQuery[int] = 0, limit: FromQuery[int] = 1000) -> dict[str, Any]:
+        if after < 0 or not 1 <= limit <= MAX_EVENTS_PAGE:
+            raise ValidationException(f"'after' must be >= 0 and 'limit' in 1..{MAX_EVENTS_PAGE}")
+        page = service.store.read_events(after, limit)
+        return {"events": [e.to_json() for e in page],
+                "last_position": page[-1].position if page else after}
+
+    @get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    routers = [_definition_routes(kind, path, service) for kind, path in COLLECTION_PATHS.items()]
+    return Litestar(
+        route_handlers=[apply, events, healthz, PrometheusController, *routers, *extra_handlers],
+        middleware=[PrometheusConfig(app_name="fp_registry", prefix="fp_registry",
+                                     group_path=True).middleware],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(title="Feature Platform registry", version="1"),
+        request_max_body_size=32 * 1024 * 1024,
+        lifespan=list(lifespan),
+    )

@@ -1,0 +1,229 @@
+"""The registry REST API over real PostgreSQL (CONTRACT.md §4)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from registry.api.app import create_registry_app
+from registry.service import RegistryService
+from registry.store.postgres import PostgresRegistryStore
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+Definitions = list[dict[str, Any]]
+
+
+@pytest.fixture
+def definitions() -> Definitions:
+    loaded: Definitions = json.loads((FIXTURES / "contract_definitions.json").read_text())
+    return loaded
+
+
+@pytest.fixture
+def client(store: PostgresRegistryStore) -> Iterator[TestClient[Any]]:
+    with TestClient(create_registry_app(RegistryService(store))) as test_client:
+        yield test_client
+
+
+def apply(client: TestClient[Any], definitions: Definitions, **extra: Any) -> Any:
+    response = client.post("/v1/apply", json={"definitions": definitions, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def view_change(body: Any) -> dict[str, Any]:
+    return next(c for c in body["changes"] if c["name"] == "user_clicks")
+
+
+def test_first_apply_creates_version_one_of_each(client: TestClient[Any],
+                                                 definitions: Definitions) -> None:
+    body = apply(client, definitions)
+    assert [(c["action"], c["to_version"]) for c in body["changes"]] == [("create", 1)] * 4
+    assert client.get("/v1/feature-views/user_clicks").json()["latest_version"] == 1
+    assert client.get("/v1/entities/user").json()["active_version"] == 1
+
+
+def test_reapplying_identical_definitions_writes_nothing(client: TestClient[Any],
+                                                         definitions: Definitions) -> None:
+    apply(client, definitions)
+    events_before = client.get("/v1/events").json()["events"]
+    reformatted = json.loads(json.dumps(list(reversed(definitions)), sort_keys=True))
+    body = apply(client, reformatted)
+    assert {c["action"] for c in body["changes"]} == {"unchanged"}
+    assert client.get("/v1/events").json()["events"] == events_before
+
+
+def _change_window(d: Definitions) -> None:
+    d[2]["features"][0]["window"] = "2h"
+
+
+def _add_feature(d: Definitions) -> None:
+    d[2]["features"].append({"name": "amount_max_1h", "aggregation": "max", "column": "amount",
+                             "window": "1h"})
+
+
+def _change_description(d: Definitions) -> None:
+    d[2]["description"] = "Clicks and spend per user"
+
+
+@pytest.mark.parametrize(("edit", "change_class", "diff"), [
+    (_change_window, "breaking",
+     [{"path": "features.clicks_1h.window", "op": "changed", "from": "1h", "to": "2h"}]),
+    (_add_feature, "additive",
+     [{"path": "features.amount_max_1h", "op": "added",
+       "to": {"name": "amount_max_1h", "aggregation": "max", "column": "amount",
+              "window": "1h"}}]),
+    (_change_description, "metadata",
+     [{"path": "description", "op": "changed", "from": "Clicks per user",
+       "to": "Clicks and spend per user"}]),
+])
+def test_a_change_registers_version_two_with_its_class_and_diff(
+        client: TestClient[Any], definitions: Definitions,
+        edit: Callable[[Definitions], None], change_class: str, diff: list[Any]) -> None:
+    apply(client, definitions)
+    edit(definitions)
+    change = view_change(apply(client, definitions))
+    assert (change["action"], change["from_version"], change["to_version"]) == ("update", 1, 2)
+    assert (change["change_class"], change["diff"]) == (change_class, diff)
+
+    served = client.get("/v1/feature-views/user_clicks/diff", params={"from": 1, "to": 2}).json()
+    assert (served["change_class"], served["diff"]) == (change_class, diff)
+    versions = client.get("/v1/feature-views/user_clicks/versions").json()["versions"]
+    assert [(v["version"], v["change_class"]) for v in versions] == [(1, None), (2, change_class)]
+    assert versions[1]["provenance"]["actor"] == "api"
+    assert client.get("/v1/feature-views/user_clicks/versions/1").json()["spec"]["features"][0][
+        "window"] == "1h"
+
+
+def test_dry_run_reports_changes_and_writes_nothing(client: TestClient[Any],
+                                                    definitions: Definitions) -> None:
+    body = apply(client, definitions, dry_run=True)
+    assert {c["action"] for c in body["changes"]} == {"create"}
+    assert client.get("/v1/events").json()["events"] == []
+
+
+def test_events_carry_provenance_and_page_by_position(client: TestClient[Any],
+                                                      definitions: Definitions) -> None:
+    client.post("/v1/apply", json={"definitions": definitions, "message": "first"},
+                headers={"X-FP-Actor": "alice"})
+    first = client.get("/v1/events", params={"after": 0, "limit": 3}).json()
+    rest = client.get("/v1/events", params={"after": first["last_position"]}).json()
+    events = first["events"] + rest["events"]
+    assert [e["position"] for e in events] == sorted(e["position"] for e in events)
+    assert len(events) == 4
+    assert {e["type"] for e in events} == {"DefinitionRegistered"}
+    assert all(e["metadata"] == {"actor": "alice", "message": "first"} for e in events)
+    assert client.get("/v1/events", params={"after": rest["last_position"]}).json() == {
+        "events": [], "last_position": rest["last_position"]}
+
+
+def _without(key: str) -> Callable[[Definitions], None]:
+    return lambda d: d[2].pop(key)
+
+
+INVALID = {
+    "unknown key": (lambda d: d[2].update(colour="red"),
+                    "definitions[2].colour", "unknown key"),
+    "bad name": (lambda d: d[2].update(name="UserClicks"), "definitions[2].name",
+                 "not a valid name"),
+    "unknown entity": (lambda d: d[2].update(entities=["merchant"]),
+                       "definitions[2].entities[0]", "unknown entity 'merchant'"),
+    "unknown source": (lambda d: d[2].update(source="views"), "definitions[2].source",
+                       "unknown source 'views'"),
+    "missing column": (lambda d: d[2]["features"][1].update(column="price"),
+                       "definitions[2].features[1].column", "'price' is not a field"),
+    "wrong column type": (lambda d: d[2]["features"][1].update(column="page"),
+                          "definitions[2].features[1].column", "needs a numeric column"),
+    "bad duration": (lambda d: d[2]["features"][0].update(window="an hour"),
+                     "definitions[2].features[0].window", "is not a duration"),
+    "slide not dividing": (lambda d: d[2]["features"][2].update(slide="7h"),
+                           "definitions[2].features[2].slide", "does not divide"),
+    "unknown expression name": (
+        lambda d: d[3]["features"][0].update(expression="amount_2h / clicks_1h"),
+        "definitions[3].features[0].expression", "amount_2h"),
+    "unsafe expression": (
+        lambda d: d[3]["features"][0].update(expression="__import__('os').system('id')"),
+        "definitions[3].features[0].expression", "not allowed"),
+    "missing features": (_without("features"), "definitions[2].features", "is required"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_definitions_are_refused_naming_the_field_and_nothing_is_written(
+        client: TestClient[Any], definitions: Definitions, case: str) -> None:
+    apply(client, definitions)
+    events_before = client.get("/v1/events").json()["events"]
+    edit, path, message = INVALID[case]
+    broken = copy.deepcopy(definitions)
+    broken[0]["description"] = "a valid change that must not be written either"
+    edit(broken)
+    response = client.post("/v1/apply", json={"definitions": broken})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    errors = response.json()["errors"]
+    assert any(e["path"] == path and message in e["message"] for e in errors), errors
+    assert client.get("/v1/events").json()["events"] == events_before
+
+
+def test_removing_a_column_a_registered_view_uses_is_refused(client: TestClient[Any],
+                                                            definitions: Definitions) -> None:
+    apply(client, definitions)
+    source = copy.deepcopy(definitions[1])
+    source["schema"] = [f for f in source["schema"] if f["name"] != "amount"]
+    response = client.post("/v1/apply", json={"definitions": [source]})
+    assert response.status_code == 422
+    assert {e["definition"] for e in response.json()["errors"]} >= {"feature_view:user_clicks"}
+
+
+@pytest.mark.parametrize(("body", "status", "detail"), [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[]", 400, "must be a JSON object"),
+    (b'{"definitions": [], "force": true}', 400, "unknown keys in the body: force"),
+    (b'{"definitions": {}}', 400, "'definitions' must be an array"),
+])
+def test_malformed_apply_bodies_get_a_problem(client: TestClient[Any], body: bytes,
+                                              status: int, detail: str) -> None:
+    response = client.post("/v1/apply", content=body)
+    assert response.status_code == status
+    assert detail in response.json()["detail"]
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/feature-views/nope", "/v1/entities/nope", "/v1/sources/nope",
+    "/v1/on-demand-feature-views/nope", "/v1/feature-views/user_clicks/versions/9",
+])
+def test_unknown_names_and_versions_are_404(client: TestClient[Any], definitions: Definitions,
+                                            path: str) -> None:
+    apply(client, definitions)
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "nope" in response.json()["detail"] or "no version 9" in response.json()["detail"]
+
+
+def test_writes_need_a_valid_token_when_tokens_are_configured(
+        store: PostgresRegistryStore, definitions: Definitions) -> None:
+    app = create_registry_app(RegistryService(store), api_tokens=["s3cret", "other"])
+    with TestClient(app) as client:
+        body = {"definitions": definitions}
+        assert client.post("/v1/apply", json=body).status_code == 401
+        wrong = client.post("/v1/apply", json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert client.get("/v1/events").json()["events"] == []
+        right = client.post("/v1/apply", json=body, headers={"Authorization": "Bearer other"})
+        assert right.status_code == 200
+        assert client.get("/v1/feature-views").status_code == 200
+
+
+def test_openapi_health_and_metrics_are_served(client: TestClient[Any]) -> None:
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    assert {"/v1/apply", "/v1/events", "/v1/feature-views/{name}/diff"} <= set(paths)
+    assert client.get("/healthz").json() == {"status": "ok"}
+    client.get("/v1/feature-views")
+    assert "fp_registry_requests_total" in client.get("/metrics").text
