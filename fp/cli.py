@@ -1,0 +1,199 @@
+"""The ``fp`` command (CONTRACT.md §1)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fp.config import Settings
+from registry.errors import FeaturePlatformError, InvalidDefinitionError
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+class Style:
+    """ANSI colour, only on a terminal and never when NO_COLOR is set."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.enabled else text
+
+    @classmethod
+    def for_stream(cls, stream: Any) -> Style:
+        return cls(hasattr(stream, "isatty") and stream.isatty() and "NO_COLOR" not in os.environ)
+
+
+# --------------------------------------------------------------------------- registry client
+
+def _client(settings: Settings) -> Any:
+    from registry.client import RegistryClient
+
+    token = os.environ.get("FP_API_TOKEN") or next(iter(settings.api_tokens), None)
+    return RegistryClient(settings.registry_url, token=token,
+                          actor=f"{getpass.getuser()}@{socket.gethostname()}")
+
+
+def _load(path: str) -> list[dict[str, Any]]:
+    from registry.repo_loader import load_repository
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FeaturePlatformError(f"{folder} is not a folder of feature definitions")
+    return load_repository(folder)
+
+
+_ACTION_MARK = {"create": ("+", "32"), "update": ("~", "33"), "unchanged": ("=", "2")}
+
+
+def print_changes(changes: list[dict[str, Any]], style: Style) -> None:
+    for change in changes:
+        mark, colour = _ACTION_MARK[change["action"]]
+        title = f"{mark} {change['kind']} {change['name']}"
+        if change["action"] == "create":
+            detail = "new, version 1"
+        elif change["action"] == "update":
+            cls = change["change_class"]
+            detail = (f"v{change['from_version']} → v{change['to_version']} "
+                      f"({style(cls, '31;1') if cls == 'breaking' else cls})")
+        else:
+            detail = f"unchanged at v{change['from_version']}"
+        print(f"{style(title, colour)}  {detail}")
+        if change["action"] == "update":
+            for entry in change["diff"]:
+                print("    " + _diff_line(entry, style))
+
+
+def _diff_line(entry: dict[str, Any], style: Style) -> str:
+    if entry["op"] == "added":
+        return style(f"+ {entry['path']}: {entry['to']!r}", "32")
+    if entry["op"] == "removed":
+        return style(f"- {entry['path']}: {entry['from']!r}", "31")
+    return style(f"~ {entry['path']}: {entry['from']!r} → {entry['to']!r}", "33")
+
+
+def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    result = _client(settings).apply(_load(args.path), dry_run=True)
+    print_changes(result["changes"], Style.for_stream(sys.stdout))
+    changed = [c for c in result["changes"] if c["action"] != "unchanged"]
+    print(f"\n{len(changed)} to change, {len(result['changes']) - len(changed)} unchanged.")
+    return EXIT_CHANGES if changed else EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
+    result = _client(settings).apply(_load(args.path), message=args.message)
+    print_changes(result["changes"], Style.for_stream(sys.stdout))
+    changed = sum(c["action"] != "unchanged" for c in result["changes"])
+    print(f"\nApplied: {changed} registered, {len(result['changes']) - changed} unchanged.")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    client = _client(settings)
+    rows = [("KIND", "NAME", "LATEST", "ACTIVE")]
+    for kind, path in (("entity", "/v1/entities"), ("source", "/v1/sources"),
+                       ("feature_view", "/v1/feature-views"),
+                       ("on_demand_feature_view", "/v1/on-demand-feature-views")):
+        for item in client.get(path)["items"]:
+            active = item["active_version"]
+            rows.append((kind, item["name"], str(item["latest_version"]),
+                         "-" if active is None else str(active)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- servers
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from registry.store.migrate import upgrade_to_head
+
+    upgrade_to_head(settings.require_database_url())
+    print("registry database is at the latest migration")
+    return EXIT_OK
+
+
+def cmd_registry_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from registry.api.app import create_registry_app
+    from registry.service import RegistryService
+    from registry.store.postgres import PostgresRegistryStore, create_registry_engine
+    from registry.webhooks import WebhookConfig, Webhooks
+
+    engine = create_registry_engine(settings.require_database_url())
+    service = RegistryService(PostgresRegistryStore(engine))
+    webhooks = Webhooks(service, engine, WebhookConfig(
+        secret=settings.webhook_secret, branch=settings.git_branch,
+        features_path=settings.features_path))
+    app = create_registry_app(service, settings.api_tokens,
+                              extra_handlers=webhooks.route_handlers, lifespan=[webhooks.lifespan])
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fp", description="Feature platform command line")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Command, help_text: str,
+                parent: Any = commands) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = parent.add_parser(name, help=help_text,
+                                                         description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    plan = command("plan", cmd_plan, "show what `fp apply` would change (exit 2 = changes)")
+    plan.add_argument("path", nargs="?", default=".", help="features repo folder")
+    apply = command("apply", cmd_apply, "register the changed definitions, all or nothing")
+    apply.add_argument("path", nargs="?", default=".", help="features repo folder")
+    apply.add_argument("-m", "--message", help="why; stored with every event")
+    command("status", cmd_status, "definitions, latest and active versions")
+
+    db = commands.add_parser("db", help="registry database").add_subparsers(
+        dest="db_command", required=True, metavar="COMMAND")
+    command("upgrade", cmd_db_upgrade, "run migrations to head (idempotent)", db)
+
+    registry = commands.add_parser("registry", help="registry API").add_subparsers(
+        dest="registry_command", required=True, metavar="COMMAND")
+    serve = command("serve", cmd_registry_serve, "run the registry REST API", registry)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler: Command = args.handler
+    try:
+        return handler(args, Settings.from_env())
+    except InvalidDefinitionError as error:
+        print("error: invalid definitions:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_ERROR
+    except FeaturePlatformError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
