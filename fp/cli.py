@@ -110,7 +110,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                          "-" if active is None else str(active)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
     return EXIT_OK
 
 

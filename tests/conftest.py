@@ -7,14 +7,20 @@ else a throwaway local server started here.  Each session gets its own fresh dat
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from fp.local.base import free_port, wait_until
+from fp.local.postgres import LocalPostgres
 from registry.store.migrate import upgrade_to_head
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
 
@@ -37,8 +43,6 @@ def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     if _reachable(url):
         yield url
         return
-    from fp.local.postgres import LocalPostgres
-
     server = LocalPostgres(tmp_path_factory.mktemp("postgres"))
     server.start()
     try:
@@ -76,3 +80,36 @@ def store(database_url: str) -> Iterator[PostgresRegistryStore]:
 @pytest.fixture
 def examples_path() -> Path:
     return Path(__file__).resolve().parents[1] / "examples" / "features"
+
+
+@dataclass(frozen=True)
+class RunningRegistry:
+    url: str
+    env: dict[str, str]
+    """Environment for `fp` subprocesses talking to this registry."""
+
+
+@pytest.fixture
+def registry_server(store: PostgresRegistryStore, database_url: str, tmp_path: Path,
+                    ) -> Iterator[RunningRegistry]:
+    """`fp registry serve` as a real subprocess on a free port, over an emptied database."""
+    port = free_port()
+    env = {**os.environ, "FP_DATABASE_URL": database_url,
+           "FP_REGISTRY_URL": f"http://127.0.0.1:{port}", "FP_API_TOKENS": "", "NO_COLOR": "1"}
+    log = (tmp_path / "registry.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "fp.cli", "registry", "serve", "--port",
+                                str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: _healthy(f"http://127.0.0.1:{port}"), 30, "the registry server")
+        yield RunningRegistry(f"http://127.0.0.1:{port}", env)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
