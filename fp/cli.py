@@ -144,6 +144,20 @@ def cmd_registry_serve(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_writer_run(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from sinks.redis_writer import ResultTopicWriter
+
+    writer = ResultTopicWriter(settings.require("kafka_bootstrap"), settings.require("redis_url"))
+    signal.signal(signal.SIGTERM, lambda *_: writer.stop())
+    try:
+        writer.run()
+    except KeyboardInterrupt:
+        writer.stop()
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", cmd_registry_serve, "run the registry REST API", registry)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+
+    writer = commands.add_parser("writer", help="feature rows → Redis").add_subparsers(
+        dest="writer_command", required=True, metavar="COMMAND")
+    command("run", cmd_writer_run, "apply every job's result rows to Redis", writer)
     return parser
 
 

@@ -41,6 +41,14 @@ class Settings:
             warehouse=env.get("FP_WAREHOUSE") or None,
         )
 
+    def require(self, name: str) -> str:
+        """The setting ``name`` (a field of this class), or a ConfigurationError naming it."""
+        value = getattr(self, name)
+        if not value:
+            raise ConfigurationError(f"FP_{name.upper()} is not set (or run `fp up`, which "
+                                     "starts the services it finds missing)")
+        return str(value)
+
     def require_database_url(self) -> str:
         if not self.database_url:
             raise ConfigurationError(

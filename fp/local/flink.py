@@ -145,6 +145,9 @@ class LocalFlink:
             "taskmanager.memory.process.size": "1600m",
             "taskmanager.numberOfTaskSlots": self._task_slots,
             "parallelism.default": 1,
+            # Notice a dead TaskManager in seconds, not the default 50 s.
+            "heartbeat.interval": 2000,
+            "heartbeat.timeout": 10000,
             "execution.checkpointing.dir": self._folder("checkpoints").as_uri(),
             "execution.checkpointing.savepoint-dir": self._folder("savepoints").as_uri(),
             # Otherwise Python jobs get a bare `python` without PyFlink on the TaskManager.
@@ -154,13 +157,24 @@ class LocalFlink:
         for name in ("log4j.properties", "logback.xml"):
             shutil.copy(shipped / name, folders["conf"])
 
-    def _run_scripts(self, action: str) -> dict[str, subprocess.Popen[bytes]]:
-        """Run ``<daemon>.sh action`` for both daemons at once and wait for the scripts."""
+    def kill_taskmanager(self) -> None:
+        """SIGKILL the TaskManager, as a crash would (for recovery tests)."""
+        kill_process_group(self._process_groups.pop("taskmanager"))
+
+    def start_taskmanager(self) -> None:
+        """Start a TaskManager again after :meth:`kill_taskmanager`."""
+        script = self._run_scripts("start", ("taskmanager",))["taskmanager"]
+        self._process_groups["taskmanager"] = script.pid
+        wait_until(self._has_free_slot, self._start_timeout, f"a new TaskManager at {self.url}")
+
+    def _run_scripts(self, action: str, daemons: tuple[str, ...] = DAEMONS,
+                     ) -> dict[str, subprocess.Popen[bytes]]:
+        """Run ``<daemon>.sh action`` for the daemons at once and wait for the scripts."""
         # FLINK_* variables of the caller's shell would override our config.yaml (e.g. log dir).
         env = {name: value for name, value in os.environ.items() if not name.startswith("FLINK_")}
         env |= {"FLINK_CONF_DIR": str(self.conf_dir), "FLINK_IDENT_STRING": "fp"}
         scripts = {}
-        for daemon in DAEMONS:
+        for daemon in daemons:
             with (self._folder("log") / f"{daemon}-{action}.out").open("ab") as output:
                 scripts[daemon] = subprocess.Popen(
                     [pyflink_home() / "bin" / f"{daemon}.sh", action],

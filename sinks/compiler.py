@@ -1,0 +1,388 @@
+"""Feature view → Flink SQL (pure; no I/O).
+
+One job per (view, version, namespace), all plain Flink SQL:
+
+1. ``source_events``: the source topic read as raw UTF-8 text, with Kafka partition/offset
+   and an event time parsed from ``timestamp_field`` (watermark = ``watermark_delay``).
+2. ``checked_events``: every event checked against the source's data contract — not a JSON
+   object, a required field missing, a wrong JSON type, out of range, not in ``allowed`` —
+   and against lateness: an event whose window slice has already fired would be dropped
+   silently by the window operator, so it is flagged instead.  The first violation is the
+   event's ``violation``; fields are extracted only when the event is clean (a JSON_VALUE
+   cast of a wrongly typed value fails the job, so typed extraction waits for the check).
+3. Violations go to ``{topic}.dlq`` with the reason, the payload and where it came from.
+4. Clean events are aggregated, one window-TVF query per distinct (window, slide), plus one
+   per-event projection for ``last`` features; every result row goes to the view's result
+   topic as ``{"e": entity key, "t": event time ms, "f": {feature: value}, "p": per-feature
+   times?, "l": last-values row?}``, which :mod:`sinks.redis_writer` applies to Redis.
+
+Every identifier is a validated name and is still backquoted; every literal goes through
+:func:`sql_string` — nothing from a definition reaches the SQL unquoted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from registry.domain.definitions import (
+    Aggregation,
+    Feature,
+    FeatureView,
+    Field,
+    Kind,
+    Source,
+    TimestampFormat,
+    ValueType,
+)
+from registry.domain.layout import ENTITY_KEY_SEPARATOR, view_join_keys
+
+RESULT_TOPIC_PREFIX = "fp.features."
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def sql_interval(millis: int) -> str:
+    days, rest = divmod(millis, 86_400_000)
+    hours, rest = divmod(rest, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, ms = divmod(rest, 1000)
+    return f"INTERVAL '{days} {hours:02}:{minutes:02}:{seconds:02}.{ms:03}' DAY TO SECOND(3)"
+
+
+def _number(value: float) -> str:
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value}")
+    return repr(float(value)) if isinstance(value, float) else str(int(value))
+
+
+def result_topic(view: str, namespace: str) -> str:
+    return f"{RESULT_TOPIC_PREFIX}{view}.{namespace}"
+
+
+def dlq_topic(source: Source) -> str:
+    return f"{source.topic}.dlq"
+
+
+@dataclass(frozen=True)
+class StartPosition:
+    """Where the job starts reading the source topic: ``earliest`` or an epoch-ms timestamp."""
+
+    timestamp_ms: int | None = None
+
+    def connector_options(self) -> dict[str, str]:
+        if self.timestamp_ms is None:
+            return {"scan.startup.mode": "earliest-offset"}
+        return {"scan.startup.mode": "timestamp",
+                "scan.startup.timestamp-millis": str(self.timestamp_ms)}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything needed to run one materialisation job."""
+
+    view: str
+    version: int
+    namespace: str
+    job_name: str
+    job_id: str
+    source_topic: str
+    result_topic: str
+    dlq_topic: str
+    statements: tuple[str, ...]
+    """DDL, then the INSERT statements that run together as one statement set."""
+
+    @property
+    def inserts(self) -> tuple[str, ...]:
+        return tuple(s for s in self.statements if s.startswith("INSERT"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+
+
+def job_name(view: str, namespace: str) -> str:
+    return f"fp:{view}:{namespace}"
+
+
+def job_id(view: str, namespace: str, attempt: int = 0) -> str:
+    """A deterministic Flink job id (32 hex), so resubmitting the same job is idempotent."""
+    return hashlib.sha256(f"{view}/{namespace}/{attempt}".encode()).hexdigest()[:32]
+
+
+# --------------------------------------------------------------------------- JSON extraction
+
+def _raw(column: str) -> str:
+    """The field's JSON text wrapped in an array (``["x"]``, ``[1.5]``); NULL when the field
+    is absent or JSON null.  The wrapper makes the JSON type visible without failing."""
+    return f"JSON_QUERY(`message`, {sql_string('$.' + column)} WITH ARRAY WRAPPER)"
+
+
+def _text(column: str) -> str:
+    return f"JSON_VALUE(`message`, {sql_string('$.' + column)})"
+
+
+_TYPE_PATTERN = {
+    ValueType.STRING: r'^\["',
+    ValueType.LONG: r"^\[-?[0-9]+\]$",
+    ValueType.INT: r"^\[-?[0-9]+\]$",
+    ValueType.DOUBLE: r"^\[-?[0-9]",
+    ValueType.FLOAT: r"^\[-?[0-9]",
+    ValueType.BOOLEAN: r"^\[(true|false)\]$",
+    ValueType.TIMESTAMP: r'^\["',
+}
+
+_SQL_TYPE = {
+    ValueType.STRING: "STRING", ValueType.LONG: "BIGINT", ValueType.INT: "INT",
+    ValueType.DOUBLE: "DOUBLE", ValueType.FLOAT: "DOUBLE", ValueType.BOOLEAN: "BOOLEAN",
+    ValueType.TIMESTAMP: "TIMESTAMP(3)",
+}
+
+
+def _typed_value(field: Field) -> str:
+    """The field's value in its SQL type; only evaluated for clean events."""
+    if field.type is ValueType.STRING:
+        return _text(field.name)
+    if field.type is ValueType.TIMESTAMP:
+        return f"TRY_CAST(REPLACE(REPLACE({_text(field.name)}, 'T', ' '), 'Z', '') AS TIMESTAMP(3))"
+    return f"TRY_CAST({_text(field.name)} AS {_SQL_TYPE[field.type]})"
+
+
+def _field_checks(field: Field) -> list[str]:
+    """CASE expressions yielding a reason when the field breaks the contract, else NULL."""
+    raw, label = _raw(field.name), field.name
+    checks = []
+    if field.required:
+        checks.append(f"CASE WHEN {raw} IS NULL THEN "
+                      f"{sql_string(f'{label}: required field is missing')} END")
+    type_ok = f"REGEXP({raw}, {sql_string(_TYPE_PATTERN[field.type])})"
+    checks.append(f"CASE WHEN {raw} IS NOT NULL AND (NOT {type_ok} OR {_typed_value(field)} "
+                  f"IS NULL) THEN {sql_string(f'{label}: not a valid {field.type}')} END")
+    value = _typed_value(field)
+    if field.min is not None:
+        checks.append(f"CASE WHEN {raw} IS NOT NULL AND {value} < {_number(field.min)} THEN "
+                      f"CONCAT({sql_string(f'{label}: ')}, {_text(field.name)}, "
+                      f"{sql_string(f' is below the minimum {_number(field.min)}')}) END")
+    if field.max is not None:
+        checks.append(f"CASE WHEN {raw} IS NOT NULL AND {value} > {_number(field.max)} THEN "
+                      f"CONCAT({sql_string(f'{label}: ')}, {_text(field.name)}, "
+                      f"{sql_string(f' is above the maximum {_number(field.max)}')}) END")
+    if field.allowed is not None:
+        allowed = ", ".join(_allowed_literal(field, v) for v in field.allowed)
+        checks.append(f"CASE WHEN {raw} IS NOT NULL AND {value} NOT IN ({allowed}) THEN "
+                      f"CONCAT({sql_string(f'{label}: ')}, {_text(field.name)}, "
+                      f"{sql_string(' is not an allowed value')}) END")
+    return checks
+
+
+def _allowed_literal(field: Field, value: object) -> str:
+    if field.type is ValueType.STRING:
+        return sql_string(str(value))
+    if field.type is ValueType.BOOLEAN:
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"allowed value {value!r} of {field.name} is not a {field.type}")
+    return f"CAST({_number(value)} AS {_SQL_TYPE[field.type]})"
+
+
+def _event_millis(source: Source) -> str:
+    text = _text(source.timestamp_field)
+    if source.timestamp_format is TimestampFormat.EPOCH_MILLIS:
+        return f"TRY_CAST({text} AS BIGINT)"
+    if source.timestamp_format is TimestampFormat.EPOCH_SECONDS:
+        return f"CAST(TRY_CAST({text} AS DOUBLE) * 1000 AS BIGINT)"
+    parsed = f"TRY_CAST(REPLACE(REPLACE({text}, 'T', ' '), 'Z', '') AS TIMESTAMP(3))"
+    return _timestamp_millis(parsed)
+
+
+def _timestamp_millis(timestamp: str) -> str:
+    """Epoch ms of a TIMESTAMP(3) read in UTC (the job's session time zone)."""
+    return (f"(UNIX_TIMESTAMP(CAST({timestamp} AS STRING)) * 1000 "
+            f"+ EXTRACT(MILLISECOND FROM {timestamp}))")
+
+
+# --------------------------------------------------------------------------- the job
+
+@dataclass(frozen=True)
+class KafkaOptions:
+    bootstrap_servers: str
+    start: StartPosition = StartPosition()
+    extra_properties: Mapping[str, str] | None = None
+
+
+def _with(options: Mapping[str, str]) -> str:
+    return "WITH (\n  " + ",\n  ".join(f"{sql_string(k)} = {sql_string(v)}"
+                                         for k, v in options.items()) + "\n)"
+
+
+def _kafka_options(topic: str, kafka: KafkaOptions) -> dict[str, str]:
+    options = {"connector": "kafka", "topic": topic,
+               "properties.bootstrap.servers": kafka.bootstrap_servers}
+    for key, value in (kafka.extra_properties or {}).items():
+        options[f"properties.{key}"] = value
+    return options
+
+
+def compile_view(view: FeatureView, catalog: Mapping[str, object], namespace: str,
+                 version: int, kafka: KafkaOptions) -> JobSpec:
+    """The Flink SQL job that materialises ``view`` into ``namespace``."""
+    source = catalog[f"{Kind.SOURCE}:{view.source}"]
+    assert isinstance(source, Source), "a validated view references a source"
+    keys = view_join_keys(view, catalog)
+    results, dlq = result_topic(view.name, namespace), dlq_topic(source)
+    group_id = f"fp.{view.name}.{namespace}"
+    event_ms = _event_millis(source)
+
+    source_ddl = (
+        "CREATE TEMPORARY TABLE `source_events` (\n"
+        "  `message` STRING,\n"
+        "  `kafka_partition` INT METADATA FROM 'partition' VIRTUAL,\n"
+        "  `kafka_offset` BIGINT METADATA FROM 'offset' VIRTUAL,\n"
+        f"  `event_ms` AS {event_ms},\n"
+        f"  `event_time` AS TO_TIMESTAMP_LTZ(COALESCE({event_ms}, 0), 3),\n"
+        "  WATERMARK FOR `event_time` AS `event_time` - "
+        f"{sql_interval(source.watermark_delay_ms)}\n"
+        ") " + _with({**_kafka_options(source.topic, kafka), "properties.group.id": group_id,
+                      **kafka.start.connector_options(), "format": "raw",
+                      "raw.charset": "UTF-8"})
+    )
+    results_ddl = (
+        "CREATE TEMPORARY TABLE `feature_rows` (`k` STRING, `v` STRING) "
+        + _with({**_kafka_options(results, kafka), "key.format": "raw", "key.fields": "k",
+                 "value.format": "raw", "value.fields-include": "EXCEPT_KEY",
+                 "sink.delivery-guarantee": "at-least-once"})
+    )
+    dlq_ddl = (
+        "CREATE TEMPORARY TABLE `dead_letters` (`v` STRING) "
+        + _with({**_kafka_options(dlq, kafka), "format": "raw",
+                 "sink.delivery-guarantee": "at-least-once"})
+    )
+
+    used = _used_fields(view, source, keys)
+    violation = "COALESCE(\n    " + ",\n    ".join(
+        ["CASE WHEN `message` IS NULL OR NOT (`message` IS JSON OBJECT) "
+         "THEN 'payload is not a JSON object' END",
+         *(check for f in source.schema for check in _field_checks(f)),
+         *_lateness_checks(view)]) + ")"
+    extracted = ",\n  ".join(f"{_typed_value(f)} AS {ident(f.name)}" for f in used)
+    checked_view = (
+        "CREATE TEMPORARY VIEW `checked_events` AS SELECT `message`, `kafka_partition`, "
+        f"`kafka_offset`, `event_ms`, `event_time`,\n  {violation} AS `violation`\nFROM "
+        "`source_events`"
+    )
+    clean_view = (
+        f"CREATE TEMPORARY VIEW `clean_events` AS SELECT `event_ms`, `event_time`,\n  "
+        f"{extracted}\nFROM `checked_events` WHERE `violation` IS NULL"
+    )
+    dead_letters = (
+        "INSERT INTO `dead_letters` SELECT JSON_OBJECT("
+        f"KEY 'reason' VALUE `violation`, KEY 'view' VALUE {sql_string(view.name)}, "
+        f"KEY 'namespace' VALUE {sql_string(namespace)}, KEY 'topic' VALUE "
+        f"{sql_string(source.topic)}, KEY 'partition' VALUE `kafka_partition`, "
+        "KEY 'offset' VALUE `kafka_offset`, KEY 'payload' VALUE `message`) "
+        "FROM `checked_events` WHERE `violation` IS NOT NULL"
+    )
+    per_feature_times = len(_groups(view)) + any(
+        f.aggregation is Aggregation.LAST for f in view.features) > 1
+    inserts = [_window_insert(view, source, keys, group, per_feature_times)
+               for group in _groups(view)]
+    last = [f for f in view.features if f.aggregation is Aggregation.LAST]
+    if last:
+        inserts.append(_last_insert(keys, last, only_last=not _groups(view)))
+    return JobSpec(
+        view=view.name, version=version, namespace=namespace,
+        job_name=job_name(view.name, namespace), job_id=job_id(view.name, namespace),
+        source_topic=source.topic, result_topic=results, dlq_topic=dlq,
+        statements=(source_ddl, results_ddl, dlq_ddl, checked_view, clean_view,
+                    dead_letters, *inserts),
+    )
+
+
+def _used_fields(view: FeatureView, source: Source, keys: tuple[str, ...]) -> list[Field]:
+    names = set(keys) | {f.column for f in view.features if f.column}
+    return [f for f in source.schema if f.name in names]
+
+
+def _groups(view: FeatureView) -> list[tuple[int, int]]:
+    return sorted({g for f in view.features if (g := f.window_group) is not None})
+
+
+def _lateness_checks(view: FeatureView) -> list[str]:
+    """An event is late when the slice it falls in has fired for some window group: the
+    window operator would drop it (or use it for later windows only), so it goes to the DLQ.
+    A slice (gcd of size and slide — the slide, which divides the window) fires once the
+    watermark reaches its end - 1 ms."""
+    slices = sorted({slide for _, slide in _groups(view)})
+    return [
+        f"CASE WHEN TO_TIMESTAMP_LTZ(`event_ms` - MOD(`event_ms`, {s}) + {s - 1}, 3) <= "
+        f"CURRENT_WATERMARK(`event_time`) THEN 'late: its window has already closed' END"
+        for s in slices
+    ]
+
+
+def _entity_key(keys: tuple[str, ...]) -> str:
+    """layout.encode_entity_key in SQL: escape \\ and |, then join with |."""
+    parts = [f"REPLACE(REPLACE(CAST({ident(k)} AS STRING), '\\', '\\\\'), "
+             f"{sql_string(ENTITY_KEY_SEPARATOR)}, {sql_string(chr(92) + ENTITY_KEY_SEPARATOR)})"
+             for k in keys]
+    return parts[0] if len(parts) == 1 else f"CONCAT_WS({sql_string(ENTITY_KEY_SEPARATOR)}, " \
+        + ", ".join(parts) + ")"
+
+
+_AGGREGATE = {
+    Aggregation.SUM: "SUM({})", Aggregation.MIN: "MIN({})", Aggregation.MAX: "MAX({})",
+    Aggregation.AVG: "AVG(CAST({} AS DOUBLE))",
+    Aggregation.STDDEV: "STDDEV_POP(CAST({} AS DOUBLE))",
+}
+
+
+def _aggregate(feature: Feature) -> str:
+    if feature.aggregation is Aggregation.COUNT:
+        return f"COUNT({ident(feature.column)})" if feature.column else "COUNT(*)"
+    return _AGGREGATE[feature.aggregation].format(ident(feature.column or ""))
+
+
+def _result_row(key: str, time_ms: str, features: str, *, per_feature_times: bool,
+                last: bool, advances_watermark: bool) -> str:
+    """Key and value of a result row; ``w`` marks rows whose time proves completeness."""
+    flags = {"p": per_feature_times, "l": last, "w": advances_watermark}
+    return (f"{key}, JSON_OBJECT(KEY 'e' VALUE {key}, KEY 't' VALUE {time_ms}, "
+            f"KEY 'f' VALUE JSON_OBJECT({features}), "
+            + ", ".join(f"KEY '{k}' VALUE {'TRUE' if v else 'FALSE'}" for k, v in flags.items())
+            + ")")
+
+
+def _window_insert(view: FeatureView, source: Source, keys: tuple[str, ...],
+                   group: tuple[int, int], per_feature_times: bool) -> str:
+    size, slide = group
+    features = [f for f in view.features if f.window_group == group]
+    if size == slide:
+        window = f"TUMBLE(TABLE `clean_events`, DESCRIPTOR(`event_time`), {sql_interval(size)})"
+    else:
+        window = (f"HOP(TABLE `clean_events`, DESCRIPTOR(`event_time`), {sql_interval(slide)}, "
+                  f"{sql_interval(size)})")
+    aggregates = ", ".join(f"KEY {sql_string(f.name)} VALUE {_aggregate(f)}" for f in features)
+    key_columns = ", ".join(ident(k) for k in keys)
+    row = _result_row(_entity_key(keys), _timestamp_millis("`window_end`"), aggregates,
+                      per_feature_times=per_feature_times, last=False, advances_watermark=True)
+    return (f"INSERT INTO `feature_rows` SELECT {row}\nFROM TABLE({window})\n"
+            f"GROUP BY {key_columns}, `window_start`, `window_end`")
+
+
+def _last_insert(keys: tuple[str, ...], features: list[Feature], only_last: bool) -> str:
+    """``last`` needs no window: every clean event carries its values with its event time,
+    and the writer keeps, per feature, the value with the newest time (nulls are skipped)."""
+    values = ", ".join(f"KEY {sql_string(f.name)} VALUE {ident(f.column or '')}"
+                       for f in features)
+    any_value = " OR ".join(f"{ident(f.column or '')} IS NOT NULL" for f in features)
+    row = _result_row(_entity_key(keys), "`event_ms`", values, per_feature_times=True,
+                      last=True, advances_watermark=only_last)
+    return f"INSERT INTO `feature_rows` SELECT {row}\nFROM `clean_events` WHERE {any_value}"

@@ -1,0 +1,146 @@
+"""Flink session-cluster adapter: submit, inspect, stop and cancel jobs (JobManager REST)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from registry.errors import InfrastructureError
+from sinks.compiler import JobSpec
+
+TERMINAL_STATES = {"FINISHED", "CANCELED", "FAILED"}
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    name: str
+    state: str
+    vertex_states: tuple[str, ...]
+    start_time_ms: int
+
+    @property
+    def running(self) -> bool:
+        """RUNNING with every task RUNNING (a job can be RUNNING with tasks SCHEDULED)."""
+        return self.state == "RUNNING" and all(s == "RUNNING" for s in self.vertex_states)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class FlinkError(InfrastructureError):
+    """The Flink cluster refused or failed an operation."""
+
+
+class FlinkClient:
+    def __init__(self, url: str, jars: Sequence[Path] = (), submit_timeout: float = 120,
+                 checkpoint_interval_ms: int = 5000) -> None:
+        self.url = url.rstrip("/")
+        self.jars = [str(j) for j in jars]
+        self.submit_timeout = submit_timeout
+        self.checkpoint_interval_ms = checkpoint_interval_ms
+        self._http = httpx.Client(base_url=self.url, timeout=15)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise FlinkError(f"Flink unreachable at {self.url}: {error}") from error
+        if response.status_code == 404:
+            return None
+        if not response.is_success:
+            raise FlinkError(f"Flink {method} {path} answered {response.status_code}: "
+                             f"{response.text[:500]}")
+        return response.json() if response.content else {}
+
+    def submit(self, spec: JobSpec) -> str:
+        """Run ``spec`` on the cluster and return its job id; idempotent for a running job."""
+        existing = self.status(spec.job_id)
+        if existing is not None and not existing.terminal:
+            return spec.job_id
+        request = {"spec": spec.to_json(), "flink_url": self.url, "jars": self.jars,
+                   "checkpoint_interval_ms": self.checkpoint_interval_ms}
+        try:
+            done = subprocess.run([sys.executable, "-m", "sinks.flink_submit"],
+                                  input=json.dumps(request), capture_output=True, text=True,
+                                  timeout=self.submit_timeout, check=False)
+        except subprocess.TimeoutExpired as error:
+            raise FlinkError(f"submitting {spec.job_name} took over {self.submit_timeout:.0f} s"
+                             ) from error
+        reply = _last_json_line(done.stdout)
+        if done.returncode != 0 or "job_id" not in reply:
+            detail = reply.get("error") or done.stderr.strip()[-2000:]
+            raise FlinkError(f"submitting {spec.job_name} failed: {detail}")
+        return str(reply["job_id"])
+
+    def status(self, job_id: str) -> JobStatus | None:
+        body = self._call("GET", f"/jobs/{job_id}")
+        if body is None:
+            return None
+        return JobStatus(job_id=job_id, name=body.get("name", ""), state=body["state"],
+                         vertex_states=tuple(v["status"] for v in body.get("vertices", [])),
+                         start_time_ms=body.get("start-time", 0))
+
+    def jobs(self) -> list[JobStatus]:
+        overview = self._call("GET", "/jobs/overview") or {"jobs": []}
+        return [JobStatus(job_id=j["jid"], name=j["name"], state=j["state"], vertex_states=(),
+                          start_time_ms=j.get("start-time", 0)) for j in overview["jobs"]]
+
+    def exceptions(self, job_id: str) -> list[str]:
+        body = self._call("GET", f"/jobs/{job_id}/exceptions") or {}
+        history = body.get("exceptionHistory", {}).get("entries", [])
+        return [f"{e.get('exceptionName', '')}: {e.get('stacktrace', '').splitlines()[0]}"
+                for e in history if e.get("stacktrace")]
+
+    def restarts(self, job_id: str) -> int:
+        """How often the job restarted (fullRestarts / numRestarts metric)."""
+        metrics = self._call("GET", f"/jobs/{job_id}/metrics", params={"get": "numRestarts"})
+        return int(metrics[0]["value"]) if metrics else 0
+
+    def stop_with_savepoint(self, job_id: str, target_directory: str | None = None,
+                            timeout: float = 60) -> str | None:
+        """Stop gracefully; the savepoint path, or None when the job was already gone."""
+        body: dict[str, Any] = {"drain": False}
+        if target_directory:
+            body["targetDirectory"] = target_directory
+        trigger = self._call("POST", f"/jobs/{job_id}/stop", json=body)
+        if trigger is None:
+            return None
+        request_id = trigger["request-id"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self._call("GET", f"/jobs/{job_id}/savepoints/{request_id}") or {}
+            if result.get("status", {}).get("id") == "COMPLETED":
+                operation = result.get("operation", {})
+                if "failure-cause" in operation:
+                    raise FlinkError(f"stopping {job_id} failed: "
+                                     f"{operation['failure-cause'].get('class', '')}")
+                return str(operation.get("location"))
+            time.sleep(0.2)
+        raise FlinkError(f"stopping {job_id} with a savepoint took over {timeout:.0f} s")
+
+    def cancel(self, job_id: str) -> None:
+        self._call("PATCH", f"/jobs/{job_id}", params={"mode": "cancel"})
+
+
+def _last_json_line(output: str) -> dict[str, Any]:
+    for line in reversed(output.strip().splitlines()):
+        try:
+            parsed = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(parsed, dict):
+            return parsed
+    return {}

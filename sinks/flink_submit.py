@@ -1,0 +1,67 @@
+"""Submit one compiled job to a Flink session cluster; run as a subprocess.
+
+``python -m sinks.flink_submit`` reads a JSON request on stdin —
+``{"spec": JobSpec.to_json(), "flink_url": ..., "jars": [...], "checkpoint_interval_ms": ...}``
+— and prints ``{"job_id": ...}``.  PyFlink's client starts a JVM, which the long-running
+deployer should not carry; a child process also lets the caller enforce a time limit.
+The job id is fixed by the spec, so a repeated submission of a running job is refused by
+the cluster instead of starting a second copy.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+from urllib.parse import urlsplit
+
+
+def submit(request: dict[str, Any]) -> str:
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    spec = request["spec"]
+    url = urlsplit(request["flink_url"])
+    settings = EnvironmentSettings.in_streaming_mode()
+    table_env = TableEnvironment.create(settings)
+    config = table_env.get_config()
+    options = {
+        "execution.target": "remote",
+        "rest.address": url.hostname or "127.0.0.1",
+        "rest.port": str(url.port or 8081),
+        "pipeline.name": spec["job_name"],
+        "$internal.pipeline.job-id": spec["job_id"],
+        "parallelism.default": str(request.get("parallelism", 1)),
+        "execution.checkpointing.interval": f"{request.get('checkpoint_interval_ms', 5000)} ms",
+        "table.local-time-zone": "UTC",
+        # A partition that receives nothing must not hold every window open.
+        "table.exec.source.idle-timeout": f"{request.get('idle_timeout_ms', 5000)} ms",
+        "restart-strategy.type": "exponential-delay",
+    }
+    if request.get("jars"):
+        options["pipeline.jars"] = ";".join(f"file://{jar}" for jar in request["jars"])
+    for key, value in options.items():
+        config.set(key, value)
+    statement_set = table_env.create_statement_set()
+    for statement in spec["statements"]:
+        if statement.startswith("INSERT"):
+            statement_set.add_insert_sql(statement)
+        else:
+            table_env.execute_sql(statement)
+    result = statement_set.execute()
+    client = result.get_job_client()
+    assert client is not None, "a streaming statement set always has a job client"
+    return str(client.get_job_id())
+
+
+def main() -> int:
+    try:
+        job = submit(json.load(sys.stdin))
+    except Exception as error:  # the parent gets every failure as one JSON line
+        print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
+        return 1
+    print(json.dumps({"job_id": job}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
