@@ -1,0 +1,83 @@
+"""Git push webhooks (CONTRACT.md §5): receive, store, process in the background.
+
+A push is stored in the inbox (:mod:`.inbox`) and answered at once by :mod:`.receiver`; the
+worker (:mod:`.worker`) later fetches the pushed commit (:mod:`.git`), loads its definitions in
+a limited child process (:mod:`.sandbox`) and applies them (:mod:`.processor`).  Parsing and
+authentication are pure (:mod:`.payloads`, :mod:`.signatures`).  :class:`Webhooks` puts the
+pieces together for the registry app: its route handlers and a lifespan that runs the worker
+and publishes the delivery counts on ``/metrics``.  See docs/webhooks.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio.to_thread
+from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
+from prometheus_client import REGISTRY
+from sqlalchemy import Engine
+
+from registry.service import RegistryService
+from registry.webhooks.git import GitRepositoryCache
+from registry.webhooks.inbox import PostgresDeliveryInbox
+from registry.webhooks.metrics import DeliveryCountCollector
+from registry.webhooks.processor import DeliveryProcessor, PushTarget
+from registry.webhooks.receiver import WebhookReceiver, webhook_route_handlers
+from registry.webhooks.sandbox import SandboxedLoader, SandboxLimits
+from registry.webhooks.worker import DEFAULT_POLL_SECONDS, DeliveryWorker
+
+__all__ = ["SandboxLimits", "WebhookConfig", "Webhooks", "default_cache_dir"]
+
+
+def default_cache_dir() -> Path:
+    """Where clones of pushed repositories are kept: ``$XDG_CACHE_HOME/fp/git``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fp" / "git"
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    secret: str | None
+    """FP_WEBHOOK_SECRET; every webhook request is refused (403) while it is unset."""
+    branch: str = "main"
+    features_path: str = "features"
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+
+
+class Webhooks:
+    """The webhook receiver and its worker, ready to plug into ``create_registry_app``."""
+
+    def __init__(self, service: RegistryService, engine: Engine, config: WebhookConfig) -> None:
+        self.inbox = PostgresDeliveryInbox(engine)
+        target = PushTarget(config.branch, config.features_path.strip("/") or ".")
+        processor = DeliveryProcessor(service, GitRepositoryCache(config.cache_dir),
+                                      SandboxedLoader(config.limits), target)
+        self.worker = DeliveryWorker(self.inbox, processor, config.poll_seconds)
+        receiver = WebhookReceiver(self.inbox, config.secret, config.branch,
+                                   on_queued=self.worker.wake)
+        self.route_handlers: list[HTTPRouteHandler] = webhook_route_handlers(receiver,
+                                                                             self.inbox)
+
+    @asynccontextmanager
+    async def lifespan(self, _: Litestar) -> AsyncIterator[None]:
+        """Runs the worker and publishes the delivery counts while the app is up."""
+        collector = DeliveryCountCollector(self.inbox)
+        try:
+            REGISTRY.register(collector)
+            published = True
+        except ValueError:  # another app in this process publishes the same counts already
+            published = False
+        self.worker.start()
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(self.worker.stop)
+            if published:
+                REGISTRY.unregister(collector)

@@ -1,0 +1,169 @@
+"""The webhook inbox in PostgreSQL: deliveries are stored before they are answered.
+
+Claiming: a worker takes the oldest queued delivery with ``SELECT … FOR UPDATE SKIP LOCKED``
+and holds that row lock, in one transaction, while it processes the delivery; the outcome is
+written and committed in the same transaction.  So several workers (threads or registry
+processes) never take the same delivery, and a delivery whose worker dies — the process is
+killed, the connection drops — is simply unlocked and still ``queued`` for the next worker:
+no lease to expire, no sweeper.  Deliveries of one branch are applied one at a time in the
+order received: a delivery is only claimable while no older delivery of the same repository
+and ref is still queued (which includes one being processed: its status commits last).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Engine, and_, exists, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import RowMapping
+
+from registry.store.tables import webhook_deliveries as deliveries
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"
+    APPLIED = "applied"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    provider: str
+    delivery_id: str
+    event: str
+    payload: bytes
+    status: DeliveryStatus
+    repository: str | None = None
+    ref: str | None = None
+    commit: str | None = None
+    reason: str | None = None
+    """Why a delivery is skipped."""
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    provider: str
+    delivery_id: str
+    event: str
+    status: DeliveryStatus
+    repository: str | None
+    ref: str | None
+    commit: str | None
+    reason: str | None
+    error: str | None
+    changes: list[dict[str, Any]] | None
+    missing_from_repository: list[str] | None
+    received_at: datetime
+    finished_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"delivery_id": self.delivery_id, "provider": self.provider, "event": self.event,
+                "status": self.status.value, "repository": self.repository, "ref": self.ref,
+                "commit": self.commit, "changes": self.changes,
+                "missing_from_repository": self.missing_from_repository,
+                "reason": self.reason, "error": self.error,
+                "received_at": self.received_at.isoformat(),
+                "finished_at": self.finished_at.isoformat() if self.finished_at else None}
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    provider: str
+    delivery_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    status: DeliveryStatus
+    changes: Sequence[dict[str, Any]] = ()
+    missing_from_repository: Sequence[str] = ()
+    error: str | None = None
+    reason: str | None = None
+
+
+class PostgresDeliveryInbox:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def receive(self, delivery: NewDelivery) -> tuple[DeliveryRecord, bool]:
+        """Store ``delivery`` unless one with its provider and id exists; return the stored
+        record and whether it is new (False: a redelivery, answered with what was recorded)."""
+        # A delivery skipped on arrival is finished when it is received.
+        finished = None if delivery.status is DeliveryStatus.QUEUED else func.now()
+        statement = (insert(deliveries)
+                     .values(provider=delivery.provider, delivery_id=delivery.delivery_id,
+                             event=delivery.event, status=delivery.status.value,
+                             payload=delivery.payload, repository=delivery.repository,
+                             ref=delivery.ref, commit=delivery.commit, reason=delivery.reason,
+                             finished_at=finished)
+                     .on_conflict_do_nothing(constraint="fp_webhook_deliveries_delivery_key")
+                     .returning(*_RECORD_COLUMNS))
+        with self.engine.begin() as conn:
+            row = conn.execute(statement).mappings().one_or_none()
+            if row is not None:
+                return _record(row), True
+            existing = conn.execute(
+                select(*_RECORD_COLUMNS).where(deliveries.c.provider == delivery.provider,
+                                               deliveries.c.delivery_id == delivery.delivery_id)
+            ).mappings().one()
+        return _record(existing), False
+
+    def get(self, delivery_id: str) -> DeliveryRecord | None:
+        """The delivery with this id (the newest, should two providers have used it)."""
+        query = (select(*_RECORD_COLUMNS).where(deliveries.c.delivery_id == delivery_id)
+                 .order_by(deliveries.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().one_or_none()
+        return _record(row) if row else None
+
+    def process_next(self, process: Callable[[ClaimedDelivery], DeliveryOutcome]) -> bool:
+        """Claim the next deliverable queued delivery, run ``process`` on it while holding it,
+        and record the outcome.  False when nothing was claimable."""
+        with self.engine.begin() as conn:
+            row = conn.execute(_CLAIM).mappings().one_or_none()
+            if row is None:
+                return False
+            outcome = process(ClaimedDelivery(row["provider"], row["delivery_id"],
+                                              bytes(row["payload"])))
+            conn.execute(deliveries.update().where(deliveries.c.id == row["id"]).values(
+                status=outcome.status.value, changes=list(outcome.changes),
+                missing_from_repository=list(outcome.missing_from_repository),
+                error=outcome.error, reason=outcome.reason,
+                # now() would be the start of this transaction, i.e. the claim.
+                finished_at=func.clock_timestamp()))
+        return True
+
+    def counts_by_status(self) -> dict[DeliveryStatus, int]:
+        query = select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
+        with self.engine.connect() as conn:
+            counted = {DeliveryStatus(status): count for status, count in conn.execute(query)}
+        return {status: counted.get(status, 0) for status in DeliveryStatus}
+
+
+_RECORD_COLUMNS = [deliveries.c[name] for name in (
+    "provider", "delivery_id", "event", "status", "repository", "ref", "commit", "reason",
+    "error", "changes", "missing_from_repository", "received_at", "finished_at")]
+
+_older = deliveries.alias("older")
+_CLAIM = (
+    select(deliveries.c.id, deliveries.c.provider, deliveries.c.delivery_id, deliveries.c.payload)
+    .where(deliveries.c.status == DeliveryStatus.QUEUED.value,
+           ~exists().where(and_(_older.c.status == DeliveryStatus.QUEUED.value,
+                                _older.c.repository == deliveries.c.repository,
+                                _older.c.ref == deliveries.c.ref,
+                                _older.c.id < deliveries.c.id)))
+    .order_by(deliveries.c.id)
+    .limit(1)
+    .with_for_update(skip_locked=True, of=deliveries)
+)
+
+
+def _record(row: RowMapping) -> DeliveryRecord:
+    return DeliveryRecord(**{**row, "status": DeliveryStatus(row["status"])})

@@ -1,0 +1,72 @@
+"""The background worker: processes queued deliveries, one at a time, in a thread.
+
+Processing blocks (git, the sandboxed loader, the database), so it runs in a thread of its
+own rather than on the server's event loop.  The thread is woken at once by a delivery this
+process received and polls as a fallback, which picks up deliveries received by other registry
+processes, left queued by a process that died, or stored while the database was unreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from registry.webhooks.inbox import ClaimedDelivery, DeliveryOutcome, PostgresDeliveryInbox
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_POLL_SECONDS = 2.0
+
+
+class DeliveryWorker:
+    def __init__(self, inbox: PostgresDeliveryInbox,
+                 process: Callable[[ClaimedDelivery], DeliveryOutcome],
+                 poll_seconds: float = DEFAULT_POLL_SECONDS) -> None:
+        self.inbox = inbox
+        self.process = process
+        self.poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="fp-webhook-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the delivery in progress; one still running after ``timeout`` is left to
+        finish or to die with the process — either way it stays queued until recorded."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping.set()
+        self._wake.set()
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.warning("the webhook worker is still processing a delivery after %g s", timeout)
+
+    def wake(self) -> None:
+        """A delivery was queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            # Cleared before draining, so a wake-up that arrives while draining is not lost.
+            self._wake.clear()
+            self._drain()
+            self._wake.wait(self.poll_seconds)
+
+    def _drain(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if not self.inbox.process_next(self.process):
+                    return
+            except Exception:
+                # Typically the database is unreachable; the delivery stays queued.
+                logger.exception("webhook worker: could not process the next delivery; "
+                                 "retrying in %g s", self.poll_seconds)
+                return
