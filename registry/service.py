@@ -21,9 +21,16 @@ from registry.domain.changes import (
     plan_changes,
 )
 from registry.domain.definitions import Definition, Kind, parse_definition, parse_definitions
-from registry.domain.events import EventType, NewEvent, Provenance, StreamAppend
+from registry.domain.deployments import deployment_history
+from registry.domain.events import (
+    EventType,
+    NewEvent,
+    Provenance,
+    StreamAppend,
+    deployment_stream,
+)
 from registry.domain.validation import dependants, references, validate_batch
-from registry.errors import NotFoundError
+from registry.errors import ConcurrencyConflictError, NotFoundError
 from registry.store.base import DefinitionRecord, RegistryStore, VersionRecord
 
 
@@ -41,6 +48,9 @@ class VersionDiff:
                 "to_version": self.to_version,
                 "change_class": self.change_class.value if self.change_class else None,
                 "diff": [entry.to_json() for entry in self.diff]}
+
+
+ROLLBACK_APPEND_ATTEMPTS = 5
 
 
 class RegistryService:
@@ -91,6 +101,26 @@ class RegistryService:
             raise NotFoundError(f"{kind.value.replace('_', ' ')} {name!r} has no version "
                                 f"{version} (versions 1..{latest})")
         return record
+
+    def request_rollback(self, view: str, to_version: int, provenance: Provenance) -> int:
+        """Record that ``view`` should serve ``to_version`` again; the deployer acts on it.
+        Returns the event's position."""
+        self.version(Kind.FEATURE_VIEW, view, to_version)
+        stream = deployment_stream(view)
+        for _ in range(ROLLBACK_APPEND_ATTEMPTS):
+            current = len(self.store.read_stream(stream))
+            event = NewEvent(EventType.ROLLBACK_REQUESTED, {"view": view,
+                                                            "to_version": to_version},
+                             provenance.to_metadata())
+            try:
+                return self.store.append([StreamAppend(stream, current, (event,))])[0].position
+            except ConcurrencyConflictError:
+                continue  # the deployer appended meanwhile; the request is still valid
+        raise ConcurrencyConflictError(f"{stream} kept changing; retry the rollback")
+
+    def deployments(self, view: str) -> list[dict[str, Any]]:
+        self.definition(Kind.FEATURE_VIEW, view)
+        return deployment_history(self.store.read_stream(deployment_stream(view)))
 
     def diff(self, kind: Kind, name: str, from_version: int, to_version: int) -> VersionDiff:
         old = self.version(kind, name, from_version)

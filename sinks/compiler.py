@@ -22,7 +22,6 @@ Every identifier is a validated name and is still backquoted; every literal goes
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,9 +37,14 @@ from registry.domain.definitions import (
     TimestampFormat,
     ValueType,
 )
-from registry.domain.layout import ENTITY_KEY_SEPARATOR, view_join_keys
-
-RESULT_TOPIC_PREFIX = "fp.features."
+from registry.domain.layout import (
+    ENTITY_KEY_SEPARATOR,
+    job_id,
+    job_name,
+    result_topic,
+    source_group,
+    view_join_keys,
+)
 
 
 def sql_string(value: str) -> str:
@@ -63,10 +67,6 @@ def _number(value: float) -> str:
     if not math.isfinite(value):
         raise ValueError(f"not a finite number: {value}")
     return repr(float(value)) if isinstance(value, float) else str(int(value))
-
-
-def result_topic(view: str, namespace: str) -> str:
-    return f"{RESULT_TOPIC_PREFIX}{view}.{namespace}"
 
 
 def dlq_topic(source: Source) -> str:
@@ -107,15 +107,6 @@ class JobSpec:
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
-
-
-def job_name(view: str, namespace: str) -> str:
-    return f"fp:{view}:{namespace}"
-
-
-def job_id(view: str, namespace: str, attempt: int = 0) -> str:
-    """A deterministic Flink job id (32 hex), so resubmitting the same job is idempotent."""
-    return hashlib.sha256(f"{view}/{namespace}/{attempt}".encode()).hexdigest()[:32]
 
 
 # --------------------------------------------------------------------------- JSON extraction
@@ -232,13 +223,13 @@ def _kafka_options(topic: str, kafka: KafkaOptions) -> dict[str, str]:
 
 
 def compile_view(view: FeatureView, catalog: Mapping[str, object], namespace: str,
-                 version: int, kafka: KafkaOptions) -> JobSpec:
+                 version: int, *, kafka: KafkaOptions, deployment: int = 0) -> JobSpec:
     """The Flink SQL job that materialises ``view`` into ``namespace``."""
     source = catalog[f"{Kind.SOURCE}:{view.source}"]
     assert isinstance(source, Source), "a validated view references a source"
     keys = view_join_keys(view, catalog)
     results, dlq = result_topic(view.name, namespace), dlq_topic(source)
-    group_id = f"fp.{view.name}.{namespace}"
+    group_id = source_group(view.name, namespace)
     event_ms = _event_millis(source)
 
     source_ddl = (
@@ -299,7 +290,8 @@ def compile_view(view: FeatureView, catalog: Mapping[str, object], namespace: st
         inserts.append(_last_insert(keys, last, only_last=not _groups(view)))
     return JobSpec(
         view=view.name, version=version, namespace=namespace,
-        job_name=job_name(view.name, namespace), job_id=job_id(view.name, namespace),
+        job_name=job_name(view.name, namespace),
+        job_id=job_id(view.name, namespace, deployment),
         source_topic=source.topic, result_topic=results, dlq_topic=dlq,
         statements=(source_ddl, results_ddl, dlq_ddl, checked_view, clean_view,
                     dead_letters, *inserts),

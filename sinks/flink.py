@@ -131,6 +131,15 @@ class FlinkClient:
             time.sleep(0.2)
         raise FlinkError(f"stopping {job_id} with a savepoint took over {timeout:.0f} s")
 
+    def wait_until_terminal(self, job_id: str, timeout: float = 60) -> JobStatus | None:
+        """Poll until the job has ended (a stopped job finishes shortly after its savepoint)."""
+        deadline = time.monotonic() + timeout
+        while (status := self.status(job_id)) is not None and not status.terminal:
+            if time.monotonic() > deadline:
+                raise FlinkError(f"job {job_id} still {status.state} after {timeout:.0f} s")
+            time.sleep(0.2)
+        return status
+
     def cancel(self, job_id: str) -> None:
         self._call("PATCH", f"/jobs/{job_id}", params={"mode": "cancel"})
 

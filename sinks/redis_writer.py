@@ -17,46 +17,103 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import msgspec
 import redis
 from confluent_kafka import Consumer, KafkaError, Message
 
-from registry.domain.layout import feature_key, meta_key
+from registry.domain.layout import RESULT_TOPIC_PREFIX, feature_key, meta_key
 from registry.errors import InfrastructureError
-from sinks.compiler import RESULT_TOPIC_PREFIX
 
 logger = logging.getLogger(__name__)
 
 WRITER_GROUP = "fp-redis-writer"
 
-# KEYS[1] feature hash; ARGV: event time, per-feature times?, last-values row?, field/value…
-_APPLY_ROW = """
-local t = tonumber(ARGV[1])
-if ARGV[2] == '0' then
-  local current = redis.call('HGET', KEYS[1], '__ts')
-  if current and tonumber(current) > t then return 0 end
-  for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-  redis.call('HSET', KEYS[1], '__ts', ARGV[1])
-  return 1
+# Applies many rows in one call (a script call per row cost more than the row itself).
+# KEYS: the feature hash of each row.  ARGV, row after row in KEYS order: event time, mode
+# (0: one time for the row; 1: a time per feature; 2: a time per feature and a last-values row,
+# whose nulls are skipped), feature count n, the n feature names, then their n values.
+# Returns the number of rows that changed something.
+_APPLY_ROWS = """
+local function hset(key, fields)
+  for i = 1, #fields, 4000 do
+    redis.call('HSET', key, unpack(fields, i, math.min(i + 3999, #fields)))
+  end
 end
-local written = 0
-for i = 4, #ARGV, 2 do
-  if not (ARGV[3] == '1' and ARGV[i + 1] == 'null') then
-    local time_field = '__ts:' .. ARGV[i]
-    local current = redis.call('HGET', KEYS[1], time_field)
+local function hmget(key, fields)
+  local values = {}
+  for i = 1, #fields, 4000 do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 3999, #fields)))
+    for j = 1, #part do values[#values + 1] = part[j] end
+  end
+  return values
+end
+local a, applied = 1, 0
+for k = 1, #KEYS do
+  local key, time, mode, n = KEYS[k], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local t, first, last = tonumber(time), a + 3, a + 2 + n
+  a = last + n + 1
+  if mode == '0' then
+    local current = redis.call('HGET', key, '__ts')
     if (not current) or tonumber(current) <= t then
-      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1], time_field, ARGV[1])
-      written = 1
+      local fields = {}
+      for i = first, last do
+        fields[#fields + 1] = ARGV[i]
+        fields[#fields + 1] = ARGV[i + n]
+      end
+      fields[#fields + 1] = '__ts'
+      fields[#fields + 1] = time
+      hset(key, fields)
+      applied = applied + 1
+    end
+  else
+    local newest = redis.call('HGET', key, '__ts')
+    local fields = {}
+    if newest and tonumber(newest) <= t then
+      -- Every feature time of a hash is at most its __ts (this script keeps it so): all pass.
+      for i = first, last do
+        if not (mode == '2' and ARGV[i + n] == 'null') then
+          fields[#fields + 1] = ARGV[i]
+          fields[#fields + 1] = ARGV[i + n]
+          fields[#fields + 1] = '__ts:' .. ARGV[i]
+          fields[#fields + 1] = time
+        end
+      end
+    else
+      local names, times = {}, {}
+      for i = first, last do
+        if not (mode == '2' and ARGV[i + n] == 'null') then
+          names[#names + 1] = i
+          times[#times + 1] = '__ts:' .. ARGV[i]
+        end
+      end
+      local held = hmget(key, times)
+      for j = 1, #names do
+        if (not held[j]) or tonumber(held[j]) <= t then
+          local i = names[j]
+          fields[#fields + 1] = ARGV[i]
+          fields[#fields + 1] = ARGV[i + n]
+          fields[#fields + 1] = times[j]
+          fields[#fields + 1] = time
+        end
+      end
+    end
+    if #fields > 0 then
+      if (not newest) or tonumber(newest) < t then
+        fields[#fields + 1] = '__ts'
+        fields[#fields + 1] = time
+      end
+      hset(key, fields)
+      applied = applied + 1
     end
   end
 end
-if written == 1 then
-  local newest = redis.call('HGET', KEYS[1], '__ts')
-  if (not newest) or tonumber(newest) < t then redis.call('HSET', KEYS[1], '__ts', ARGV[1]) end
-end
-return written
+return applied
 """
+ROWS_PER_CALL = 500
+"""Rows per script call: Redis runs one call at a time, so this bounds how long a write
+holds up readers (≈ 2-5 ms) while still saving most of the per-call overhead."""
 
 # KEYS[1] meta hash; ARGV: watermark candidate (or -1), rows, updated_at
 _ADVANCE_META = """
@@ -83,10 +140,55 @@ class FeatureRow:
 
     @classmethod
     def parse(cls, payload: bytes) -> FeatureRow:
-        row = json.loads(payload)
-        return cls(entity_key=row["e"], event_time_ms=int(row["t"]), features=row["f"],
-                   per_feature_times=bool(row["p"]), last_values=bool(row["l"]),
-                   advances_watermark=bool(row["w"]))
+        try:
+            r = _decode_row(payload)
+        except msgspec.DecodeError:
+            # Not the exact shape ("t" a float or string, …) or not JSON: the general path,
+            # which accepts what it always accepted and raises ValueError/KeyError otherwise.
+            row = json.loads(payload)
+            return cls(entity_key=row["e"], event_time_ms=int(row["t"]), features=row["f"],
+                       per_feature_times=bool(row["p"]), last_values=bool(row["l"]),
+                       advances_watermark=bool(row["w"]))
+        return cls(r.e, r.t, r.f, r.p, r.l, r.w)
+
+
+class _ResultRow(msgspec.Struct):
+    """The result row exactly as the compiler writes it, decoded in one C call."""
+
+    e: str
+    t: int
+    f: dict[str, Any]
+    p: bool
+    l: bool  # noqa: E741 - the compiler's field name
+    w: bool
+
+
+_decode_row = msgspec.json.Decoder(_ResultRow).decode
+
+
+def _json_values(values: list[Any]) -> list[str]:
+    """``[json.dumps(v) for v in values]``, byte for byte, in one call of the C encoder: the
+    list's text split at its separators.  When a value's own text holds a separator (a
+    string with ", ", a container), the pieces do not add up and each value is encoded alone."""
+    if not values:
+        return []
+    pieces = json.dumps(values)[1:-1].split(", ")
+    return pieces if len(pieces) == len(values) else [json.dumps(v) for v in values]
+
+
+def _row_arguments(rows: Sequence[FeatureRow]) -> list[Any]:
+    """ARGV of :data:`_APPLY_ROWS` for ``rows``."""
+    values = _json_values([v for row in rows for v in row.features.values()])
+    args: list[Any] = []
+    extend, position = args.extend, 0
+    for row in rows:
+        features, count = row.features, len(row.features)
+        mode = (2 if row.last_values else 1) if row.per_feature_times else 0
+        extend((row.event_time_ms, mode, count))
+        extend(features)
+        extend(values[position:position + count])
+        position += count
+    return args
 
 
 def parse_topic(topic: str) -> tuple[str, str]:
@@ -100,28 +202,62 @@ class RedisFeatureStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._apply_row = client.register_script(_APPLY_ROW)
+        self._apply_rows = client.register_script(_APPLY_ROWS)
         self._advance_meta = client.register_script(_ADVANCE_META)
 
     def apply(self, batches: dict[tuple[str, str], list[FeatureRow]]) -> None:
-        """Apply rows of several (view, namespace) pairs in one pipelined round trip."""
-        pipeline = self.client.pipeline(transaction=False)
+        """Apply rows of several (view, namespace) pairs in one pipelined round trip.
+
+        The script calls stream out on one connection as they are encoded, so Redis runs a
+        call while the next one is being built; every reply is read at the end."""
         now_ms = str(int(time.time() * 1000))
-        for (view, namespace), rows in batches.items():
-            for row in rows:
-                args: list[Any] = [row.event_time_ms, int(row.per_feature_times),
-                                   int(row.last_values)]
-                for name, value in row.features.items():
-                    args += [name, json.dumps(value)]
-                self._apply_row(keys=[feature_key(view, namespace, row.entity_key)], args=args,
-                                client=pipeline)
-            watermark = max((r.event_time_ms for r in rows if r.advances_watermark), default=-1)
-            self._advance_meta(keys=[meta_key(view, namespace)],
-                               args=[watermark, len(rows), now_ms], client=pipeline)
         try:
-            pipeline.execute()
+            self._load_scripts()
+            errors = self._send_and_read(batches, now_ms)
         except redis.RedisError as error:
             raise InfrastructureError(f"writing features to Redis failed: {error}") from error
+        if errors:
+            raise InfrastructureError(f"writing features to Redis failed: {errors[0]}")
+
+    def _load_scripts(self) -> None:
+        """What a redis-py pipeline does before it runs: load the scripts Redis lacks."""
+        scripts = (self._apply_rows, self._advance_meta)
+        present = cast(list[bool], self.client.script_exists(*(s.sha for s in scripts)))
+        for script, exists in zip(scripts, present, strict=True):
+            if not exists:
+                script.sha = cast(str, self.client.script_load(script.script))
+
+    def _send_and_read(self, batches: dict[tuple[str, str], list[FeatureRow]], now_ms: str,
+                       ) -> list[redis.ResponseError]:
+        pool = self.client.connection_pool
+        connection = pool.get_connection("EVALSHA")
+        calls, errors = 0, []
+        try:
+            for (view, namespace), rows in batches.items():
+                for start in range(0, len(rows), ROWS_PER_CALL):
+                    chunk = rows[start:start + ROWS_PER_CALL]
+                    keys = [feature_key(view, namespace, r.entity_key) for r in chunk]
+                    # No health check (a PING) once replies are pending: it would read theirs.
+                    connection.send_command("EVALSHA", self._apply_rows.sha, len(keys), *keys,
+                                            *_row_arguments(chunk), check_health=calls == 0)
+                    calls += 1
+                watermark = max((r.event_time_ms for r in rows if r.advances_watermark),
+                                default=-1)
+                connection.send_command("EVALSHA", self._advance_meta.sha, 1,
+                                        meta_key(view, namespace), watermark, len(rows), now_ms,
+                                        check_health=calls == 0)
+                calls += 1
+            for _ in range(calls):
+                try:
+                    connection.read_response()
+                except redis.ResponseError as error:  # the other replies are still read
+                    errors.append(error)
+        except BaseException:
+            connection.disconnect()  # replies left unread would answer the next command
+            raise
+        finally:
+            pool.release(connection)
+        return errors
 
 
 class ResultTopicWriter:
@@ -166,6 +302,7 @@ class ResultTopicWriter:
 
 def _group_rows(messages: Sequence[Message]) -> dict[tuple[str, str], list[FeatureRow]]:
     batches: dict[tuple[str, str], list[FeatureRow]] = defaultdict(list)
+    views: dict[str, tuple[str, str]] = {}
     for message in _without_errors(messages):
         try:
             row = FeatureRow.parse(message.value() or b"")
@@ -174,7 +311,10 @@ def _group_rows(messages: Sequence[Message]) -> dict[tuple[str, str], list[Featu
             logger.error("skipping malformed row at %s[%s]@%s: %s", message.topic(),
                          message.partition(), message.offset(), error)
             continue
-        batches[parse_topic(message.topic() or "")].append(row)
+        topic = message.topic() or ""
+        if (view := views.get(topic)) is None:
+            view = views[topic] = parse_topic(topic)
+        batches[view].append(row)
     return batches
 
 

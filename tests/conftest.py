@@ -16,16 +16,24 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from fp.local.base import free_port, wait_until
+from fp.local.flink import LocalFlink
+from fp.local.flink_jars import ensure_kafka_connector_jars
+from fp.local.kafka import LocalKafka
 from fp.local.postgres import LocalPostgres
+from fp.local.redis import LocalRedis
 from registry.store.migrate import upgrade_to_head
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
+from sinks.flink import FlinkClient
+from tests.services import PlatformProcess
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-REGISTRY_TABLES = "fp_events, fp_definitions, fp_definition_versions, fp_webhook_deliveries"
+REGISTRY_TABLES = ("fp_events, fp_definitions, fp_definition_versions, fp_webhook_deliveries, "
+                   "fp_deployer_checkpoints")
 
 
 def _reachable(url: str) -> bool:
@@ -113,3 +121,59 @@ def _healthy(url: str) -> bool:
         return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+# --------------------------------------------------------------------------- streaming
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
+    broker.start()
+    yield broker.url
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def flink_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFlink]:
+    cluster = LocalFlink(tmp_path_factory.mktemp("flink"), task_slots=4)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def flink(flink_cluster: LocalFlink) -> Iterator[FlinkClient]:
+    client = FlinkClient(flink_cluster.url, jars=ensure_kafka_connector_jars(),
+                         checkpoint_interval_ms=2000)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def stream_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = LocalRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def stream_redis(stream_redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(stream_redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def writer(kafka_bootstrap: str, stream_redis_url: str, tmp_path: Path,
+           ) -> Iterator[PlatformProcess]:
+    """`fp writer run`: result topics → Redis."""
+    process = PlatformProcess(["writer", "run"], {"FP_KAFKA_BOOTSTRAP": kafka_bootstrap,
+                                                  "FP_REDIS_URL": stream_redis_url},
+                              tmp_path / "writer.log")
+    process.start()
+    yield process
+    process.stop()
+
+

@@ -79,6 +79,19 @@ def _parse_apply_body(raw: bytes) -> tuple[list[object], bool, str | None]:
     return definitions, dry_run, message
 
 
+def _parse_rollback_body(raw: bytes) -> int:
+    try:
+        body = json.loads(raw)
+    except ValueError as error:
+        raise ClientException(f"the body is not valid JSON: {error}") from None
+    if not isinstance(body, dict) or set(body) != {"to_version"}:
+        raise ValidationException('the body must be {"to_version": N}')
+    version = body["to_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValidationException("'to_version' must be a version number >= 1")
+    return version
+
+
 def _definition_routes(kind: Kind, path: str, service: RegistryService) -> Router:
     """The read endpoints every kind shares: list, one, versions, one version, diff."""
     label = kind.value.replace("_", " ")
@@ -135,6 +148,20 @@ def create_registry_app(
                                 dry_run=dry_run)
         return {"dry_run": dry_run, "changes": [c.to_json() for c in changes]}
 
+    @post("/v1/feature-views/{name:str}/rollback", sync_to_thread=True, guards=[write_guard],
+          status_code=202, summary="Make an earlier version active again (through the deployer)")
+    def rollback(request: Request[Any, Any, Any], name: FromPath[str],
+                 body: RawBody) -> dict[str, Any]:
+        to_version = _parse_rollback_body(body)
+        position = service.request_rollback(name, to_version,
+                                            Provenance(actor=actor_of(request)))
+        return {"view": name, "to_version": to_version, "position": position}
+
+    @get("/v1/feature-views/{name:str}/deployments", sync_to_thread=True,
+         summary="Deployment history: state, jobs, timings, errors")
+    def deployments(name: FromPath[str]) -> dict[str, Any]:
+        return {"name": name, "deployments": service.deployments(name)}
+
     @get("/v1/events", sync_to_thread=True, summary="The global event log, in position order")
     def events(after: FromQuery[int] = 0, limit: FromQuery[int] = 1000) -> dict[str, Any]:
         if after < 0 or not 1 <= limit <= MAX_EVENTS_PAGE:
@@ -149,7 +176,8 @@ def create_registry_app(
 
     routers = [_definition_routes(kind, path, service) for kind, path in COLLECTION_PATHS.items()]
     return Litestar(
-        route_handlers=[apply, events, healthz, PrometheusController, *routers, *extra_handlers],
+        route_handlers=[apply, rollback, deployments, events, healthz, PrometheusController,
+                        *routers, *extra_handlers],
         middleware=[PrometheusConfig(app_name="fp_registry", prefix="fp_registry",
                                      group_path=True).middleware],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -23,6 +23,7 @@ class EventType(StrEnum):
     VERSION_RETIRED = "VersionRetired"
     DEPLOYMENT_FAILED = "DeploymentFailed"
     ROLLBACK_REQUESTED = "RollbackRequested"
+    NAMESPACE_PURGED = "NamespacePurged"
 
 
 DEPLOYMENT_STREAM_PREFIX = "deployment:"

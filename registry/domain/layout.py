@@ -6,6 +6,7 @@ can never disagree on a key, an entity key encoding or the type of a feature val
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 
 from registry.domain.definitions import (
@@ -24,8 +25,31 @@ EVENT_TIME_FIELD = "__ts"
 ENTITY_KEY_SEPARATOR = "|"
 
 
+RESULT_TOPIC_PREFIX = "fp.features."
+
+
 def namespace_of(version: int) -> str:
     return f"v{version}"
+
+
+def result_topic(view: str, namespace: str) -> str:
+    """The Kafka topic a materialisation job writes its feature rows to."""
+    return f"{RESULT_TOPIC_PREFIX}{view}.{namespace}"
+
+
+def source_group(view: str, namespace: str) -> str:
+    """The Kafka consumer group a job reads its source with (its progress is visible)."""
+    return f"fp.{view}.{namespace}"
+
+
+def job_name(view: str, namespace: str) -> str:
+    return f"fp:{view}:{namespace}"
+
+
+def job_id(view: str, namespace: str, deployment: int = 0) -> str:
+    """A deterministic Flink job id (32 hex): resubmitting the same deployment after a crash
+    finds the job it already started instead of starting a second one."""
+    return hashlib.sha256(f"{view}/{namespace}/{deployment}".encode()).hexdigest()[:32]
 
 
 def feature_key(view: str, namespace: str, entity_key: str) -> str:

@@ -90,3 +90,12 @@ webhook_deliveries = Table(
                     name="fp_webhook_deliveries_status_check"),
     Index("fp_webhook_deliveries_queued", "id", postgresql_where=text("status = 'queued'")),
 )
+
+deployer_checkpoints = Table(
+    "fp_deployer_checkpoints",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("state", JSONB, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

@@ -26,7 +26,7 @@ def compile_all(raw: list[dict[str, Any]], start: StartPosition | None = None,
                 ) -> dict[str, JobSpec]:
     catalog = validate_batch({}, parse_definitions(raw))
     kafka = KafkaOptions("127.0.0.1:9092", start or StartPosition())
-    return {d.name: compile_view(d, catalog, "v3", 3, kafka)
+    return {d.name: compile_view(d, catalog, "v3", 3, kafka=kafka)
             for d in catalog.values() if isinstance(d, FeatureView)}
 
 

@@ -17,10 +17,11 @@ from registry.domain.definitions import FeatureView, parse_definitions
 from registry.domain.validation import validate_batch
 from sinks.compiler import JobSpec, KafkaOptions, compile_view
 from sinks.flink import FlinkClient
-from tests.streaming.conftest import (
-    WriterProcess,
+from tests.services import (
+    PlatformProcess,
     consume_all,
     create_topics,
+    features_in_redis,
     produce,
     wait_for,
 )
@@ -114,19 +115,6 @@ class Materialisation:
     bootstrap: str
     flink: FlinkClient
 
-    def features_in_redis(self, client: redis.Redis) -> tuple[dict[str, Any], dict[str, Any]]:
-        prefix = f"fp:{self.spec.view}:{self.spec.namespace}:"
-        values: dict[str, dict[str, Any]] = {}
-        times: dict[str, dict[str, int]] = {}
-        for key in client.scan_iter(f"{prefix}*"):
-            stored = cast(dict[str, str], client.hgetall(key))
-            entity = key.removeprefix(prefix)
-            values[entity] = {k: json.loads(v) for k, v in stored.items()
-                              if not k.startswith("__")}
-            times[entity] = {k.removeprefix("__ts:"): int(v) for k, v in stored.items()
-                             if k.startswith("__ts:")}
-        return values, times
-
     def wait_until_redis_matches(self, client: redis.Redis, stream: Stream) -> None:
         clean = stream.clean_events(self.schema)
         watermark = max(e["ts"] for e in clean) - WATERMARK_DELAY_MS - 1
@@ -134,7 +122,8 @@ class Materialisation:
         found: list[str] = ["nothing compared yet"]
 
         def matches() -> bool:
-            found[:] = mismatches(expected, *self.features_in_redis(client))
+            found[:] = mismatches(expected, *features_in_redis(client, self.spec.view,
+                                                                self.spec.namespace))
             return not found
 
         try:
@@ -159,7 +148,7 @@ def materialisation(kafka_bootstrap: str, flink: FlinkClient) -> Iterator[Materi
     catalog = validate_batch({}, parse_definitions(raw))
     view = catalog[f"feature_view:account_stats_{suffix}"]
     assert isinstance(view, FeatureView)
-    spec = compile_view(view, catalog, "v1", 1, KafkaOptions(kafka_bootstrap))
+    spec = compile_view(view, catalog, "v1", 1, kafka=KafkaOptions(kafka_bootstrap))
     create_topics(kafka_bootstrap, {spec.source_topic: 2, spec.dlq_topic: 1,
                                     spec.result_topic: 2})
     flink.submit(spec)
@@ -188,7 +177,7 @@ def finish(m: Materialisation, client: redis.Redis, stream: Stream) -> list[byte
 
 def test_features_equal_an_independent_computation_and_nothing_is_dropped(
         materialisation: Materialisation, stream_redis: redis.Redis,
-        writer: WriterProcess) -> None:
+        writer: PlatformProcess) -> None:
     m, rng, stream = materialisation, random.Random(7), Stream()
     main_events(rng, 0, 500, stream)
     produce(m.bootstrap, m.topic, stream.records)
@@ -216,7 +205,7 @@ def test_features_equal_an_independent_computation_and_nothing_is_dropped(
 @pytest.mark.parametrize("crash", ["writer", "taskmanager"])
 def test_a_crash_mid_stream_loses_nothing(
         crash: str, materialisation: Materialisation, stream_redis: redis.Redis,
-        writer: WriterProcess, flink_cluster: LocalFlink) -> None:
+        writer: PlatformProcess, flink_cluster: LocalFlink) -> None:
     m, rng, first_half = materialisation, random.Random(11), Stream()
     main_events(rng, 0, 250, first_half)
     produce(m.bootstrap, m.topic, first_half.records)

@@ -1,4 +1,4 @@
-"""Streaming fixtures: a Tansu broker, a Flink session cluster, Redis and the writer process."""
+"""Helpers for tests that talk to Kafka and run platform processes."""
 
 from __future__ import annotations
 
@@ -8,74 +8,32 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from fp.local.flink import LocalFlink
-from fp.local.flink_jars import ensure_kafka_connector_jars
-from fp.local.kafka import LocalKafka
-from fp.local.redis import LocalRedis
-from sinks.flink import FlinkClient
 
+class PlatformProcess:
+    """An `fp …` command as a real process, so a test can kill it like a crash would."""
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
-    broker.start()
-    yield broker.url
-    broker.stop()
-
-
-@pytest.fixture(scope="session")
-def flink_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFlink]:
-    cluster = LocalFlink(tmp_path_factory.mktemp("flink"), task_slots=4)
-    cluster.start()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def flink(flink_cluster: LocalFlink) -> Iterator[FlinkClient]:
-    client = FlinkClient(flink_cluster.url, jars=ensure_kafka_connector_jars(),
-                         checkpoint_interval_ms=2000)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def stream_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = LocalRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server.url
-    server.stop()
-
-
-@pytest.fixture
-def stream_redis(stream_redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(stream_redis_url, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
-
-
-class WriterProcess:
-    """`fp writer run` as a real process, so a test can kill it like a crash would."""
-
-    def __init__(self, bootstrap: str, redis_url: str, log: Path) -> None:
-        self.env = {**os.environ, "FP_KAFKA_BOOTSTRAP": bootstrap, "FP_REDIS_URL": redis_url}
+    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.command = command
+        self.env = {**os.environ, **env}
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, **extra_env: str) -> None:
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "fp.cli", "writer", "run"],
-                                            env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen([sys.executable, "-m", "fp.cli", *self.command],
+                                            env={**self.env, **extra_env}, stdout=log,
+                                            stderr=subprocess.STDOUT)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
 
     def kill(self) -> None:
         assert self.process is not None
@@ -85,16 +43,7 @@ class WriterProcess:
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=15)
-
-
-@pytest.fixture
-def writer(kafka_bootstrap: str, stream_redis_url: str, tmp_path: Path,
-           ) -> Iterator[WriterProcess]:
-    process = WriterProcess(kafka_bootstrap, stream_redis_url, tmp_path / "writer.log")
-    process.start()
-    yield process
-    process.stop()
+            self.process.wait(timeout=30)
 
 
 def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
@@ -136,3 +85,20 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.5)
+
+
+def features_in_redis(client: Any, view: str, namespace: str,
+                      ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
+    """Every entity of a namespace: (feature values, per-feature event times)."""
+    prefix = f"fp:{view}:{namespace}:"
+    values: dict[str, dict[str, Any]] = {}
+    times: dict[str, dict[str, int]] = {}
+    for key in client.scan_iter(f"{prefix}*"):
+        stored: dict[str, str] = client.hgetall(key)
+        entity = key.removeprefix(prefix)
+        values[entity] = {k: json.loads(v) for k, v in stored.items() if not k.startswith("__")}
+        times[entity] = {k.removeprefix("__ts:"): int(v) for k, v in stored.items()
+                         if k.startswith("__ts:")}
+        if "__ts" in stored and not times[entity]:
+            times[entity] = dict.fromkeys(values[entity], int(stored["__ts"]))
+    return values, times

@@ -1,0 +1,142 @@
+"""Bringing a green job up and judging when it is ready to take over.
+
+Readiness: the job and every task RUNNING, and the data caught up — green's namespace
+watermark has reached blue's, or, with no blue to compare with, green's Kafka consumer group
+has committed the source offsets that were the input's frontier when green started.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployer.faults import crash_point
+from deployer.online_store import VersionMapStore
+from deployer.rollout import Deployment, ViewState
+from registry.domain.definitions import Definition, FeatureView, Source, parse_definition
+from registry.domain.layout import result_topic, source_group
+from registry.errors import ConfigurationError, FeaturePlatformError
+from registry.store.base import RegistryStore
+from sinks.compiler import JobSpec, KafkaOptions, StartPosition, compile_view
+from sinks.flink import FlinkClient
+from sinks.kafka_admin import KafkaAdmin
+
+logger = logging.getLogger(__name__)
+
+EARLIEST = "earliest"
+WINDOW = "window"
+
+
+@dataclass(frozen=True)
+class GreenOutcome:
+    ready: bool = False
+    failure: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+WAITING = GreenOutcome()
+
+
+class GreenRunner:
+    def __init__(self, store: RegistryStore, flink: FlinkClient, versions: VersionMapStore,
+                 kafka: KafkaAdmin, *, start_policy: str = WINDOW,
+                 start_margin_ms: int = 60_000) -> None:
+        if start_policy not in {EARLIEST, WINDOW}:
+            raise ConfigurationError(f"FP_DEPLOYER_START must be {EARLIEST!r} or {WINDOW!r}, "
+                                     f"got {start_policy!r}")
+        self.store = store
+        self.flink = flink
+        self.versions = versions
+        self.kafka = kafka
+        self.start_policy = start_policy
+        self.start_margin_ms = start_margin_ms
+        self._frontiers: dict[str, dict[int, int]] = {}
+
+    def advance(self, state: ViewState, deployment: Deployment, now_ms: int, deadline_ms: int,
+                max_restarts: int) -> GreenOutcome:
+        assert deployment.job_id is not None, "blue/green deployments have a job"
+        job = deployment.job_id
+        status = self.flink.status(job)
+        if status is None:
+            return self._submit(state, deployment, now_ms)
+        if status.terminal:
+            return GreenOutcome(failure=f"green job {job} is {status.state}: "
+                                        f"{'; '.join(self.flink.exceptions(job)[:3])}")
+        restarts = self.flink.restarts(job)
+        if restarts > max_restarts:
+            return GreenOutcome(failure=f"green job {job} is in a restart loop ({restarts} "
+                                        f"restarts): {'; '.join(self.flink.exceptions(job)[:3])}")
+        if now_ms > deadline_ms:
+            return GreenOutcome(failure=f"green was not ready within "
+                                        f"{(deadline_ms - deployment.started_at_ms) // 1000} s")
+        if not status.running:
+            return WAITING
+        return self._caught_up(state, deployment)
+
+    def _submit(self, state: ViewState, deployment: Deployment, now_ms: int) -> GreenOutcome:
+        """First sight of this deployment's job: clean its namespace, submit it."""
+        try:
+            spec = self._compile(state, deployment, now_ms)
+            if not self.kafka.topic_exists(spec.source_topic):
+                return GreenOutcome(failure=f"source topic {spec.source_topic!r} does not exist")
+            self.versions.clear_namespace(state.view, deployment.namespace)
+            self.kafka.ensure_topics([spec.result_topic, spec.dlq_topic])
+            self._frontiers[spec.job_id] = self.kafka.end_offsets(spec.source_topic)
+            self.flink.submit(spec)
+            crash_point("submitted")
+        except FeaturePlatformError as error:
+            return GreenOutcome(failure=f"submitting green failed: {error}")
+        logger.info("%s: green %s submitted for %s", state.view, spec.job_id,
+                    deployment.namespace)
+        return WAITING
+
+    def _compile(self, state: ViewState, deployment: Deployment, now_ms: int) -> JobSpec:
+        catalog: dict[str, Definition] = {f"{r.kind}:{r.name}": parse_definition(dict(r.spec))
+                                          for r in self.store.definitions()}
+        view = parse_definition(dict(state.specs[deployment.version]))
+        assert isinstance(view, FeatureView)
+        catalog[f"feature_view:{view.name}"] = view
+        source = catalog[f"source:{view.source}"]
+        assert isinstance(source, Source)
+        spec = compile_view(view, catalog, deployment.namespace, deployment.version,
+                            kafka=KafkaOptions(self.kafka.bootstrap_servers,
+                                               self._start(view, source, now_ms)),
+                            deployment=deployment.number)
+        assert spec.job_id == deployment.job_id, "job ids are derived the same way"
+        return spec
+
+    def _start(self, view: FeatureView, source: Source, now_ms: int) -> StartPosition:
+        """Early enough in Kafka to fill the longest window (``last`` needs all history)."""
+        windows = [f.window_ms for f in view.features if f.window_ms is not None]
+        if self.start_policy == EARLIEST or len(windows) < len(view.features):
+            return StartPosition()
+        span = max(windows) + source.watermark_delay_ms + self.start_margin_ms
+        return StartPosition(now_ms - span)
+
+    def _caught_up(self, state: ViewState, deployment: Deployment) -> GreenOutcome:
+        green = self.versions.watermark(state.view, deployment.namespace)
+        blue = (self.versions.watermark(state.view, deployment.blue_namespace)
+                if deployment.blue_namespace else None)
+        if blue is not None:
+            ready = green is not None and green >= blue
+            return GreenOutcome(ready=ready, details={"green_watermark": green,
+                                                      "blue_watermark": blue})
+        job = deployment.job_id or ""
+        source = parse_definition(dict(state.specs[deployment.version]))
+        assert isinstance(source, FeatureView)
+        topic = self._source_topic(source)
+        frontier = self._frontiers.setdefault(job, self.kafka.end_offsets(topic))
+        if self.kafka.caught_up(source_group(state.view, deployment.namespace), topic, frontier):
+            return GreenOutcome(ready=True, details={"green_watermark": green,
+                                                     "frontier_offsets": frontier})
+        return WAITING
+
+    def _source_topic(self, view: FeatureView) -> str:
+        record = self.store.definition("source", view.source)
+        assert record is not None, "a registered view's source is registered"
+        return str(record.spec["topic"])
+
+    def drop_result_topic(self, view: str, namespace: str) -> None:
+        self.kafka.delete_topics([result_topic(view, namespace)])

@@ -1,0 +1,320 @@
+"""The rollout state machine: registry events in, the next actions out (pure; no I/O).
+
+Per feature view, :func:`evolve` folds events into a :class:`ViewState` and :func:`decide`
+says what must happen next.  The worker performs the action through adapters and records
+its outcome as the next event, so a worker that dies at any point resumes from the log:
+
+    DefinitionRegistered / RollbackRequested      (what should be active: ``desired``)
+    DeploymentStarted(kind=blue_green|flip)       green job submitted for namespace v{N}
+    DeploymentReady                               green caught up with blue
+    VersionActivated                              version map flipped atomically
+    VersionRetired                                blue stopped with a savepoint
+    DeploymentFailed                              green cancelled, blue untouched
+    NamespacePurged                               an old namespace deleted after the grace
+
+A metadata-only change (relative to the *active* version) is a ``flip``: it shares the
+active namespace and needs no job.  Any other change is blue/green into a fresh namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from registry.domain.changes import ChangeClass, classify, diff_specs
+from registry.domain.definitions import Kind
+from registry.domain.events import DEPLOYMENT_STREAM_PREFIX, EventType
+from registry.domain.layout import job_id, namespace_of
+
+BLUE_GREEN = "blue_green"
+FLIP = "flip"
+STARTED, READY, ACTIVATED = "started", "ready", "activated"
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    ready_deadline_ms: int = 600_000
+    """A green not ready this long after it started fails."""
+    max_restarts: int = 3
+    """A green restarting more often than this is in a restart loop and fails."""
+    keep_namespaces: int = 3
+    """Namespaces (with every version sharing them) kept serveable for pinned reads."""
+    purge_grace_ms: int = 600_000
+    """How long a namespace that left the version map keeps its data."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    number: int
+    version: int
+    kind: str
+    namespace: str
+    job_id: str | None
+    blue_version: int | None
+    blue_namespace: str | None
+    blue_job_id: str | None
+    started_at_ms: int
+    phase: str = STARTED
+
+
+@dataclass(frozen=True)
+class ViewState:
+    view: str
+    stream_version: int = 0
+    """Version of the ``deployment:{view}`` stream, for appends with an expected version."""
+    specs: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    desired: int | None = None
+    active: int | None = None
+    serveable: Mapping[int, str] = field(default_factory=dict)
+    """The version map: version → namespace."""
+    jobs: Mapping[str, str] = field(default_factory=dict)
+    """Namespaces being maintained: namespace → running job id."""
+    failed: frozenset[int] = frozenset()
+    in_flight: Deployment | None = None
+    deployments: int = 0
+    unmapped_since: Mapping[str, int] = field(default_factory=dict)
+    """Namespaces no longer in the version map (→ purge after the grace): since when."""
+
+    @property
+    def active_namespace(self) -> str | None:
+        return None if self.active is None else self.serveable.get(self.active)
+
+
+def view_of(stream: str) -> str | None:
+    """The feature view an event stream belongs to, if any."""
+    for prefix in (f"{Kind.FEATURE_VIEW}:", DEPLOYMENT_STREAM_PREFIX):
+        if stream.startswith(prefix):
+            return stream.removeprefix(prefix)
+    return None
+
+
+# --------------------------------------------------------------------------- evolve
+
+@dataclass(frozen=True)
+class Event:
+    """The part of a recorded registry event the state machine reads."""
+
+    stream: str
+    stream_version: int
+    type: str
+    data: Mapping[str, Any]
+    recorded_at_ms: int
+
+
+def evolve(state: ViewState, event: Event, config: RolloutConfig) -> ViewState:
+    """The state after one event of the view's streams."""
+    data, event_type, recorded_at_ms = event.data, event.type, event.recorded_at_ms
+    if event.stream.startswith(DEPLOYMENT_STREAM_PREFIX):
+        state = replace(state, stream_version=event.stream_version)
+    if event_type == EventType.DEFINITION_REGISTERED:
+        return replace(state, specs={**state.specs, data["version"]: data["spec"]},
+                       desired=data["version"])
+    if event_type == EventType.ROLLBACK_REQUESTED:
+        return replace(state, desired=data["to_version"], failed=state.failed - {
+            data["to_version"]})
+    if event_type == EventType.DEPLOYMENT_STARTED:
+        if data["kind"] == BLUE_GREEN:  # green rebuilds its namespace: nobody may read it
+            state = replace(state, serveable={v: ns for v, ns in state.serveable.items()
+                                              if ns != data["namespace"]})
+        return replace(state, deployments=state.deployments + 1, in_flight=Deployment(
+            number=data["deployment"], version=data["version"], kind=data["kind"],
+            namespace=data["namespace"], job_id=data.get("job_id"),
+            blue_version=data.get("blue_version"), blue_namespace=data.get("blue_namespace"),
+            blue_job_id=data.get("blue_job_id"), started_at_ms=recorded_at_ms))
+    deployment = state.in_flight
+    if event_type == EventType.DEPLOYMENT_READY and deployment is not None:
+        return replace(state, in_flight=replace(deployment, phase=READY))
+    if event_type == EventType.VERSION_ACTIVATED:
+        return _activated(state, data, recorded_at_ms, config)
+    if event_type == EventType.VERSION_RETIRED:
+        jobs = {ns: job for ns, job in state.jobs.items() if job != data.get("job_id")}
+        return replace(state, jobs=jobs, in_flight=None)
+    if event_type == EventType.DEPLOYMENT_FAILED:
+        return replace(state, failed=state.failed | {data["version"]}, in_flight=None)
+    if event_type == EventType.NAMESPACE_PURGED:
+        unmapped = {ns: t for ns, t in state.unmapped_since.items() if ns != data["namespace"]}
+        return replace(state, unmapped_since=unmapped)
+    return state
+
+
+def _activated(state: ViewState, data: Mapping[str, Any], now_ms: int,
+               config: RolloutConfig) -> ViewState:
+    deployment = state.in_flight
+    jobs = dict(state.jobs)
+    if deployment is not None and deployment.kind == BLUE_GREEN and deployment.job_id:
+        jobs[deployment.namespace] = deployment.job_id
+    serveable = version_map_after(state.serveable, data["version"], data["namespace"],
+                                  config.keep_namespaces)
+    dropped = set(state.serveable.values()) - set(serveable.values())
+    unmapped = {ns: t for ns, t in state.unmapped_since.items() if ns not in serveable.values()}
+    unmapped |= {ns: now_ms for ns in dropped}
+    retiring = None
+    if deployment is not None and deployment.kind == BLUE_GREEN and deployment.blue_job_id:
+        retiring = replace(deployment, phase=ACTIVATED)
+    return replace(state, active=data["version"], serveable=serveable, jobs=jobs,
+                   unmapped_since=unmapped, in_flight=retiring)
+
+
+def version_map_after(serveable: Mapping[int, str], version: int, namespace: str,
+                      keep_namespaces: int) -> dict[int, str]:
+    """The version map once ``version`` (in ``namespace``) is active: the newest namespaces
+    first, at most ``keep_namespaces`` of them, each with every version sharing it."""
+    merged = {**serveable, version: namespace}
+    newest: dict[str, int] = {}
+    for v, ns in merged.items():
+        newest[ns] = max(v, newest.get(ns, v))
+    ranked = sorted(newest, key=lambda ns: (ns == namespace, newest[ns]), reverse=True)
+    kept = set(ranked[:keep_namespaces])
+    return {v: ns for v, ns in sorted(merged.items()) if ns in kept}
+
+
+# --------------------------------------------------------------------------- decide
+
+@dataclass(frozen=True)
+class StartDeployment:
+    """Record DeploymentStarted (nothing else happens before it is in the log)."""
+
+    deployment: Deployment
+
+
+@dataclass(frozen=True)
+class AdvanceGreen:
+    """Make sure green runs (prepare namespace + submit, once) and check its readiness."""
+
+    deployment: Deployment
+    deadline_ms: int
+    max_restarts: int
+
+
+@dataclass(frozen=True)
+class MarkReady:
+    """A flip needs no job: it is ready as soon as it started."""
+
+    deployment: Deployment
+
+
+@dataclass(frozen=True)
+class Activate:
+    """Write the version map atomically, publish, then record VersionActivated."""
+
+    deployment: Deployment
+    version_map: Mapping[int, str]
+
+
+@dataclass(frozen=True)
+class RetireBlue:
+    """Stop blue with a savepoint, then record VersionRetired."""
+
+    deployment: Deployment
+
+
+@dataclass(frozen=True)
+class Abandon:
+    """Cancel green and record DeploymentFailed with the reason."""
+
+    deployment: Deployment
+    reason: str
+
+
+@dataclass(frozen=True)
+class PurgeNamespace:
+    namespace: str
+
+
+Action = StartDeployment | AdvanceGreen | MarkReady | Activate | RetireBlue | Abandon | \
+    PurgeNamespace
+
+
+def decide(state: ViewState, now_ms: int, config: RolloutConfig) -> Action | None:
+    """The one next action for the view, or None when it is where it should be."""
+    deployment = state.in_flight
+    if deployment is not None:
+        return _continue(state, deployment, config)
+    if (state.desired is not None and state.desired != state.active
+            and state.desired not in state.failed and state.desired in state.specs):
+        return StartDeployment(_plan_deployment(state, state.desired, now_ms))
+    for namespace, since in sorted(state.unmapped_since.items()):
+        if now_ms - since >= config.purge_grace_ms and namespace not in state.jobs:
+            return PurgeNamespace(namespace)
+    return None
+
+
+def _continue(state: ViewState, deployment: Deployment, config: RolloutConfig) -> Action:
+    if deployment.phase == STARTED:
+        if deployment.version != state.desired:
+            return Abandon(deployment, f"superseded by version {state.desired}")
+        if deployment.kind == FLIP:
+            return MarkReady(deployment)
+        return AdvanceGreen(deployment, deployment.started_at_ms + config.ready_deadline_ms,
+                            config.max_restarts)
+    if deployment.phase == READY:
+        return Activate(deployment, version_map_after(
+            state.serveable, deployment.version, deployment.namespace, config.keep_namespaces))
+    return RetireBlue(deployment)
+
+
+def _plan_deployment(state: ViewState, version: int, now_ms: int) -> Deployment:
+    number = state.deployments + 1
+    active_namespace = state.active_namespace
+    shared = _shared_namespace(state, version)
+    if shared is not None:
+        return Deployment(number, version, FLIP, shared, None, state.active, active_namespace,
+                          None, now_ms)
+    namespace = namespace_of(version)
+    blue_job = state.jobs.get(active_namespace) if active_namespace else None
+    return Deployment(number, version, BLUE_GREEN, namespace,
+                      job_id(state.view, namespace, number), state.active,
+                      active_namespace, blue_job, now_ms)
+
+
+def _shared_namespace(state: ViewState, version: int) -> str | None:
+    """A maintained namespace that already computes exactly what ``version`` needs."""
+    for candidate in (state.active, *sorted(state.serveable, reverse=True)):
+        if candidate is None:
+            continue
+        namespace = state.serveable.get(candidate)
+        if namespace is None or namespace not in state.jobs:
+            continue
+        diff = diff_specs(state.specs[candidate], state.specs[version])
+        if not diff or classify(Kind.FEATURE_VIEW, diff) is ChangeClass.METADATA:
+            return namespace
+    return None
+
+
+# --------------------------------------------------------------------------- events out
+
+def event_data(view: str, deployment: Deployment, event_type: str, **extra: Any,
+               ) -> dict[str, Any]:
+    """The data of a rollout event; every one names the view, deployment and version."""
+    data: dict[str, Any] = {"view": view, "deployment": deployment.number,
+                            "version": deployment.version, "namespace": deployment.namespace}
+    if event_type == EventType.DEPLOYMENT_STARTED:
+        data |= {"kind": deployment.kind, "job_id": deployment.job_id,
+                 "blue_version": deployment.blue_version,
+                 "blue_namespace": deployment.blue_namespace,
+                 "blue_job_id": deployment.blue_job_id}
+    return data | extra
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def state_to_json(state: ViewState) -> dict[str, Any]:
+    body = asdict(state)
+    body["specs"] = {str(v): spec for v, spec in state.specs.items()}
+    body["serveable"] = {str(v): ns for v, ns in state.serveable.items()}
+    body["failed"] = sorted(state.failed)
+    return body
+
+
+def state_from_json(body: Mapping[str, Any]) -> ViewState:
+    deployment = body.get("in_flight")
+    return ViewState(
+        view=body["view"], stream_version=body["stream_version"],
+        specs={int(v): spec for v, spec in body["specs"].items()},
+        desired=body["desired"], active=body["active"],
+        serveable={int(v): ns for v, ns in body["serveable"].items()},
+        jobs=dict(body["jobs"]), failed=frozenset(body["failed"]),
+        in_flight=Deployment(**deployment) if deployment else None,
+        deployments=body["deployments"], unmapped_since=dict(body["unmapped_since"]),
+    )

@@ -1,0 +1,258 @@
+"""`fp deployer run`: one worker; several may run, the one holding the advisory lock leads.
+
+The leader folds registry events (in position order, from a durable checkpoint) into the
+per-view rollout state of :mod:`deployer.rollout`, asks it for the next action, performs the
+action through the adapters and appends the outcome as an event.  NOTIFY on ``fp_events``
+only wakes it early; polling by position is the truth.  A worker killed at any moment leaves
+the log as the whole truth: the next leader resumes from the checkpoint and the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects.postgresql import insert
+
+from deployer.faults import crash_point
+from deployer.green import GreenOutcome, GreenRunner
+from deployer.online_store import VersionMapStore
+from deployer.rollout import (
+    Abandon,
+    Action,
+    Activate,
+    AdvanceGreen,
+    Deployment,
+    Event,
+    MarkReady,
+    PurgeNamespace,
+    RetireBlue,
+    RolloutConfig,
+    StartDeployment,
+    ViewState,
+    decide,
+    event_data,
+    evolve,
+    state_from_json,
+    state_to_json,
+    view_of,
+)
+from registry.domain.events import (
+    EventType,
+    NewEvent,
+    RecordedEvent,
+    StreamAppend,
+    deployment_stream,
+)
+from registry.errors import ConcurrencyConflictError, FeaturePlatformError
+from registry.store.postgres import NOTIFY_CHANNEL, PostgresRegistryStore
+from registry.store.tables import deployer_checkpoints
+from sinks.flink import FlinkClient
+
+logger = logging.getLogger(__name__)
+
+LEADER_LOCK_KEY = 7_214_002
+CHECKPOINT_NAME = "deployer"
+ACTOR = {"actor": "deployer"}
+
+
+@dataclass
+class Checkpoint:
+    position: int = 0
+    states: dict[str, ViewState] = field(default_factory=dict)
+
+
+class DeployerWorker:
+    def __init__(self, engine: Engine, flink: FlinkClient, versions: VersionMapStore,
+                 green: GreenRunner, config: RolloutConfig, *,
+                 poll_interval: float = 1.0) -> None:
+        self.engine = engine
+        self.store = PostgresRegistryStore(engine)
+        self.flink = flink
+        self.versions = versions
+        self.green = green
+        self.config = config
+        self.poll_interval = poll_interval
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        """Lead when the lock is free, else wait for it; until :meth:`stop`."""
+        while not self.stopping.is_set():
+            try:
+                with self._leadership() as connection:
+                    if connection is None:
+                        self.stopping.wait(self.poll_interval)
+                        continue
+                    logger.info("deployer leads")
+                    self._lead(connection)
+            except (psycopg.Error, FeaturePlatformError) as error:
+                logger.warning("deployer loop interrupted, retrying: %s", error)
+                self.stopping.wait(self.poll_interval)
+
+    @contextmanager
+    def _leadership(self) -> Iterator[psycopg.Connection[Any] | None]:
+        """A connection holding the session advisory lock, or None when another leads.
+        The lock dies with the connection, so a killed leader hands over at once."""
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(url, autocommit=True) as connection:
+            locked = connection.execute("SELECT pg_try_advisory_lock(%s)",
+                                        (LEADER_LOCK_KEY,)).fetchone()
+            if not locked or not locked[0]:
+                yield None
+                return
+            connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            yield connection
+
+    def _lead(self, connection: psycopg.Connection[Any]) -> None:
+        checkpoint = self._load_checkpoint()
+        while not self.stopping.is_set():
+            events = self.store.read_events(checkpoint.position, limit=1000)
+            for event in events:
+                _fold(checkpoint, event, self.config)
+            if events:
+                self._save_checkpoint(checkpoint)
+                continue
+            acted = False
+            for state in list(checkpoint.states.values()):
+                action = decide(state, _now_ms(), self.config)
+                if action is not None:
+                    acted |= self._perform(state, action)
+            if not acted:
+                for _ in connection.notifies(timeout=self.poll_interval, stop_after=1):
+                    pass
+
+    # ------------------------------------------------------------------ actions
+
+    def _perform(self, state: ViewState, action: Action) -> bool:
+        """Carry out ``action``; True when it recorded an event (the state moved)."""
+        view = state.view
+        try:
+            return self._dispatch(state, action)
+        except ConcurrencyConflictError:
+            return True  # someone appended first (e.g. a rollback request): re-read the log
+        except FeaturePlatformError as error:
+            logger.warning("%s: %s failed, will retry: %s", view, type(action).__name__, error)
+            return False
+
+    def _dispatch(self, state: ViewState, action: Action) -> bool:
+        view = state.view
+        if isinstance(action, StartDeployment):
+            logger.info("%s: deploying v%s (%s)", view, action.deployment.version,
+                        action.deployment.kind)
+            return self._record(state, EventType.DEPLOYMENT_STARTED, action.deployment)
+        if isinstance(action, MarkReady):
+            return self._record(state, EventType.DEPLOYMENT_READY, action.deployment)
+        if isinstance(action, AdvanceGreen):
+            return self._advance(state, action)
+        if isinstance(action, Activate):
+            self.versions.switch(view, action.deployment.version, action.version_map)
+            crash_point("switched")
+            logger.info("%s: v%s active", view, action.deployment.version)
+            return self._record(state, EventType.VERSION_ACTIVATED, action.deployment)
+        if isinstance(action, RetireBlue):
+            return self._retire(state, action.deployment)
+        if isinstance(action, Abandon):
+            return self._fail(state, action.deployment, action.reason)
+        return self._purge(state, action)
+
+    def _advance(self, state: ViewState, action: AdvanceGreen) -> bool:
+        deployment = action.deployment
+        outcome: GreenOutcome = self.green.advance(state, deployment, _now_ms(),
+                                                   action.deadline_ms, action.max_restarts)
+        if outcome.ready:
+            return self._record(state, EventType.DEPLOYMENT_READY, deployment,
+                                **outcome.details)
+        if outcome.failure is not None:
+            return self._fail(state, deployment, outcome.failure)
+        return False
+
+    def _fail(self, state: ViewState, deployment: Deployment, reason: str) -> bool:
+        if deployment.job_id:
+            self.flink.cancel(deployment.job_id)
+            self.flink.wait_until_terminal(deployment.job_id)
+        logger.warning("%s: deployment of v%s failed: %s", state.view, deployment.version,
+                       reason)
+        return self._record(state, EventType.DEPLOYMENT_FAILED, deployment, reason=reason,
+                            job_id=deployment.job_id)
+
+    def _retire(self, state: ViewState, deployment: Deployment) -> bool:
+        job = deployment.blue_job_id
+        savepoint = None
+        if job:
+            try:
+                savepoint = self.flink.stop_with_savepoint(job)
+            except FeaturePlatformError as error:
+                logger.warning("%s: stop-with-savepoint of %s failed (%s); cancelling",
+                               state.view, job, error)
+                self.flink.cancel(job)
+            self.flink.wait_until_terminal(job)
+        return self._record(state, EventType.VERSION_RETIRED, deployment,
+                            retired_version=deployment.blue_version,
+                            retired_namespace=deployment.blue_namespace, job_id=job,
+                            savepoint=savepoint)
+
+    def _purge(self, state: ViewState, action: PurgeNamespace) -> bool:
+        deleted = self.versions.clear_namespace(state.view, action.namespace)
+        self.green.drop_result_topic(state.view, action.namespace)
+        return self._append(state, EventType.NAMESPACE_PURGED, {"view": state.view,
+                                                       "namespace": action.namespace,
+                                                       "keys_deleted": deleted})
+
+    def _record(self, state: ViewState, event_type: EventType, deployment: Deployment,
+                **extra: Any) -> bool:
+        return self._append(state, event_type, event_data(state.view, deployment, event_type,
+                                                          **extra))
+
+    def _append(self, state: ViewState, event_type: EventType, data: Mapping[str, Any]) -> bool:
+        self.store.append([StreamAppend(deployment_stream(state.view), state.stream_version,
+                                        (NewEvent(event_type, data, ACTOR),))])
+        crash_point(event_type)
+        return True
+
+    # ------------------------------------------------------------------ checkpoint
+
+    def _load_checkpoint(self) -> Checkpoint:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(deployer_checkpoints).where(
+                deployer_checkpoints.c.name == CHECKPOINT_NAME)).mappings().one_or_none()
+        if row is None:
+            return Checkpoint()
+        return Checkpoint(row["position"], {view: state_from_json(body)
+                                            for view, body in row["state"].items()})
+
+    def _save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        state = {view: state_to_json(s) for view, s in checkpoint.states.items()}
+        now = datetime.now(UTC)
+        upsert = insert(deployer_checkpoints).values(name=CHECKPOINT_NAME,
+                                                     position=checkpoint.position, state=state,
+                                                     updated_at=now)
+        with self.engine.begin() as conn:
+            conn.execute(upsert.on_conflict_do_update(
+                index_elements=["name"],
+                set_={"position": checkpoint.position, "state": state, "updated_at": now}))
+
+
+def _fold(checkpoint: Checkpoint, event: RecordedEvent, config: RolloutConfig) -> None:
+    checkpoint.position = event.position
+    view = view_of(event.stream)
+    if view is None:
+        return
+    state = checkpoint.states.get(view, ViewState(view))
+    recorded_ms = int(event.recorded_at.timestamp() * 1000)
+    checkpoint.states[view] = evolve(state, Event(event.stream, event.version, event.type,
+                                                  event.data, recorded_ms), config)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,496 @@
+"""The offline store: one Iceberg table of raw events per source (CONTRACT.md §8).
+
+Catalog: pyiceberg's SQL catalog named ``fp`` in the registry's PostgreSQL (it creates its own
+``iceberg_tables`` / ``iceberg_namespace_properties`` tables); warehouse at ``FP_WAREHOUSE``.
+More catalog settings (S3 endpoint and keys for MinIO, …) come from pyiceberg's own
+environment variables, e.g. ``PYICEBERG_CATALOG__FP__S3__ENDPOINT``.
+
+Table ``raw.{source}``: the contract's fields (all optional: invalid events are archived too),
+then the ingestion metadata below, partitioned by ``day(_event_time)``.
+
+Exactly once: every append carries, in its snapshot summary (``fp.kafka-offsets``), the next
+Kafka offset of every partition archived so far; that is the archiver's only record of
+progress.  An append states which stored offsets it continues from, and commits only if they
+are still the stored ones — the check and the commit are one compare-and-set, since the
+catalog commit asserts the snapshot the check read is still current.  A crash anywhere
+either left the table as it was (the batch is read again) or committed batch and offsets
+together (the batch is not read again).
+
+pyiceberg 0.8.1 (the line that runs beside apache-flink 2.0.2's ``pyarrow<17``) has no
+compaction, snapshot expiry or orphan-file removal: :func:`compact`, :func:`expire_snapshots`
+and :func:`delete_orphan_files` do them with its lower-level API.  Private names used:
+``_dataframe_to_data_files`` (what ``append`` itself writes files with), ``ArrowScan``,
+``Transaction._apply`` and the metadata-update dispatcher (for snapshot removal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow.fs import FileSelector, FileType
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+)
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.io.pyarrow import ArrowScan, PyArrowFileIO, _dataframe_to_data_files
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.table.sorting import SortField, SortOrder
+from pyiceberg.table.update import (
+    AssertRefSnapshotId,
+    RemoveSnapshotsUpdate,
+    _apply_table_update,
+    _TableMetadataUpdateContext,
+)
+from pyiceberg.transforms import DayTransform, IdentityTransform
+from pyiceberg.types import (
+    BooleanType,
+    DoubleType,
+    IcebergType,
+    IntegerType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
+
+from registry.domain.definitions import Source, ValueType
+from registry.errors import ConfigurationError, FeaturePlatformError
+
+logger = logging.getLogger(__name__)
+
+ALL_ROWS: BooleanExpression = AlwaysTrue()  # type: ignore[no-untyped-call]
+
+CATALOG_NAME = "fp"
+RAW_NAMESPACE = "raw"
+OFFSETS_PROPERTY = "fp.kafka-offsets"
+COMMIT_ATTEMPTS = 20
+
+# Ingestion metadata, after the contract's fields.  Contract field names cannot start with
+# "_", so these never collide with them.
+EVENT_TIME = "_event_time"
+"""Event time read from ``timestamp_field`` (µs, UTC); null when unreadable."""
+TOPIC = "_topic"
+PARTITION = "_partition"
+OFFSET = "_offset"
+INGESTED_AT = "_ingested_at"
+VIOLATION = "_violation"
+"""The first contract rule the event breaks, worded as the stream's dead letters; null = clean."""
+PAYLOAD = "_payload"
+"""The raw message, kept for invalid events only (valid ones are exactly their fields)."""
+CONTRACT_VERSION = "_contract_version"
+"""The version of the source's contract the event was judged by."""
+
+_METADATA_COLUMNS: tuple[tuple[str, IcebergType], ...] = (
+    (EVENT_TIME, TimestamptzType()), (TOPIC, StringType()), (PARTITION, IntegerType()),
+    (OFFSET, LongType()), (INGESTED_AT, TimestamptzType()), (VIOLATION, StringType()),
+    (PAYLOAD, StringType()), (CONTRACT_VERSION, IntegerType()),
+)
+
+_ICEBERG_TYPE: dict[ValueType, IcebergType] = {
+    ValueType.STRING: StringType(), ValueType.LONG: LongType(), ValueType.INT: IntegerType(),
+    # JSON numbers are read as doubles; a float column would round them.
+    ValueType.DOUBLE: DoubleType(), ValueType.FLOAT: DoubleType(),
+    ValueType.BOOLEAN: BooleanType(), ValueType.TIMESTAMP: TimestamptzType(),
+}
+
+# Iceberg's only type promotions a contract change can ask for.
+_PROMOTIONS = {(IntegerType(), LongType())}
+
+TABLE_PROPERTIES = {
+    # Old metadata files fall out of the log and become deletable by delete_orphan_files.
+    "write.metadata.previous-versions-max": "20",
+    # Appends merge small manifests, so planning a scan stays fast after many micro-batches.
+    "commit.manifest-merge.enabled": "true",
+    "write.parquet.compression-codec": "zstd",
+}
+
+
+class ArchiveError(FeaturePlatformError):
+    """The offline store cannot do what was asked (missing table, incompatible contract)."""
+
+
+class StaleOffsetsError(FeaturePlatformError):
+    """A batch continues from offsets that are no longer the stored ones: another archiver
+    (or an earlier life of this one) committed those messages already."""
+
+    def __init__(self, topic: str, stored: Mapping[int, int]) -> None:
+        self.topic = topic
+        self.stored = dict(stored)
+        super().__init__(f"offsets of {topic} moved on to {self.stored}")
+
+
+# --------------------------------------------------------------------------- catalog
+
+def warehouse_uri(setting: str) -> str:
+    """``FP_WAREHOUSE`` as a location: URIs pass through, a local path becomes ``file://``."""
+    if "://" in setting:
+        return setting
+    return "file://" + os.path.abspath(os.path.expanduser(setting))
+
+
+def open_catalog(database_url: str, warehouse: str | None = None) -> Catalog:
+    """The ``fp`` SQL catalog in the registry database.  The warehouse is needed only to
+    create tables: an existing table's location is in the catalog."""
+    properties: dict[str, str] = {"type": "sql", "uri": database_url}
+    if warehouse:
+        properties["warehouse"] = warehouse_uri(warehouse)
+    for attempt in range(3):
+        try:
+            catalog = load_catalog(CATALOG_NAME, **properties)
+            break
+        except Exception as error:  # two processes creating the catalog tables at once
+            if attempt == 2:
+                raise ArchiveError(f"cannot open the Iceberg catalog: {error}") from error
+            time.sleep(0.2 * (attempt + 1))
+    with contextlib.suppress(NamespaceAlreadyExistsError):
+        catalog.create_namespace(RAW_NAMESPACE)
+    return catalog
+
+
+def table_name(source: str) -> str:
+    return f"{RAW_NAMESPACE}.{source}"
+
+
+def load_archive(catalog: Catalog, source: str) -> Table:
+    try:
+        return catalog.load_table(table_name(source))
+    except NoSuchTableError:
+        raise ArchiveError(f"source {source!r} has no archive table {table_name(source)} yet: "
+                           "`fp archiver run` creates it when it first archives the source"
+                           ) from None
+
+
+# --------------------------------------------------------------------------- schema
+
+def iceberg_type(value_type: ValueType) -> IcebergType:
+    return _ICEBERG_TYPE[value_type]
+
+
+def archive_schema(source: Source) -> Schema:
+    """The table schema for a source's contract: its fields, then the ingestion metadata."""
+    columns = [(f.name, iceberg_type(f.type)) for f in source.schema] + list(_METADATA_COLUMNS)
+    return Schema(*(NestedField(field_id, name, kind, required=False)
+                    for field_id, (name, kind) in enumerate(columns, start=1)))
+
+
+def schema_changes(current: Schema, source: Source) -> tuple[list[tuple[str, IcebergType]],
+                                                             list[tuple[str, IcebergType]]]:
+    """(columns to add, columns to widen) for ``source``'s contract; raises ArchiveError for
+    a type change Iceberg cannot make in place.  A field the contract dropped stays (null)."""
+    additions: list[tuple[str, IcebergType]] = []
+    promotions: list[tuple[str, IcebergType]] = []
+    for field in source.schema:
+        wanted = iceberg_type(field.type)
+        existing = current.find_field(field.name) if field.name in current.column_names else None
+        if existing is None:
+            additions.append((field.name, wanted))
+        elif existing.field_type != wanted:
+            if (existing.field_type, wanted) not in _PROMOTIONS:
+                raise ArchiveError(
+                    f"source {source.name!r}: field {field.name!r} changed from "
+                    f"{existing.field_type} to {wanted}, which the archive table cannot hold; "
+                    "register the new contract as a new source")
+            promotions.append((field.name, wanted))
+    return additions, promotions
+
+
+def ensure_archive(catalog: Catalog, source: Source) -> Table:
+    """The source's table, created or evolved to hold its current contract."""
+    name = table_name(source.name)
+    try:
+        table = catalog.load_table(name)
+    except NoSuchTableError:
+        schema = archive_schema(source)
+        event_time = schema.find_field(EVENT_TIME)
+        spec = PartitionSpec(PartitionField(source_id=event_time.field_id, field_id=1000,
+                                            transform=DayTransform(), name="event_day"))
+        order = SortOrder(SortField(source_id=event_time.field_id,
+                                    transform=IdentityTransform()))
+        try:
+            return catalog.create_table(name, schema=schema, partition_spec=spec,
+                                        sort_order=order,
+                                        properties={**TABLE_PROPERTIES, "fp.source": source.name})
+        except TableAlreadyExistsError:  # another archiver created it meanwhile
+            table = catalog.load_table(name)
+    additions, promotions = schema_changes(table.schema(), source)
+    if additions or promotions:
+        with table.update_schema() as update:
+            for column, kind in additions:
+                update.add_column(column, kind)
+            for column, kind in promotions:
+                update.update_column(column, field_type=kind)
+        logger.info("archive %s: added %s, widened %s", name, [c for c, _ in additions],
+                    [c for c, _ in promotions])
+    return table
+
+
+# --------------------------------------------------------------------------- offsets
+
+Offsets = dict[str, dict[int, int]]
+"""topic → partition → next offset to archive."""
+
+
+def _decode_offsets(text: str) -> Offsets:
+    return {topic: {int(p): int(o) for p, o in partitions.items()}
+            for topic, partitions in json.loads(text).items()}
+
+
+def _encode_offsets(offsets: Offsets) -> str:
+    return json.dumps({topic: {str(p): o for p, o in sorted(partitions.items())}
+                       for topic, partitions in sorted(offsets.items())}, separators=(",", ":"))
+
+
+def stored_offsets(metadata: TableMetadata) -> Offsets:
+    """The offsets of the newest snapshot that records them (maintenance copies them forward;
+    walking back covers a snapshot written by another tool)."""
+    snapshot = metadata.current_snapshot()
+    while snapshot is not None:
+        summary = snapshot.summary
+        text = summary.get(OFFSETS_PROPERTY) if summary is not None else None
+        if text is not None:
+            return _decode_offsets(text)
+        parent = snapshot.parent_snapshot_id
+        snapshot = metadata.snapshot_by_id(parent) if parent is not None else None
+    return {}
+
+
+def _offsets_properties(metadata: TableMetadata) -> dict[str, str]:
+    offsets = stored_offsets(metadata)
+    return {OFFSETS_PROPERTY: _encode_offsets(offsets)} if offsets else {}
+
+
+def append_batch(table: Table, rows: pa.Table, topic: str,
+                 continues_from: Mapping[int, int | None], next_offsets: Mapping[int, int],
+                 ) -> int:
+    """Append ``rows`` and advance ``topic``'s stored offsets to ``next_offsets``, atomically.
+
+    ``continues_from`` holds, per partition in the batch, the stored offset the batch was
+    read from (None: nothing was stored, the batch starts at the earliest offset).  If any
+    differs from what is stored when the commit happens, nothing is written and
+    StaleOffsetsError says what is stored.  Returns the new snapshot id.
+    """
+    for _ in range(COMMIT_ATTEMPTS):
+        table.refresh()
+        offsets = stored_offsets(table.metadata)
+        stored = offsets.get(topic, {})
+        if any(stored.get(p) != start for p, start in continues_from.items()):
+            raise StaleOffsetsError(topic, stored)
+        offsets[topic] = {**stored, **next_offsets}
+        try:
+            table.append(rows, snapshot_properties={OFFSETS_PROPERTY: _encode_offsets(offsets)})
+        except CommitFailedException:
+            continue  # another writer committed first: check the offsets again
+        snapshot = table.current_snapshot()
+        assert snapshot is not None
+        return snapshot.snapshot_id
+    raise ArchiveError(f"{table.name()}: gave up after {COMMIT_ATTEMPTS} conflicting commits")
+
+
+# --------------------------------------------------------------------------- reading
+
+def scan(table: Table, columns: Sequence[str], row_filter: BooleanExpression | None = None,
+         snapshot_id: int | None = None) -> pa.Table:
+    """The rows of one snapshot (default: the current one) matching ``row_filter``."""
+    return table.scan(row_filter=row_filter or ALL_ROWS, selected_fields=tuple(columns),
+                      snapshot_id=snapshot_id).to_arrow()
+
+
+# --------------------------------------------------------------------------- maintenance
+
+@dataclass(frozen=True)
+class CompactionReport:
+    files_before: int
+    files_after: int
+    rewritten_groups: int
+
+
+def data_files(table: Table) -> list[FileScanTask]:
+    return list(table.scan().plan_files())
+
+
+def _small_file_groups(tasks: Iterable[FileScanTask], target_bytes: int, min_files: int,
+                       ) -> list[list[FileScanTask]]:
+    """Per partition, the files smaller than the target, when there are enough to merge."""
+    groups: dict[tuple[int, str], list[FileScanTask]] = defaultdict(list)
+    for task in tasks:
+        if task.file.file_size_in_bytes < target_bytes and not task.delete_files:
+            groups[(task.file.spec_id, repr(task.file.partition))].append(task)
+    return [g for g in groups.values() if len(g) >= min_files]
+
+
+def compact(table: Table, target_file_bytes: int = 128 * 1024 * 1024,
+            min_files: int = 2) -> CompactionReport:
+    """Rewrite each partition's small files into files of about ``target_file_bytes``,
+    rows sorted by event time, in one snapshot that keeps the stored offsets."""
+    for _ in range(COMMIT_ATTEMPTS):
+        table.refresh()
+        tasks = data_files(table)
+        groups = _small_file_groups(tasks, target_file_bytes, min_files)
+        if not groups:
+            return CompactionReport(len(tasks), len(tasks), 0)
+        metadata = table.metadata
+        rewritten = 0
+        try:
+            with table.transaction() as transaction, transaction.update_snapshot(
+                    snapshot_properties=_offsets_properties(metadata)).overwrite() as rewrite:
+                for group in groups:
+                    rows = ArrowScan(metadata, table.io, metadata.schema(),
+                                     ALL_ROWS).to_table(group)
+                    rows = rows.sort_by([(EVENT_TIME, "ascending"), (PARTITION, "ascending"),
+                                         (OFFSET, "ascending")])
+                    for task in group:
+                        rewrite.delete_data_file(task.file)
+                    for new_file in _dataframe_to_data_files(metadata, rows, table.io,
+                                                             rewrite.commit_uuid):
+                        rewrite.append_data_file(new_file)
+                        rewritten += 1
+        except CommitFailedException:
+            continue  # an append landed meanwhile: plan again on the new snapshot
+        removed = sum(len(g) for g in groups)
+        return CompactionReport(len(tasks), len(tasks) - removed + rewritten, len(groups))
+    raise ArchiveError(f"{table.name()}: compaction gave up after {COMMIT_ATTEMPTS} conflicts")
+
+
+def _remove_snapshots(update: RemoveSnapshotsUpdate, base: TableMetadata,
+                      context: _TableMetadataUpdateContext) -> TableMetadata:
+    """Metadata without the given snapshots (pyiceberg 0.8 cannot apply this update)."""
+    removed = set(update.snapshot_ids)
+    if any(ref.snapshot_id in removed for ref in base.refs.values()):
+        raise ValueError("cannot remove a snapshot a branch or tag points at")
+    context.add_update(update)
+    return base.model_copy(update={
+        "snapshots": [s for s in base.snapshots if s.snapshot_id not in removed],
+        "snapshot_log": [e for e in base.snapshot_log if e.snapshot_id not in removed],
+    })
+
+
+if RemoveSnapshotsUpdate not in _apply_table_update.registry:
+    _apply_table_update.register(RemoveSnapshotsUpdate)(_remove_snapshots)
+
+
+def snapshots_to_expire(snapshots: Sequence[Snapshot], protected: set[int], now_ms: int,
+                        max_age_ms: int, retain_last: int) -> list[int]:
+    """Snapshots older than ``max_age_ms``, except the newest ``retain_last`` and those a
+    branch or tag points at (pure)."""
+    newest_first = sorted(snapshots, key=lambda s: s.timestamp_ms, reverse=True)
+    kept = {s.snapshot_id for s in newest_first[:max(retain_last, 1)]} | protected
+    return [s.snapshot_id for s in newest_first
+            if s.snapshot_id not in kept and now_ms - s.timestamp_ms > max_age_ms]
+
+
+def expire_snapshots(table: Table, max_age_ms: int, retain_last: int = 1) -> list[int]:
+    """Forget snapshots older than ``max_age_ms`` (their files become unreferenced: see
+    delete_orphan_files).  Datasets built on an expired snapshot can no longer be rebuilt."""
+    for _ in range(COMMIT_ATTEMPTS):
+        table.refresh()
+        metadata = table.metadata
+        protected = {ref.snapshot_id for ref in metadata.refs.values()}
+        expired = snapshots_to_expire(metadata.snapshots, protected, int(time.time() * 1000),
+                                      max_age_ms, retain_last)
+        if not expired:
+            return []
+        transaction = table.transaction()
+        # Pydantic models: constructed by their JSON aliases.
+        remove = RemoveSnapshotsUpdate.model_validate({"snapshot-ids": expired})
+        still_current = AssertRefSnapshotId.model_validate(
+            {"snapshot-id": metadata.current_snapshot_id, "ref": "main"})
+        transaction._apply((remove,), (still_current,))
+        try:
+            transaction.commit_transaction()
+        except CommitFailedException:
+            continue
+        return expired
+    raise ArchiveError(f"{table.name()}: snapshot expiry gave up after {COMMIT_ATTEMPTS} "
+                       "conflicts")
+
+
+def _path(location: str) -> str:
+    """A location without its scheme, as the file system lists it."""
+    return PyArrowFileIO.parse_location(location)[2]
+
+
+def referenced_files(table: Table) -> set[str]:
+    """Every file a retained snapshot or the metadata log still needs (scheme-less paths)."""
+    metadata, io = table.metadata, table.io
+    paths = {_path(table.metadata_location)} if table.metadata_location else set()
+    paths |= {_path(entry.metadata_file) for entry in metadata.metadata_log}
+    manifests: dict[str, Any] = {}
+    for snapshot in metadata.snapshots:
+        if snapshot.manifest_list:
+            paths.add(_path(snapshot.manifest_list))
+        for manifest in snapshot.manifests(io):
+            manifests[manifest.manifest_path] = manifest
+    for manifest_path, manifest in manifests.items():
+        paths.add(_path(manifest_path))
+        paths |= {_path(entry.data_file.file_path)
+                  for entry in manifest.fetch_manifest_entry(io, discard_deleted=True)}
+    return paths
+
+
+def delete_orphan_files(table: Table, min_age_ms: int = 3_600_000) -> list[str]:
+    """Delete files under the table's location that nothing references, once older than
+    ``min_age_ms`` — younger ones may belong to an append still in flight."""
+    table.refresh()
+    scheme, netloc, root = PyArrowFileIO.parse_location(table.location())
+    io = table.io
+    if not isinstance(io, PyArrowFileIO):
+        raise ConfigurationError("orphan-file removal needs pyiceberg's PyArrowFileIO")
+    fs = io.fs_by_scheme(scheme, netloc)
+    referenced = referenced_files(table)
+    cutoff_ns = (time.time() * 1000 - min_age_ms) * 1_000_000
+    deleted = []
+    for info in fs.get_file_info(FileSelector(root, recursive=True, allow_not_found=True)):
+        if info.type is not FileType.File or info.path in referenced:
+            continue
+        if info.mtime_ns is not None and info.mtime_ns > cutoff_ns:
+            continue
+        fs.delete_file(info.path)
+        deleted.append(info.path)
+    return deleted
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    table: str
+    compaction: CompactionReport
+    expired_snapshots: int
+    deleted_files: int
+
+    def __str__(self) -> str:
+        c = self.compaction
+        return (f"{self.table}: data files {c.files_before} → {c.files_after}, "
+                f"{self.expired_snapshots} snapshots expired, {self.deleted_files} "
+                "unreferenced files deleted")
+
+
+def maintain(table: Table, *, target_file_bytes: int, snapshot_max_age_ms: int,
+             orphan_min_age_ms: int, retain_last: int = 1) -> MaintenanceReport:
+    """Compact, expire old snapshots, then delete what no snapshot references any more."""
+    compaction = compact(table, target_file_bytes)
+    expired = expire_snapshots(table, snapshot_max_age_ms, retain_last)
+    deleted = delete_orphan_files(table, orphan_min_age_ms)
+    return MaintenanceReport(str(table.name()), compaction, len(expired), len(deleted))
+
+
+def event_time_bounds(rows: pa.Table) -> tuple[int | None, int | None]:
+    """(min, max) ``_event_time`` of a batch in µs, for logging."""
+    bounds = pc.min_max(rows[EVENT_TIME].cast(pa.int64()))
+    return bounds["min"].as_py(), bounds["max"].as_py()
