@@ -158,6 +158,34 @@ def cmd_writer_run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_deployer_run(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from deployer.app import build_worker
+
+    worker = build_worker(settings)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        worker.stop()
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from fp.up import run
+
+    return run(settings, demo=args.demo, registry_port=args.registry_port,
+               serving_port=args.serving_port)
+
+
+def cmd_serving_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from serving.app import serve
+
+    serve(settings.registry_url, settings.require("redis_url"), args.host, args.port)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                          description=help_text)
         sub.set_defaults(handler=handler)
         return sub
+
+    up = command("up", cmd_up, "run the whole platform on this machine until Ctrl-C")
+    up.add_argument("--demo", action="store_true",
+                    help="also apply examples/ and stream sample events")
+    up.add_argument("--registry-port", type=int, default=8000)
+    up.add_argument("--serving-port", type=int, default=8001)
 
     plan = command("plan", cmd_plan, "show what `fp apply` would change (exit 2 = changes)")
     plan.add_argument("path", nargs="?", default=".", help="features repo folder")
@@ -188,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", cmd_registry_serve, "run the registry REST API", registry)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+
+    serving = commands.add_parser("serving", help="feature serving API").add_subparsers(
+        dest="serving_command", required=True, metavar="COMMAND")
+    serving_serve = command("serve", cmd_serving_serve, "run the feature serving API", serving)
+    serving_serve.add_argument("--host", default="127.0.0.1")
+    serving_serve.add_argument("--port", type=int, default=8001)
+
+    deployer = commands.add_parser("deployer", help="rollouts").add_subparsers(
+        dest="deployer_command", required=True, metavar="COMMAND")
+    command("run", cmd_deployer_run, "run a deployer worker (one of several leads)", deployer)
 
     writer = commands.add_parser("writer", help="feature rows → Redis").add_subparsers(
         dest="writer_command", required=True, metavar="COMMAND")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from registry.errors import ConfigurationError
 
@@ -40,6 +40,10 @@ class Settings:
             features_path=env.get("FP_FEATURES_PATH") or "features",
             warehouse=env.get("FP_WAREHOUSE") or None,
         )
+
+    def with_value(self, name: str, value: str) -> Settings:
+        """A copy with one setting (a field name, e.g. ``redis_url``) replaced."""
+        return replace(self, **{name: value})  # type: ignore[arg-type]
 
     def require(self, name: str) -> str:
         """The setting ``name`` (a field of this class), or a ConfigurationError naming it."""

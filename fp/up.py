@@ -1,0 +1,199 @@
+"""`fp up [--demo]`: the whole platform on one machine, stopped cleanly on Ctrl-C / SIGTERM.
+
+Services named in the environment are used as they are; the missing ones are started
+locally (PostgreSQL, Redis, a Kafka-protocol broker, a Flink session cluster).  Then the
+migrations run and the platform's own processes start: registry, serving, deployer, the
+Redis writer and the archiver.  Everything this command started — and only that — is
+stopped on exit, in reverse order, with its temporary folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fp.config import Settings
+from fp.local.base import LocalService, kill_process_group, wait_until
+from registry.errors import FeaturePlatformError, InfrastructureError
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "features"
+
+
+@dataclass
+class Component:
+    """One platform process (`fp <args>`), with the health URL that says it is up."""
+
+    name: str
+    args: list[str]
+    health_url: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    work_dir: Path
+    registry_port: int
+    serving_port: int
+    say: Callable[[str], None]
+    services: list[LocalService] = field(default_factory=list)
+    components: list[Component] = field(default_factory=list)
+
+    def start_missing_services(self) -> Settings:
+        from fp.local.flink import LocalFlink
+        from fp.local.kafka import LocalKafka
+        from fp.local.postgres import LocalPostgres
+        from fp.local.redis import LocalRedis
+
+        settings = self.settings
+        wanted: list[tuple[str, Callable[[Path], LocalService], str]] = [
+            ("database_url", LocalPostgres, "PostgreSQL"),
+            ("redis_url", LocalRedis, "Redis"),
+            ("kafka_bootstrap", LocalKafka, "Kafka-protocol broker (Tansu)"),
+            ("flink_url", LocalFlink, "Flink session cluster"),
+        ]
+        for setting, factory, label in wanted:
+            if getattr(settings, setting):
+                self.say(f"using {label} at {getattr(settings, setting)}")
+                continue
+            started = time.monotonic()
+            service = factory(self.work_dir / setting)
+            self.services.append(service)
+            service.start()
+            settings = settings.with_value(setting, service.url)
+            self.say(f"started {label} at {service.url} ({time.monotonic() - started:.1f} s)")
+        if not settings.warehouse:
+            settings = settings.with_value("warehouse", (self.work_dir / "warehouse").as_uri())
+        return settings
+
+    def environment(self, settings: Settings) -> dict[str, str]:
+        values = {
+            "FP_DATABASE_URL": settings.database_url, "FP_REDIS_URL": settings.redis_url,
+            "FP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "FP_FLINK_URL": settings.flink_url,
+            "FP_REGISTRY_URL": f"http://127.0.0.1:{self.registry_port}",
+            "FP_WAREHOUSE": settings.warehouse,
+        }
+        return {**os.environ, **{k: v for k, v in values.items() if v}}
+
+    def start_components(self, env: dict[str, str]) -> None:
+        registry = f"http://127.0.0.1:{self.registry_port}"
+        serving = f"http://127.0.0.1:{self.serving_port}"
+        self.components = [
+            Component("registry", ["registry", "serve", "--port", str(self.registry_port)],
+                      f"{registry}/healthz"),
+            Component("writer", ["writer", "run"]),
+            Component("deployer", ["deployer", "run"]),
+            Component("serving", ["serving", "serve", "--port", str(self.serving_port)],
+                      f"{serving}/healthz"),
+        ]
+        for component in self.components:
+            log = (self.work_dir / f"{component.name}.log").open("ab")
+            component.process = subprocess.Popen(
+                [sys.executable, "-m", "fp.cli", *component.args], env=env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+            if component.health_url:
+                wait_until(partial(_healthy, component.health_url), 60,
+                           f"the {component.name} at {component.health_url}",
+                           self.work_dir / f"{component.name}.log")
+            self.say(f"started {component.name}")
+
+    def check_components(self) -> None:
+        for component in self.components:
+            if component.process is not None and component.process.poll() is not None:
+                raise InfrastructureError(
+                    f"{component.name} exited with {component.process.returncode}; see "
+                    f"{self.work_dir / (component.name + '.log')}")
+
+    def stop(self) -> None:
+        for component in reversed(self.components):
+            if component.process is not None and component.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(component.process.pid, signal.SIGTERM)
+        for component in reversed(self.components):
+            if component.process is None:
+                continue
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                component.process.wait(timeout=15)
+            kill_process_group(component.process.pid)
+        for service in reversed(self.services):
+            with contextlib.suppress(Exception):
+                service.stop()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    """SIGTERM (and SIGHUP) end `fp up` like Ctrl-C does."""
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run(settings: Settings, demo: bool, registry_port: int, serving_port: int) -> int:
+    def say(message: str) -> None:
+        print(f"fp up: {message}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="fp-up-") as folder, _stop_signals_raise():
+        platform = Platform(settings, Path(folder), registry_port, serving_port, say)
+        stop_demo = threading.Event()
+        try:
+            settings = platform.start_missing_services()
+            from registry.store.migrate import upgrade_to_head
+
+            upgrade_to_head(settings.require_database_url())
+            say("registry database migrated")
+            env = platform.environment(settings)
+            platform.start_components(env)
+            if demo:
+                from fp.demo import start_demo
+
+                start_demo(settings, f"http://127.0.0.1:{registry_port}", EXAMPLES, stop_demo,
+                           say)
+            _print_urls(registry_port, serving_port, demo, say)
+            while True:
+                platform.check_components()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            say("stopping…")
+            return 0
+        except FeaturePlatformError as error:
+            say(f"error: {error}")
+            return 1
+        finally:
+            stop_demo.set()
+            platform.stop()
+            say("stopped")
+
+
+def _print_urls(registry_port: int, serving_port: int, demo: bool,
+                say: Callable[[str], None]) -> None:
+    say(f"registry  http://127.0.0.1:{registry_port}  (OpenAPI: /schema/openapi.json)")
+    say(f"serving   http://127.0.0.1:{serving_port}")
+    if demo:
+        say(f"try:  curl -s http://127.0.0.1:{serving_port}/v1/features/user_transactions/u1")
+    say("press Ctrl-C to stop everything")
