@@ -93,8 +93,8 @@ def test_the_contract_examples_parse() -> None:
     assert [(f.name, f.type, f.required) for f in source.schema] == [
         ("user_id", ValueType.STRING, True), ("amount", ValueType.DOUBLE, False),
         ("page", ValueType.STRING, False), ("ts", ValueType.LONG, True)]
-    assert source.field_named("amount").min == 0  # type: ignore[union-attr]
-    assert source.field_named("page").allowed == ("home", "cart")  # type: ignore[union-attr]
+    assert source.field_named("amount").min == 0
+    assert source.field_named("page").allowed == ("home", "cart")
 
     assert isinstance(view, FeatureView)
     assert (view.entities, view.source) == (("user",), "clicks")
