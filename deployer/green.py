@@ -1,8 +1,16 @@
 """Bringing a green job up and judging when it is ready to take over.
 
-Readiness: the job and every task RUNNING, and the data caught up — green's namespace
-watermark has reached blue's, or, with no blue to compare with, green's Kafka consumer group
-has committed the source offsets that were the input's frontier when green started.
+Readiness: the job and every task RUNNING, and the data caught up:
+
+1. green has read its source at least as far as blue — its consumer group committed, on
+   every partition, at least blue's committed offsets (with no blue: the end offsets when
+   green started, the input's frontier);
+2. every row green emitted is in Redis — the writers' group committed the end of green's
+   result topic.
+
+Input positions are compared rather than the namespaces' watermarks: the meta watermark is
+the newest window end written, and versions with different windows end their windows at
+different times, so "green's watermark reached blue's" may never hold for a correct green.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from deployer.faults import crash_point
 from deployer.online_store import VersionMapStore
 from deployer.rollout import Deployment, ViewState
 from registry.domain.definitions import Definition, FeatureView, Source, parse_definition
-from registry.domain.layout import result_topic, source_group
+from registry.domain.layout import WRITER_GROUP, result_topic, source_group
 from registry.errors import ConfigurationError, FeaturePlatformError
 from registry.store.base import RegistryStore
 from sinks.compiler import JobSpec, KafkaOptions, StartPosition, compile_view
@@ -116,22 +124,27 @@ class GreenRunner:
         return StartPosition(now_ms - span)
 
     def _caught_up(self, state: ViewState, deployment: Deployment) -> GreenOutcome:
-        green = self.versions.watermark(state.view, deployment.namespace)
-        blue = (self.versions.watermark(state.view, deployment.blue_namespace)
-                if deployment.blue_namespace else None)
-        if blue is not None:
-            ready = green is not None and green >= blue
-            return GreenOutcome(ready=ready, details={"green_watermark": green,
-                                                      "blue_watermark": blue})
-        job = deployment.job_id or ""
-        source = parse_definition(dict(state.specs[deployment.version]))
-        assert isinstance(source, FeatureView)
-        topic = self._source_topic(source)
-        frontier = self._frontiers.setdefault(job, self.kafka.end_offsets(topic))
-        if self.kafka.caught_up(source_group(state.view, deployment.namespace), topic, frontier):
-            return GreenOutcome(ready=True, details={"green_watermark": green,
-                                                     "frontier_offsets": frontier})
-        return WAITING
+        view = parse_definition(dict(state.specs[deployment.version]))
+        assert isinstance(view, FeatureView)
+        topic = self._source_topic(view)
+        target = self._frontiers.setdefault(deployment.job_id or "",
+                                            self.kafka.end_offsets(topic))
+        if deployment.blue_job_id and deployment.blue_namespace:
+            blue = self.kafka.committed_offsets(
+                source_group(state.view, deployment.blue_namespace), topic, target)
+            target = {p: offset for p, offset in blue.items() if offset >= 0}
+        if not self.kafka.caught_up(source_group(state.view, deployment.namespace), topic,
+                                    target):
+            return WAITING
+        results = result_topic(state.view, deployment.namespace)
+        written = self.kafka.end_offsets(results)
+        if not self.kafka.caught_up(WRITER_GROUP, results, written):
+            return WAITING
+        return GreenOutcome(ready=True, details={
+            "source_offsets": {str(p): o for p, o in target.items()},
+            "green_watermark": self.versions.watermark(state.view, deployment.namespace),
+            "blue_watermark": self.versions.watermark(state.view, deployment.blue_namespace)
+            if deployment.blue_namespace else None})
 
     def _source_topic(self, view: FeatureView) -> str:
         record = self.store.definition("source", view.source)

@@ -100,19 +100,36 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     client = _client(settings)
-    rows = [("KIND", "NAME", "LATEST", "ACTIVE")]
+    rows = [("KIND", "NAME", "LATEST", "ACTIVE", "DEPLOYMENT", "JOB")]
     for kind, path in (("entity", "/v1/entities"), ("source", "/v1/sources"),
                        ("feature_view", "/v1/feature-views"),
                        ("on_demand_feature_view", "/v1/on-demand-feature-views")):
         for item in client.get(path)["items"]:
             active = item["active_version"]
+            deployment, job = "", ""
+            if kind == "feature_view":
+                deployment, job = _deployment_summary(
+                    client.get(f"{path}/{item['name']}/deployments")["deployments"])
             rows.append((kind, item["name"], str(item["latest_version"]),
-                         "-" if active is None else str(active)))
+                         "-" if active is None else str(active), deployment, job))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
               .rstrip())
     return EXIT_OK
+
+
+def _deployment_summary(history: list[dict[str, Any]]) -> tuple[str, str]:
+    """The newest deployment ("v3 started") and the job serving the active version."""
+    if not history:
+        return "none yet", "-"
+    newest = history[0]
+    summary = f"v{newest['version']} {newest['state']}"
+    if newest["state"] == "failed":
+        summary += f": {newest.get('error', '')}"[:80]
+    serving = next((d for d in history if d["state"] == "completed" and d.get("job_id")), None)
+    job = (serving or {}).get("job_id") or "-"
+    return summary, job
 
 
 # --------------------------------------------------------------------------- servers
@@ -186,6 +203,75 @@ def cmd_serving_serve(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- offline store
+
+def _offline_catalog(settings: Settings, warehouse_required: bool) -> tuple[Any, Any]:
+    """(registry store, Iceberg catalog): both live in the registry's database."""
+    from registry.store.postgres import PostgresRegistryStore, create_registry_engine
+    from sinks.iceberg import open_catalog
+
+    database_url = settings.require_database_url()
+    warehouse = settings.require("warehouse") if warehouse_required else settings.warehouse
+    return (PostgresRegistryStore(create_registry_engine(database_url)),
+            open_catalog(database_url, warehouse))
+
+
+def _key_values(pairs: list[str]) -> dict[str, str]:
+    parsed = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+    if len(parsed) != len(pairs):
+        raise FeaturePlatformError("--kafka-property takes KEY=VALUE")
+    return parsed
+
+
+def cmd_archiver_run(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from sinks.archiver import Archiver, ArchiverOptions
+
+    registry, catalog = _offline_catalog(settings, warehouse_required=True)
+    options = ArchiverOptions(batch_rows=args.batch_rows, batch_seconds=args.batch_seconds,
+                              registry_poll_seconds=args.registry_poll,
+                              maintenance_every_seconds=args.maintain_every,
+                              consumer_properties=_key_values(args.kafka_property))
+    archiver = Archiver(registry, catalog, settings.require("kafka_bootstrap"), options)
+    signal.signal(signal.SIGTERM, lambda *_: archiver.stop())
+    try:
+        archiver.run()
+    except KeyboardInterrupt:
+        archiver.stop()
+    return EXIT_OK
+
+
+def cmd_archiver_maintain(args: argparse.Namespace, settings: Settings) -> int:
+    from registry.domain.durations import parse_duration
+    from sinks import iceberg
+
+    _, catalog = _offline_catalog(settings, warehouse_required=False)
+    names = args.source or [name for _, name in catalog.list_tables(iceberg.RAW_NAMESPACE)]
+    for name in names:
+        report = iceberg.maintain(iceberg.load_archive(catalog, name),
+                                  target_file_bytes=args.target_file_mb * 1024 * 1024,
+                                  snapshot_max_age_ms=parse_duration(args.snapshot_retention),
+                                  orphan_min_age_ms=parse_duration(args.orphan_age))
+        print(report)
+    return EXIT_OK
+
+
+def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
+    from serving.training_sets import build_training_set
+
+    references = [r.strip() for r in (args.features or "").split(",") if r.strip()]
+    if not references and not args.reproduce:
+        raise FeaturePlatformError("--features is required (REF[,REF...], e.g. "
+                                   "user_clicks:clicks_1h,user_clicks@2:amount_1h)")
+    registry, catalog = _offline_catalog(settings, warehouse_required=False)
+    result = build_training_set(registry, catalog, entities=args.entities,
+                                references=references, out=args.out, reproduce=args.reproduce)
+    print(f"{args.out}: {result.table.num_rows:,} rows; versions "
+          f"{result.metadata['versions']}; snapshots {result.metadata['snapshots']}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,6 +322,40 @@ def build_parser() -> argparse.ArgumentParser:
     writer = commands.add_parser("writer", help="feature rows → Redis").add_subparsers(
         dest="writer_command", required=True, metavar="COMMAND")
     command("run", cmd_writer_run, "apply every job's result rows to Redis", writer)
+
+    archiver = commands.add_parser("archiver", help="raw events → Iceberg").add_subparsers(
+        dest="archiver_command", required=True, metavar="COMMAND")
+    archive = command("run", cmd_archiver_run, "archive every registered source's raw events "
+                      "into Iceberg, exactly once", archiver)
+    archive.add_argument("--batch-rows", type=int, default=100_000,
+                         help="append once this many events are buffered")
+    archive.add_argument("--batch-seconds", type=float, default=10.0,
+                         help="...or once the oldest buffered event waited this long")
+    archive.add_argument("--registry-poll", type=float, default=5.0,
+                         help="seconds between looks for new sources and contract versions")
+    archive.add_argument("--maintain-every", type=float, default=3600.0,
+                         help="seconds between compactions (0 = never)")
+    archive.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
+                         help="extra consumer setting (repeatable)")
+    maintain = command("maintain", cmd_archiver_maintain, "compact small files, expire old "
+                       "snapshots, delete unreferenced files", archiver)
+    maintain.add_argument("--source", action="append", help="only this source (repeatable)")
+    maintain.add_argument("--target-file-mb", type=int, default=128)
+    maintain.add_argument("--snapshot-retention", default="7d",
+                          help="keep snapshots this young (datasets built on older ones can "
+                               "no longer be reproduced)")
+    maintain.add_argument("--orphan-age", default="1h",
+                          help="delete unreferenced files only once this old (younger ones "
+                               "may belong to an append in flight)")
+
+    dataset = command("dataset", cmd_dataset, "point-in-time training set from the archive")
+    dataset.add_argument("--entities", required=True, metavar="ROWS.parquet",
+                         help="join keys, event_timestamp, optional label columns")
+    dataset.add_argument("--features", metavar="REF[,REF...]",
+                         help="view:feature or view@N:feature, comma-separated")
+    dataset.add_argument("--out", required=True, metavar="OUT.parquet")
+    dataset.add_argument("--reproduce", metavar="EARLIER.parquet",
+                         help="use the versions and snapshots an earlier training set recorded")
     return parser
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,7 +32,6 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
-    Message,
     TopicPartition,
 )
 from pyiceberg.catalog import Catalog
@@ -125,8 +124,10 @@ class OffsetTracker:
 class EventBuffer:
     """Checked events of one micro-batch, column by column."""
 
-    def __init__(self, field_names: Sequence[str]) -> None:
-        self.field_names = tuple(field_names)
+    def __init__(self, checker: ContractChecker, contract_version: int) -> None:
+        self.checker = checker
+        self.contract_version = contract_version
+        self.field_names = checker.field_names
         self.columns: dict[str, list[Any]] = {}
         self.first_at: float | None = None
         self.clear()
@@ -141,24 +142,23 @@ class EventBuffer:
     def __len__(self) -> int:
         return len(self.columns[iceberg.OFFSET])
 
-    def add(self, checker: ContractChecker, contract_version: int, message: Message,
+    def add(self, topic: str, partition: int, offset: int, payload: bytes | None,
             ingested_at_us: int) -> None:
-        payload = message.value()
-        checked = checker.check(payload)
+        checked = self.checker.check(payload)
         columns = self.columns
         for name, value in zip(self.field_names, checked.values, strict=True):
             columns[name].append(value)
         millis = checked.event_time_ms
         columns[iceberg.EVENT_TIME].append(None if millis is None else millis * 1000)
-        columns[iceberg.TOPIC].append(message.topic())
-        columns[iceberg.PARTITION].append(message.partition())
-        columns[iceberg.OFFSET].append(message.offset())
+        columns[iceberg.TOPIC].append(topic)
+        columns[iceberg.PARTITION].append(partition)
+        columns[iceberg.OFFSET].append(offset)
         columns[iceberg.INGESTED_AT].append(ingested_at_us)
         columns[iceberg.VIOLATION].append(checked.violation)
         columns[iceberg.PAYLOAD].append(
             None if checked.violation is None or payload is None
             else payload.decode("utf-8", errors="replace"))
-        columns[iceberg.CONTRACT_VERSION].append(contract_version)
+        columns[iceberg.CONTRACT_VERSION].append(self.contract_version)
         if self.first_at is None:
             self.first_at = time.monotonic()
 
@@ -184,8 +184,7 @@ class SourceArchiver:
         self.source = source
         self.version = version
         self.table: Table = iceberg.ensure_archive(catalog, source)
-        self.checker = ContractChecker(source)
-        self.buffer = EventBuffer(self.checker.field_names)
+        self.buffer = EventBuffer(ContractChecker(source), version)
         self.offsets = OffsetTracker()
         self.archived = 0
         self.consumer = self._subscribe()
@@ -251,7 +250,7 @@ class SourceArchiver:
             if partition is None or offset is None or not self.offsets.accept(partition,
                                                                                 offset):
                 continue
-            self.buffer.add(self.checker, self.version, message, now_us)
+            self.buffer.add(self.source.topic, partition, offset, message.value(), now_us)
         return len(messages)
 
     def due(self) -> bool:
@@ -310,8 +309,7 @@ class SourceArchiver:
         self.table = iceberg.ensure_archive(self.catalog, source)
         topic_changed = source.topic != self.source.topic
         self.source, self.version = source, version
-        self.checker = ContractChecker(source)
-        self.buffer = EventBuffer(self.checker.field_names)
+        self.buffer = EventBuffer(ContractChecker(source), version)
         if topic_changed:
             self._resubscribe()
         logger.info("archive %s: now on contract version %d", self.name, version)

@@ -487,7 +487,7 @@ def maintain(table: Table, *, target_file_bytes: int, snapshot_max_age_ms: int,
     compaction = compact(table, target_file_bytes)
     expired = expire_snapshots(table, snapshot_max_age_ms, retain_last)
     deleted = delete_orphan_files(table, orphan_min_age_ms)
-    return MaintenanceReport(str(table.name()), compaction, len(expired), len(deleted))
+    return MaintenanceReport(".".join(table.name()), compaction, len(expired), len(deleted))
 
 
 def event_time_bounds(rows: pa.Table) -> tuple[int | None, int | None]:

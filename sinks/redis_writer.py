@@ -23,12 +23,10 @@ import msgspec
 import redis
 from confluent_kafka import Consumer, KafkaError, Message
 
-from registry.domain.layout import RESULT_TOPIC_PREFIX, feature_key, meta_key
+from registry.domain.layout import RESULT_TOPIC_PREFIX, WRITER_GROUP, feature_key, meta_key
 from registry.errors import InfrastructureError
 
 logger = logging.getLogger(__name__)
-
-WRITER_GROUP = "fp-redis-writer"
 
 # Applies many rows in one call (a script call per row cost more than the row itself).
 # KEYS: the feature hash of each row.  ARGV, row after row in KEYS order: event time, mode

@@ -37,6 +37,10 @@ def result_topic(view: str, namespace: str) -> str:
     return f"{RESULT_TOPIC_PREFIX}{view}.{namespace}"
 
 
+WRITER_GROUP = "fp-redis-writer"
+"""The consumer group of every Redis writer (they share the result topics' partitions)."""
+
+
 def source_group(view: str, namespace: str) -> str:
     """The Kafka consumer group a job reads its source with (its progress is visible)."""
     return f"fp.{view}.{namespace}"

@@ -137,10 +137,12 @@ class Platform:
     def wait_active(self, version: int, timeout: float = 180) -> None:
         def active() -> bool:
             history = self.service.deployments(self.view)
-            failed = [d for d in history if d["version"] == version and d["state"] == "failed"]
-            assert not failed, f"deployment failed: {failed[0].get('error')}"
-            done = any(d["version"] == version and d["state"] == "completed" for d in history)
-            return done and self.version_map().get("active") == str(version)
+            newest = history[0] if history else {}
+            if newest.get("version") != version:
+                return False
+            assert newest["state"] != "failed", f"deployment failed: {newest.get('error')}"
+            return (newest["state"] == "completed"
+                    and self.version_map().get("active") == str(version))
 
         wait_for(active, f"v{version} of {self.view} to be active", timeout)
 
