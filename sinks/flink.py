@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ import httpx
 
 from registry.errors import InfrastructureError
 from sinks.compiler import JobSpec
+from sinks.flink_submit import REPLY_PREFIX
 
 TERMINAL_STATES = {"FINISHED", "CANCELED", "FAILED"}
 
@@ -49,9 +52,11 @@ class FlinkClient:
         self.submit_timeout = submit_timeout
         self.checkpoint_interval_ms = checkpoint_interval_ms
         self._http = httpx.Client(base_url=self.url, timeout=15)
+        self._submitter = _Submitter()
 
     def close(self) -> None:
         self._http.close()
+        self._submitter.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -72,17 +77,9 @@ class FlinkClient:
             return spec.job_id
         request = {"spec": spec.to_json(), "flink_url": self.url, "jars": self.jars,
                    "checkpoint_interval_ms": self.checkpoint_interval_ms}
-        try:
-            done = subprocess.run([sys.executable, "-m", "sinks.flink_submit"],
-                                  input=json.dumps(request), capture_output=True, text=True,
-                                  timeout=self.submit_timeout, check=False)
-        except subprocess.TimeoutExpired as error:
-            raise FlinkError(f"submitting {spec.job_name} took over {self.submit_timeout:.0f} s"
-                             ) from error
-        reply = _last_json_line(done.stdout)
-        if done.returncode != 0 or "job_id" not in reply:
-            detail = reply.get("error") or done.stderr.strip()[-2000:]
-            raise FlinkError(f"submitting {spec.job_name} failed: {detail}")
+        reply = self._submitter.ask(request, self.submit_timeout)
+        if "job_id" not in reply:
+            raise FlinkError(f"submitting {spec.job_name} failed: {reply.get('error')}")
         return str(reply["job_id"])
 
     def status(self, job_id: str) -> JobStatus | None:
@@ -144,12 +141,52 @@ class FlinkClient:
         self._call("PATCH", f"/jobs/{job_id}", params={"mode": "cancel"})
 
 
-def _last_json_line(output: str) -> dict[str, Any]:
-    for line in reversed(output.strip().splitlines()):
-        try:
-            parsed = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(parsed, dict):
-            return parsed
-    return {}
+class _Submitter:
+    """The `sinks.flink_submit` child, started on first use and kept for later jobs."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[str] | None = None
+        self._lines: queue.Queue[str | None] = queue.Queue()
+
+    def ask(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        process = self._running()
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(request) + "\n")
+        process.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line is None:
+                self.close()
+                raise FlinkError("the job submitter exited while submitting")
+            if line.startswith(REPLY_PREFIX):
+                reply: dict[str, Any] = json.loads(line.removeprefix(REPLY_PREFIX))
+                return reply
+        self.close()
+        raise FlinkError(f"submitting took over {timeout:.0f} s")
+
+    def _running(self) -> subprocess.Popen[str]:
+        if self._process is None or self._process.poll() is not None:
+            self._lines = queue.Queue()
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "sinks.flink_submit"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+            threading.Thread(target=self._read, args=(self._process, self._lines),
+                             daemon=True).start()
+        return self._process
+
+    @staticmethod
+    def _read(process: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    def close(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+        self._process = None

@@ -1,11 +1,12 @@
-"""Submit one compiled job to a Flink session cluster; run as a subprocess.
+"""Submit compiled jobs to a Flink session cluster; run as a long-lived subprocess.
 
-``python -m sinks.flink_submit`` reads a JSON request on stdin —
+``python -m sinks.flink_submit`` reads one JSON request per line on stdin —
 ``{"spec": JobSpec.to_json(), "flink_url": ..., "jars": [...], "checkpoint_interval_ms": ...}``
-— and prints ``{"job_id": ...}``.  PyFlink's client starts a JVM, which the long-running
-deployer should not carry; a child process also lets the caller enforce a time limit.
-The job id is fixed by the spec, so a repeated submission of a running job is refused by
-the cluster instead of starting a second copy.
+— and answers each with one line ``fp-submit {"job_id": ...}`` (or ``{"error": ...}``).
+PyFlink's client runs in a JVM, which the deployer keeps warm in this child rather than
+carrying it itself (starting the JVM is most of a cold submission); a child also lets the
+caller enforce a time limit.  The job id is fixed by the spec, so a repeated submission of
+a running job is refused by the cluster instead of starting a second copy.
 """
 
 from __future__ import annotations
@@ -53,13 +54,16 @@ def submit(request: dict[str, Any]) -> str:
     return str(client.get_job_id())
 
 
+REPLY_PREFIX = "fp-submit "
+
+
 def main() -> int:
-    try:
-        job = submit(json.load(sys.stdin))
-    except Exception as error:  # the parent gets every failure as one JSON line
-        print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
-        return 1
-    print(json.dumps({"job_id": job}))
+    for line in sys.stdin:
+        try:
+            reply = {"job_id": submit(json.loads(line))}
+        except Exception as error:  # the parent gets every failure as one reply line
+            reply = {"error": f"{type(error).__name__}: {error}"}
+        print(REPLY_PREFIX + json.dumps(reply), flush=True)
     return 0
 
 
