@@ -1,0 +1,6 @@
+"""The feature serving API (CONTRACT.md §7): reads materialised features from the online store.
+
+Pure logic (request parsing, references, catalog, planning, decoding, on-demand evaluation,
+assembly) never does I/O; one adapter module per outside system (``redis_store``,
+``registry_source``) and the Litestar app in ``app`` wire it together.
+"""

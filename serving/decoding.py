@@ -1,0 +1,186 @@
+"""Turning stored JSON scalars into values of their declared type, and judging their status.
+
+The stream sink writes every value as a JSON scalar.  Decoding parses it *and* checks it
+against the type the definition declares, so a client never receives ``"12"`` for a long
+or ``1`` for a boolean; a stored value that does not fit its type is reported as ``ERROR``
+rather than passed on.  The common numeric cases go through ``int``/``float`` directly,
+which accept the bytes Redis returns and are several times faster than a JSON parser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Literal
+
+import msgspec
+
+from registry.domain.definitions import ValueType
+
+Scalar = str | int | float | bool
+Decoder = Callable[[bytes], Scalar]
+
+
+# Plain strings rather than an Enum: a batch hashes, compares and encodes thousands of them
+# per request, and Enum members hash through Python code.
+Status = Literal["PRESENT", "NOT_FOUND", "EXPIRED", "ERROR"]
+PRESENT: Final = "PRESENT"
+NOT_FOUND: Final = "NOT_FOUND"
+"""No value: the entity, or this feature of it, has not been materialised."""
+EXPIRED: Final = "EXPIRED"
+"""A value exists but its event time is older than the view's ttl; it is served as null."""
+ERROR: Final = "ERROR"
+"""The value could not be produced: an on-demand expression failed on this row, or a stored
+value does not fit its declared type.  Served as null; see docs/serving.md."""
+STATUSES: tuple[Status, ...] = (PRESENT, NOT_FOUND, EXPIRED, ERROR)
+
+# When several inputs of one value are missing, the status reported is the most severe.
+STATUS_SEVERITY: dict[Status, int] = {PRESENT: 0, NOT_FOUND: 1, EXPIRED: 2, ERROR: 3}
+
+
+class DecodeError(ValueError):
+    """A stored value is not a JSON scalar of its declared type."""
+
+
+_json_scalar = msgspec.json.Decoder(type=str | int | float | bool)
+
+
+def _parse_json(raw: bytes) -> Scalar:
+    try:
+        value: Scalar = _json_scalar.decode(raw)
+    except msgspec.DecodeError as error:
+        raise DecodeError(f"{raw[:40]!r} is not a JSON scalar: {error}") from None
+    return value
+
+
+def _integer(raw: bytes) -> Scalar:
+    try:
+        return int(raw)
+    except ValueError:
+        value = _parse_json(raw)
+    # An integral float (12.0) is how some writers spell a long; anything else is not one.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise DecodeError(f"{raw[:40]!r} is not an integer")
+
+
+def _real(raw: bytes) -> Scalar:
+    try:
+        return float(raw)
+    except ValueError:
+        raise DecodeError(f"{raw[:40]!r} is not a number") from None
+
+
+def _string(raw: bytes) -> Scalar:
+    value = _parse_json(raw)
+    if not isinstance(value, str):
+        raise DecodeError(f"{raw[:40]!r} is not a JSON string")
+    return value
+
+
+_BOOLEANS = {b"true": True, b"false": False}
+
+
+def _boolean(raw: bytes) -> Scalar:
+    try:
+        return _BOOLEANS[raw]
+    except KeyError:
+        raise DecodeError(f"{raw[:40]!r} is not true or false") from None
+
+
+def _timestamp(raw: bytes) -> Scalar:
+    """Epoch millis (a JSON number) or an ISO-8601 string, served as written."""
+    value = _parse_json(raw)
+    if isinstance(value, bool):
+        raise DecodeError(f"{raw[:40]!r} is not a timestamp")
+    return value
+
+
+_DECODERS: dict[ValueType, Decoder] = {
+    ValueType.LONG: _integer, ValueType.INT: _integer,
+    ValueType.DOUBLE: _real, ValueType.FLOAT: _real,
+    ValueType.STRING: _string, ValueType.BOOLEAN: _boolean, ValueType.TIMESTAMP: _timestamp,
+}
+
+
+def decoder_for(value_type: ValueType | None) -> Decoder:
+    """The decoder of one declared type; None (type unknown) accepts any JSON scalar."""
+    return _parse_json if value_type is None else _DECODERS[value_type]
+
+
+_ROW_TYPES: dict[ValueType | None, Any] = {
+    ValueType.LONG: int, ValueType.INT: int, ValueType.DOUBLE: float, ValueType.FLOAT: float,
+    ValueType.STRING: str, ValueType.BOOLEAN: bool, ValueType.TIMESTAMP: int | str,
+    None: str | int | float | bool,
+}
+
+
+class RowDecoder:
+    """Decodes one HMGET reply — the values, then ``times`` event-time fields — in a single
+    msgspec call.
+
+    Parsing ten doubles with ``float()`` costs ≈2.7 µs; joining the row into one JSON array
+    for msgspec, which checks each position against its type, ≈0.5 µs.  It is stricter than
+    the per-value decoders (a long stored as ``12.0``, a double stored as ``NaN``): a row it
+    refuses raises ``msgspec.DecodeError`` and is then decoded value by value.
+    """
+
+    def __init__(self, types: Sequence[ValueType | None], times: int) -> None:
+        positions = [_ROW_TYPES[t] | None for t in types] + [int | None] * times
+        shape = tuple.__class_getitem__(tuple(positions))
+        self._decoder: msgspec.json.Decoder[tuple[Scalar | None, ...]] = msgspec.json.Decoder(
+            shape)
+
+    def decode(self, stored: Sequence[bytes | None]) -> tuple[Any, ...]:
+        if None in stored:
+            stored = [b"null" if value is None else value for value in stored]
+        return self._decoder.decode(b"[%b]" % b",".join(stored))  # type: ignore[arg-type]
+
+
+def event_time_millis(raw: bytes | None) -> int | None:
+    """An event-time field (``__ts``, ``__ts:{feature}``); None when absent or unreadable."""
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        try:
+            return int(float(raw))
+        except ValueError:
+            return None
+
+
+def expiry_cutoff(ttl_ms: int | None, now_ms: int) -> int | None:
+    """Event times before this one are expired; None when values never expire (no ttl)."""
+    return None if ttl_ms is None else now_ms - ttl_ms
+
+
+def is_expired(event_time: int | None, ttl_ms: int | None, now_ms: int) -> bool:
+    """CONTRACT §3: a value whose event time is older than ``ttl`` is served as missing.
+    A value without an event time cannot be judged and is kept."""
+    cutoff = expiry_cutoff(ttl_ms, now_ms)
+    return cutoff is not None and event_time is not None and event_time < cutoff
+
+
+def coerce_to_type(value: object, value_type: ValueType) -> Scalar | None:
+    """An on-demand result as its declared type; TypeError when it does not fit.
+
+    Numbers widen (a long result of a double feature becomes a float) and an integral float
+    narrows to a long, as in decoding; strings, booleans and numbers never turn into each
+    other.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        if value_type is ValueType.BOOLEAN:
+            return value
+    elif isinstance(value, int | float):
+        if value_type in (ValueType.DOUBLE, ValueType.FLOAT):
+            return float(value)
+        if value_type in (ValueType.LONG, ValueType.INT, ValueType.TIMESTAMP):
+            if isinstance(value, int):
+                return value
+            if value.is_integer():
+                return int(value)
+    elif isinstance(value, str) and value_type in (ValueType.STRING, ValueType.TIMESTAMP):
+        return value
+    raise TypeError(f"{type(value).__name__} result {value!r:.40} is not a {value_type}")

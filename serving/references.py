@@ -1,0 +1,64 @@
+"""Feature references as clients write them: ``view:feature`` or ``view@N:feature``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from registry.errors import Problem
+from serving.errors import InvalidFeatureRequestError
+
+_NAME = r"[a-z][a-z0-9_]{0,62}"
+_REFERENCE = re.compile(rf"^(?P<view>{_NAME})(?:@(?P<version>[1-9][0-9]{{0,8}}))?:"
+                        rf"(?P<feature>{_NAME})$")
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureReference:
+    text: str
+    """Exactly as the client wrote it: the result column is named by it."""
+    view: str
+    version: int | None
+    """The pinned version; None = the version active when the request is served."""
+    feature: str
+
+    @property
+    def view_label(self) -> str:
+        """``view`` or ``view@N``: the key under which the response reports its version."""
+        return self.view if self.version is None else f"{self.view}@{self.version}"
+
+
+def parse_reference(text: str) -> FeatureReference:
+    """Raise ValueError when ``text`` is not ``view:feature`` or ``view@N:feature``."""
+    match = _REFERENCE.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a feature reference: write 'view:feature' or "
+                         "'view@N:feature' (N a version number, names in lowercase)")
+    version = match["version"]
+    return FeatureReference(text, match["view"], int(version) if version else None,
+                            match["feature"])
+
+
+def parse_references(texts: Sequence[str], path: str = "features"
+                     ) -> tuple[FeatureReference, ...]:
+    """Every reference of a request; every malformed or repeated one is reported together."""
+    problems: list[Problem] = []
+    references: list[FeatureReference] = []
+    seen: set[str] = set()
+    for index, text in enumerate(texts):
+        try:
+            reference = parse_reference(text)
+        except ValueError as error:
+            problems.append(Problem(f"{path}[{index}]", str(error)))
+            continue
+        if text in seen:
+            # Results are keyed by reference, so a repeat would misalign the status lists.
+            problems.append(Problem(f"{path}[{index}]", f"{text!r} is requested twice"))
+        seen.add(text)
+        references.append(reference)
+    if not texts:
+        problems.append(Problem(path, "must name at least one feature"))
+    if problems:
+        raise InvalidFeatureRequestError(problems)
+    return tuple(references)

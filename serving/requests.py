@@ -1,0 +1,217 @@
+"""Parsing and validating serving requests (pure: bytes and dicts in, checked values out)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from registry.domain.definitions import Field, ValueType
+from registry.domain.layout import ENTITY_KEY_SEPARATOR
+from registry.errors import Problem
+from serving.decoding import Scalar
+from serving.errors import InvalidFeatureRequestError
+
+MAX_BATCH_ENTITIES = 10_000
+MAX_FEATURES_PER_REQUEST = 1_000
+MAX_PROBLEMS_LISTED = 20  # a 10,000-row request with one bad column should not yield 10,000
+
+KeyValue = str | int
+
+
+class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    # Values are checked by check_entity_rows and request_columns rather than by msgspec,
+    # whose messages cannot name the offending key of a dict ("entities[3][...]").
+    entities: list[dict[str, Any]]
+    features: list[str]
+    request_context: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_batch_decoder = msgspec.json.Decoder(BatchRequest)
+_ERROR_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+def decode_batch_request(body: bytes) -> BatchRequest:
+    """The request body as a BatchRequest; InvalidFeatureRequestError says what is wrong."""
+    try:
+        request = _batch_decoder.decode(body)
+    except msgspec.ValidationError as error:
+        match = _ERROR_PATH.match(str(error))
+        assert match is not None  # the pattern matches any text
+        raise InvalidFeatureRequestError.single(match["path"] or "$", match["message"]) from None
+    except msgspec.DecodeError as error:
+        raise InvalidFeatureRequestError.single("$", f"the body is not valid JSON: {error}") \
+            from None
+    problems = []
+    if len(request.entities) > MAX_BATCH_ENTITIES:
+        problems.append(Problem("entities", f"has {len(request.entities)} rows; at most "
+                                            f"{MAX_BATCH_ENTITIES} per request"))
+    if len(request.features) > MAX_FEATURES_PER_REQUEST:
+        problems.append(Problem("features", f"names {len(request.features)} features; at most "
+                                            f"{MAX_FEATURES_PER_REQUEST} per request"))
+    if problems:
+        raise InvalidFeatureRequestError(problems)
+    return request
+
+
+def _raise_if_any(problems: list[Problem], more: int) -> None:
+    if more > 0:
+        problems.append(Problem("$", f"... and {more} more problems"))
+    if problems:
+        raise InvalidFeatureRequestError(problems)
+
+
+def check_entity_rows(rows: Sequence[Mapping[str, Any]], join_keys: Sequence[str]) -> None:
+    """Every row must hold exactly the join keys of the views requested, as strings or ints."""
+    expected = set(join_keys)
+    problems: list[Problem] = []
+    skipped = 0
+    for index, row in enumerate(rows):
+        if row.keys() == expected and all(type(v) is str or type(v) is int for v in row.values()):
+            continue  # the common case, decided without building messages
+        found: list[str] = []
+        missing = [key for key in join_keys if key not in row]
+        if missing:
+            found.append(f"missing key columns {', '.join(missing)}")
+        unknown = sorted(set(row) - expected)
+        if unknown:
+            found.append(f"unknown columns {', '.join(unknown)} (key columns of the features "
+                         f"requested: {', '.join(join_keys)})")
+        for key, value in row.items():
+            if key in expected and type(value) is not str and type(value) is not int:
+                found.append(f"key column {key} must be a string or an integer, got "
+                             f"{_json_type(value)}")
+        for message in found:
+            if len(problems) < MAX_PROBLEMS_LISTED:
+                problems.append(Problem(f"entities[{index}]", message))
+            else:
+                skipped += 1
+    _raise_if_any(problems, skipped)
+
+
+def decode_entity_key(entity_key: str) -> list[str]:
+    """The join-key values of an encoded entity key: the inverse of ``encode_entity_key``."""
+    values, current, escaped = [], [], False
+    for char in entity_key:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ENTITY_KEY_SEPARATOR:
+            values.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    values.append("".join(current))
+    return values
+
+
+# --------------------------------------------------------------------------- request context
+
+_NUMERIC = (ValueType.DOUBLE, ValueType.FLOAT)
+_INTEGRAL = (ValueType.LONG, ValueType.INT)
+
+
+def checked_request_value(spec: Field, value: object) -> Scalar | None:
+    """``value`` of request field ``spec``; ValueError saying why it does not fit."""
+    if value is None:
+        if spec.required:
+            raise ValueError("is required")
+        return None
+    typed = _typed(spec.type, value)
+    if isinstance(typed, int | float) and not isinstance(typed, bool):
+        if spec.min is not None and typed < spec.min:
+            raise ValueError(f"{typed} is below the minimum {spec.min}")
+        if spec.max is not None and typed > spec.max:
+            raise ValueError(f"{typed} is above the maximum {spec.max}")
+    if spec.allowed is not None and typed not in spec.allowed:
+        raise ValueError(f"{typed!r} is not one of {', '.join(map(repr, spec.allowed))}")
+    return typed
+
+
+def _typed(value_type: ValueType, value: object) -> Scalar:
+    if value_type in _NUMERIC and isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number")
+        return value
+    if value_type in _INTEGRAL and isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, int):
+            return value
+        if value.is_integer():
+            return int(value)
+    if value_type is ValueType.STRING and isinstance(value, str):
+        return value
+    if value_type is ValueType.BOOLEAN and isinstance(value, bool):
+        return value
+    if value_type is ValueType.TIMESTAMP and isinstance(value, int | str) \
+            and not isinstance(value, bool):
+        return value
+    raise ValueError(f"must be of type {value_type}, got {_json_type(value)} {value!r:.40}")
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(value), type(value).__name__)
+
+
+def request_columns(context: Mapping[str, object], fields: Sequence[Field], rows: int
+                    ) -> dict[str, list[Scalar | None]]:
+    """One checked column of ``rows`` values per request field; a scalar applies to every row.
+
+    Fields that several on-demand views declare are checked against each declaration.
+    Problems name the field and the first offending rows.
+    """
+    problems: list[Problem] = []
+    skipped = 0
+    columns: dict[str, list[Scalar | None]] = {}
+    declared = {spec.name for spec in fields}
+    for name in sorted(set(context) - declared):
+        problems.append(Problem(f"request_context.{name}", "is not a request field of the "
+                                f"on-demand features requested (known: "
+                                f"{', '.join(sorted(declared)) or 'none'})"))
+    for spec in fields:
+        path = f"request_context.{spec.name}"
+        given = context.get(spec.name)
+        if given is None:
+            if spec.required:
+                problems.append(Problem(path, f"is required by the on-demand features requested "
+                                              f"({spec.type}, one value per entity)"))
+            else:
+                columns.setdefault(spec.name, [None] * rows)
+            continue
+        values: list[Any] = given if isinstance(given, list) else [given] * rows
+        if len(values) != rows:
+            problems.append(Problem(path, f"has {len(values)} values for {rows} entities"))
+            continue
+        checked: list[Scalar | None] = []
+        for index, value in enumerate(values):
+            try:
+                checked.append(checked_request_value(spec, value))
+            except ValueError as error:
+                if len(problems) < MAX_PROBLEMS_LISTED:
+                    problems.append(Problem(f"{path}[{index}]", str(error)))
+                else:
+                    skipped += 1
+        columns[spec.name] = checked
+    _raise_if_any(problems, skipped)
+    return columns
+
+
+def parse_query_value(spec: Field, text: str) -> Scalar:
+    """A request field given as a query parameter (single-entity GET): text → its type."""
+    try:
+        if spec.type in _NUMERIC:
+            return float(text)
+        if spec.type in _INTEGRAL:
+            return int(text)
+        if spec.type is ValueType.BOOLEAN:
+            return {"true": True, "false": False}[text.lower()]
+    except (ValueError, KeyError):
+        raise ValueError(f"must be of type {spec.type}, got {text!r:.40}") from None
+    return text
