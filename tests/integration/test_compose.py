@@ -42,7 +42,7 @@ def test_docker_compose_config_when_the_plugin_exists() -> None:
 
 def test_every_build_target_exists_in_the_dockerfile() -> None:
     stages = set(re.findall(r"^FROM \S+ AS (\w+)$", (ROOT / "Dockerfile").read_text(), re.M))
-    targets = {s["build"]["target"] for s in compose()["services"].values()  # type: ignore[index]
+    targets = {s["build"]["target"] for s in compose()["services"].values()
                if isinstance(s, dict) and "build" in s}
     assert targets and targets <= stages
 
@@ -51,11 +51,11 @@ def test_every_platform_command_is_an_fp_command() -> None:
     parser = build_parser()
     platform = [s for s in compose()["services"].values()
                 if isinstance(s, dict) and s.get("image") == "feature-platform:latest"]
-    assert {tuple(s["command"][:2]) for s in platform} >= {  # type: ignore[index]
+    assert {tuple(s["command"][:2]) for s in platform} >= {
         ("registry", "serve"), ("serving", "serve"), ("deployer", "run"), ("writer", "run"),
         ("db", "upgrade")}
     for service in platform:
-        command = [str(part) for part in service["command"]]  # type: ignore[attr-defined]
+        command = [str(part) for part in service["command"]]
         if command[0] == "archiver":
             continue  # wired when the archiver lands in the CLI
         parser.parse_args(command)
