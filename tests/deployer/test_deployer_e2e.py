@@ -19,12 +19,14 @@ import pytest
 import redis
 
 from deployer.faults import CRASH_EXIT_CODE
+from fp.local.base import free_port
 from fp.local.flink import LocalFlink
 from registry.domain.definitions import Kind
 from registry.domain.events import Provenance
 from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore
 from sinks.flink import FlinkClient
+from tests.conftest import RunningRegistry
 from tests.services import PlatformProcess, create_topics, features_in_redis, produce, wait_for
 from tests.streaming.oracle import expected_features, mismatches
 
@@ -120,6 +122,7 @@ class Platform:
     flink: FlinkClient
     redis: redis.Redis
     redis_url: str
+    serving_url: str
     deployer: PlatformProcess
     producer: LiveProducer
 
@@ -176,7 +179,7 @@ class Platform:
 def platform(store: PostgresRegistryStore, database_url: str, kafka_bootstrap: str,
              flink: FlinkClient, flink_cluster: LocalFlink, stream_redis_url: str,
              stream_redis: redis.Redis, writer: PlatformProcess, tmp_path: Path,
-             ) -> Iterator[Platform]:
+             registry_server: RunningRegistry) -> Iterator[Platform]:
     suffix = uuid.uuid4().hex[:6]
     create_topics(kafka_bootstrap, {f"orders_{suffix}": 2})
     deployer = PlatformProcess(["deployer", "run"], {
@@ -184,14 +187,21 @@ def platform(store: PostgresRegistryStore, database_url: str, kafka_bootstrap: s
         "FP_REDIS_URL": stream_redis_url, "FP_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "FP_DEPLOYER_START": "earliest", "FP_READY_TIMEOUT": "120s"}, tmp_path / "deployer.log")
     deployer.start()
+    serving_port = free_port()
+    serving = PlatformProcess(["serving", "serve", "--port", str(serving_port)], {
+        "FP_REGISTRY_URL": registry_server.url, "FP_REDIS_URL": stream_redis_url},
+        tmp_path / "serving.log")
+    serving.start()
     producer = LiveProducer(kafka_bootstrap, f"orders_{suffix}")
     producer.start()
     platform = Platform(suffix, RegistryService(store), store, flink, stream_redis,
-                        stream_redis_url, deployer, producer)
+                        stream_redis_url, f"http://127.0.0.1:{serving_port}", deployer,
+                        producer)
     try:
         yield platform
     finally:
         producer._stop.set()
+        serving.stop()
         deployer.stop()
         for job in platform.running_jobs():
             flink.cancel(job)
@@ -209,7 +219,7 @@ def test_versions_roll_out_blue_green_with_metadata_flips_and_rollback(
     features = {1: [f["name"] for f in definitions(p.suffix, "v1")[3]["features"]],
                 2: [f["name"] for f in definitions(p.suffix, "breaking")[3]["features"]]}
     reader = subprocess.Popen([sys.executable, "-m", "tests.deployer.version_reader",
-                               p.redis_url, p.view, str(stop_file), str(stats),
+                               p.redis_url, p.serving_url, p.view, str(stop_file), str(stats),
                                json.dumps(features)])
     assert p.apply("breaking") == 2
     p.wait_active(2)
@@ -219,6 +229,8 @@ def test_versions_roll_out_blue_green_with_metadata_flips_and_rollback(
     reads = json.loads(stats.read_text())
     assert reads["errors"] == 0 and reads["mixed"] == 0, reads
     assert reads["versions_seen"] == [1, 2] and reads["reads"] > 100, reads
+    assert reads["batch_errors"] == 0 and reads["batch_reads"] > 50, reads
+    assert reads["batch_versions_seen"] == [1, 2], reads
 
     jobs = p.running_jobs()
     assert len(jobs) == 1 and v1_job not in jobs, "green runs, blue was stopped"

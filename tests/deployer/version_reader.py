@@ -1,11 +1,15 @@
-"""A separate process reading features through the version map, as a server would.
+"""A separate process reading features during a swap: from Redis through the version map,
+as a server would, and through the serving API's batch endpoint.
 
-    python -m tests.deployer.version_reader REDIS_URL VIEW STOP_FILE OUT_JSON FEATURES_JSON
+    python -m tests.deployer.version_reader REDIS_URL SERVING_URL VIEW STOP_FILE OUT_JSON \
+        FEATURES_JSON
 
-FEATURES_JSON maps a version number to the feature names its definition has.  Every read
+FEATURES_JSON maps a version number to the feature names its definition has.  A Redis read
 resolves the active version and its namespace from ``fp:versions:{view}`` once, then reads
-entities from that namespace; a read is *mixed* when it returns a feature the resolved
-version does not define.  Writes {"reads", "errors", "mixed", "versions_seen"} on exit.
+entities from that namespace; it is *mixed* when it returns a feature the resolved version
+does not define.  A batch read asks for the features every version has, for 10 customers;
+any non-200 answer or a version outside FEATURES_JSON is an error.  Writes {"reads",
+"errors", "mixed", "versions_seen", "batch_reads", "batch_errors", "batch_versions_seen"}.
 """
 
 from __future__ import annotations
@@ -15,15 +19,39 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import redis
 
 
-def main(redis_url: str, view: str, stop_file: str, out: str, features_json: str) -> None:
+def batch_read(serving: httpx.Client, view: str, features: dict[int, set[str]],
+               seen: set[int]) -> bool:
+    """One batch request; True when it answered with a known version for every row."""
+    common = sorted(set.intersection(*features.values()))
+    body = {"entities": [{"customer_id": f"c{n}"} for n in range(10)],
+            "features": [f"{view}:{name}" for name in common]}
+    response = serving.post("/v1/features/batch", json=body)
+    if response.status_code != 200:
+        return False
+    answer = response.json()
+    version = answer["versions"][view]
+    seen.add(version)
+    return version in features and len(answer["results"]) == 10
+
+
+def main(redis_url: str, serving_url: str, view: str, stop_file: str, out: str,
+         features_json: str) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
+    serving = httpx.Client(base_url=serving_url, timeout=5)
     features = {int(v): set(names) for v, names in json.loads(features_json).items()}
-    reads = errors = mixed = 0
+    reads = errors = mixed = batch_reads = batch_errors = 0
     seen: set[int] = set()
+    batch_seen: set[int] = set()
     while not Path(stop_file).exists():
+        try:
+            batch_errors += not batch_read(serving, view, features, batch_seen)
+        except (httpx.HTTPError, KeyError, ValueError):
+            batch_errors += 1
+        batch_reads += 1
         try:
             version_map: dict[str, str] = client.hgetall(f"fp:versions:{view}")  # type: ignore[assignment]
             if not version_map:
@@ -44,9 +72,11 @@ def main(redis_url: str, view: str, stop_file: str, out: str, features_json: str
         except (redis.RedisError, KeyError, ValueError):
             errors += 1
         time.sleep(0.005)
-    Path(out).write_text(json.dumps({"reads": reads, "errors": errors, "mixed": mixed,
-                                     "versions_seen": sorted(seen)}))
+    Path(out).write_text(json.dumps({
+        "reads": reads, "errors": errors, "mixed": mixed, "versions_seen": sorted(seen),
+        "batch_reads": batch_reads, "batch_errors": batch_errors,
+        "batch_versions_seen": sorted(batch_seen)}))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:7])

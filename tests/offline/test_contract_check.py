@@ -1,0 +1,114 @@
+"""The archiver's contract checks agree with the streaming job's (via the independent oracle
+and the dead-letter reasons the streaming e2e test observed from Flink)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from registry.domain.definitions import Source, parse_definition
+from sinks.contract_check import NOT_AN_OBJECT, UNREADABLE_EVENT_TIME, ContractChecker
+from tests.offline.support import INVALID_EVENTS, SCHEMA, source_spec
+from tests.streaming.oracle import violation
+
+TS = 1_790_000_000_000
+
+
+def checker(**overrides: Any) -> ContractChecker:
+    source = parse_definition({**source_spec("t"), **overrides})
+    assert isinstance(source, Source)
+    return ContractChecker(source)
+
+
+def test_a_clean_event_yields_its_typed_values_and_event_time() -> None:
+    checked = checker().check(json.dumps({"account_id": "a", "region": "eu", "amount": 3,
+                                          "kind": "b", "ts": TS}).encode())
+    assert checked.violation is None
+    assert checked.values == ("a", "eu", 3.0, "b", TS)
+    assert isinstance(checked.values[2], float), "a JSON integer in a double field is a double"
+    assert checked.event_time_ms == TS
+
+
+def test_violations_are_worded_as_the_streaming_dead_letters() -> None:
+    """The reasons test_materialization observed from Flink for the same invalid events."""
+    reasons = {checker().check(make(TS)).violation for make in INVALID_EVENTS}
+    assert reasons == {NOT_AN_OBJECT, "account_id: required field is missing",
+                       "amount: not a valid double", "amount: -5 is below the minimum 0",
+                       "kind: z is not an allowed value", "region: not a valid string",
+                       "ts: not a valid long"}
+
+
+def test_the_first_broken_rule_in_contract_order_is_reported() -> None:
+    payload = json.dumps({"region": 1, "amount": -1, "ts": TS}).encode()
+    assert checker().check(payload).violation == "account_id: required field is missing"
+
+
+def test_json_null_counts_as_absent() -> None:
+    checked = checker().check(json.dumps({"account_id": "a", "region": "eu", "amount": None,
+                                          "ts": TS}).encode())
+    assert checked.violation is None and checked.values[2] is None
+    missing = checker().check(json.dumps({"account_id": None, "region": "eu",
+                                          "ts": TS}).encode())
+    assert missing.violation == "account_id: required field is missing"
+
+
+def test_what_json_refuses_is_not_an_object() -> None:
+    for payload in (b"", b"null", b'"text"', b"{\"amount\": NaN}", b"\xff\xfe", None):
+        assert checker().check(payload).violation == NOT_AN_OBJECT
+
+
+def test_integers_out_of_range_and_fractions_are_not_longs_or_ints() -> None:
+    ints = checker(schema=[{"name": "n", "type": "int"},
+                           {"name": "ts", "type": "long", "required": True}])
+    assert ints.check(b'{"n": 2147483648, "ts": 1}').violation == "n: not a valid int"
+    assert ints.check(b'{"n": 12.0, "ts": 1}').violation == "n: not a valid int"
+    assert ints.check(b'{"n": true, "ts": 1}').violation == "n: not a valid int"
+    assert ints.check(b'{"n": -7, "ts": 1}').values == (-7, 1)
+    assert ints.check(b'{"ts": 9223372036854775808}').violation == "ts: not a valid long"
+
+
+def test_event_times_in_every_format() -> None:
+    seconds = checker(timestamp_format="epoch_seconds",
+                      schema=[{"name": "ts", "type": "double", "required": True}])
+    assert seconds.check(b'{"ts": 1790000000.1234}').event_time_ms == 1_790_000_000_123
+    iso = checker(timestamp_format="iso8601",
+                  schema=[{"name": "ts", "type": "timestamp", "required": True}])
+    checked = iso.check(b'{"ts": "2026-09-21T12:00:00.250Z"}')
+    expected = datetime(2026, 9, 21, 12, 0, 0, 250_000, tzinfo=UTC)
+    assert checked.values == (expected,) and checked.violation is None
+    assert checked.event_time_ms == int(expected.timestamp() * 1000)
+    assert iso.check(b'{"ts": "2026-09-21 12:00:00"}').violation is None
+    assert iso.check(b'{"ts": "yesterday"}').violation == "ts: not a valid timestamp"
+
+
+def test_an_unreadable_event_time_is_a_violation_even_when_the_field_is_untyped() -> None:
+    # The stream parses the time with its own cast: such an event lands at epoch 0 → late.
+    loose = checker(schema=[{"name": "ts", "type": "long", "required": True}],
+                    timestamp_format="epoch_millis")
+    assert loose.check(b'{"ts": 1.5}').violation == "ts: not a valid long"
+    assert loose.check(b'{"ts": 15}').event_time_ms == 15
+    assert UNREADABLE_EVENT_TIME  # worded for the case a contract lets an odd time through
+
+
+def test_allowed_values_are_compared_in_the_fields_type() -> None:
+    numbers = checker(schema=[{"name": "n", "type": "double", "allowed": [1, 2.5]},
+                              {"name": "ts", "type": "long", "required": True}])
+    assert numbers.check(b'{"n": 1.0, "ts": 1}').violation is None
+    assert numbers.check(b'{"n": 2, "ts": 1}').violation == "n: 2 is not an allowed value"
+
+
+json_values = st.one_of(st.none(), st.booleans(), st.integers(-(2**62), 2**62),
+                        st.floats(allow_nan=False, allow_infinity=False, width=32),
+                        st.sampled_from(["a", "b", "z", "eu", ""]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from([f["name"] for f in SCHEMA] + ["other"]), json_values,
+                       max_size=6))
+def test_clean_means_the_same_as_the_independent_oracle(event: dict[str, Any]) -> None:
+    payload = json.dumps(event).encode()
+    assert (checker().check(payload).violation is None) == (violation(payload, SCHEMA) is None)
