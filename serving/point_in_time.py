@@ -195,6 +195,13 @@ def _latest(feature: Feature, events: Events, labels: Labels,
 def feature_values(features: Sequence[Feature], events: Events, labels: Labels,
                    ttl_ms: int | None) -> dict[str, pa.Array]:
     """Each feature's value for each label row (see the module's rule)."""
+    # Entities no label row asks for cannot change any result: drop their events first.
+    wanted = np.isin(events.keys, labels.keys[labels.keys >= 0])
+    if not wanted.all():
+        rows = np.flatnonzero(wanted)
+        events = Events(events.keys[rows], events.time_ms[rows], events.rank[rows],
+                        {name: pc.take(column, pa.array(rows))
+                         for name, column in events.columns.items()})
     values: dict[str, pa.Array] = {}
     groups: dict[tuple[int, int], list[Feature]] = {}
     for feature in features:

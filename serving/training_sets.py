@@ -427,7 +427,9 @@ class RichProgress:
 
 
 @contextmanager
-def progress_bar(total: int, enabled: bool) -> Iterator[Progress]:
+def progress_bar(enabled: bool) -> Iterator[Progress]:
+    """A bar on stderr naming the current step; how many steps there are is known only once
+    the references are resolved, so it pulses rather than pretending to a fraction."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -435,9 +437,9 @@ def progress_bar(total: int, enabled: bool) -> Iterator[Progress]:
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, disable=not (enabled and console.is_terminal),
                   transient=False) as bar:
-        task = bar.add_task("starting", total=total)
+        task = bar.add_task("starting", total=None)
         yield RichProgress(bar, task)
-        bar.update(task, completed=total, description="done")
+        bar.update(task, total=1, completed=1, description="done")
 
 
 def build_training_set(registry: DefinitionReader, catalog: Catalog, *, entities: str | Path,
@@ -453,8 +455,7 @@ def build_training_set(registry: DefinitionReader, catalog: Catalog, *, entities
     except pa.ArrowInvalid as error:
         raise FeaturePlatformError(f"{path} is not a readable Parquet file: {error}") from None
     reproduction = Reproduction.of(reproduce) if reproduce else None
-    steps = 3 + 2 * len(set(references) or (reproduction.references if reproduction else ()))
-    with progress_bar(steps, show_progress) as progress:
+    with progress_bar(show_progress) as progress:
         training_set = TrainingSetBuilder(registry, catalog).build(rows, references,
                                                                    reproduction, progress)
         progress.step(f"writing {out}")

@@ -366,19 +366,27 @@ class Archiver:
             while not self._stopping.is_set():
                 now = self.clock()
                 if now >= next_registry_poll:
-                    self.refresh_sources()
+                    self._guarded("reading the registry", self.refresh_sources)
                     next_registry_poll = now + self.options.registry_poll_seconds
                 if not self.sources:
                     self._stopping.wait(min(1.0, self.options.registry_poll_seconds))
                     continue
                 self._poll_each()
                 if self.options.maintenance_every_seconds > 0 and now >= next_maintenance:
-                    self.maintain_all()
+                    self._guarded("maintenance", self.maintain_all)
                     next_maintenance = self.clock() + self.options.maintenance_every_seconds
         finally:
             for archiver in self.sources.values():
                 archiver.close()
             self.sources.clear()
+
+    def _guarded(self, what: str, action: Callable[[], object]) -> None:
+        """Run ``action``; a failure (database or storage away) is logged and retried on
+        the next round instead of stopping every source's archive."""
+        try:
+            action()
+        except Exception:
+            logger.exception("archiver: %s failed; will retry", what)
 
     def _poll_each(self) -> None:
         timeout = min(0.5, self.options.batch_seconds) / max(1, len(self.sources))

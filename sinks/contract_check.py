@@ -43,10 +43,13 @@ def _reject_constant(name: str) -> float:
     raise _NotJsonError(name)
 
 
+# One decoder for every message: json.loads with an option builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _parse_object(payload: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(payload.decode("utf-8", errors="replace"),
-                           parse_constant=_reject_constant)
+        value = _DECODER.decode(payload.decode("utf-8", errors="replace"))
     except ValueError:  # JSONDecodeError and _NotJsonError are both ValueErrors
         return None
     return value if isinstance(value, dict) else None
