@@ -96,6 +96,7 @@ class Platform:
                       f"{registry}/healthz"),
             Component("writer", ["writer", "run"]),
             Component("deployer", ["deployer", "run"]),
+            Component("archiver", ["archiver", "run"]),
             Component("serving", ["serving", "serve", "--port", str(self.serving_port)],
                       f"{serving}/healthz"),
         ]

@@ -46,11 +46,16 @@ class FlinkError(InfrastructureError):
 
 class FlinkClient:
     def __init__(self, url: str, jars: Sequence[Path] = (), submit_timeout: float = 120,
-                 checkpoint_interval_ms: int = 5000) -> None:
+                 checkpoint_interval_ms: int = 5000, idle_timeout_ms: int = 30_000) -> None:
+        """``idle_timeout_ms``: a source partition that yields nothing this long stops holding
+        the watermark back.  Too short, and a partition merely slower to be read (a backlog
+        replayed under load) is declared idle, the watermark runs ahead and its events are
+        dead-lettered as late; too long, and windows wait on a truly empty partition."""
         self.url = url.rstrip("/")
         self.jars = [str(j) for j in jars]
         self.submit_timeout = submit_timeout
         self.checkpoint_interval_ms = checkpoint_interval_ms
+        self.idle_timeout_ms = idle_timeout_ms
         self._http = httpx.Client(base_url=self.url, timeout=15)
         self._submitter = _Submitter()
 
@@ -76,7 +81,8 @@ class FlinkClient:
         if existing is not None and not existing.terminal:
             return spec.job_id
         request = {"spec": spec.to_json(), "flink_url": self.url, "jars": self.jars,
-                   "checkpoint_interval_ms": self.checkpoint_interval_ms}
+                   "checkpoint_interval_ms": self.checkpoint_interval_ms,
+                   "idle_timeout_ms": self.idle_timeout_ms}
         reply = self._submitter.ask(request, self.submit_timeout)
         if "job_id" not in reply:
             raise FlinkError(f"submitting {spec.job_name} failed: {reply.get('error')}")

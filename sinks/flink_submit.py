@@ -32,10 +32,10 @@ def submit(request: dict[str, Any]) -> str:
         "pipeline.name": spec["job_name"],
         "$internal.pipeline.job-id": spec["job_id"],
         "parallelism.default": str(request.get("parallelism", 1)),
-        "execution.checkpointing.interval": f"{request.get('checkpoint_interval_ms', 5000)} ms",
+        "execution.checkpointing.interval": f"{request['checkpoint_interval_ms']} ms",
         "table.local-time-zone": "UTC",
         # A partition that receives nothing must not hold every window open.
-        "table.exec.source.idle-timeout": f"{request.get('idle_timeout_ms', 5000)} ms",
+        "table.exec.source.idle-timeout": f"{request['idle_timeout_ms']} ms",
         "restart-strategy.type": "exponential-delay",
     }
     if request.get("jars"):
