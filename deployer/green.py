@@ -2,9 +2,11 @@
 
 Readiness: the job and every task RUNNING, and the data caught up:
 
-1. green has read its source at least as far as blue — its consumer group committed, on
-   every partition, at least blue's committed offsets (with no blue: the end offsets when
-   green started, the input's frontier);
+1. green has read its source at least as far as blue had when green first ran — its
+   consumer group committed, on every partition, at least blue's committed offsets sampled
+   then (with no blue: the end offsets then, the input's frontier).
+   A fixed target, because chasing blue's latest commit races the two jobs' checkpoint
+   clocks: green would be behind by a fraction of an interval at almost every look;
 2. every row green emitted is in Redis — the writers' group committed the end of green's
    result topic.
 
@@ -60,7 +62,9 @@ class GreenRunner:
         self.kafka = kafka
         self.start_policy = start_policy
         self.start_margin_ms = start_margin_ms
-        self._frontiers: dict[str, dict[int, int]] = {}
+        self._targets: dict[str, dict[int, int]] = {}
+        """Source offsets each green must reach (job id → partition → offset); in memory:
+        a restarted deployer samples again, which only moves the target later."""
 
     def advance(self, state: ViewState, deployment: Deployment, now_ms: int, deadline_ms: int,
                 max_restarts: int) -> GreenOutcome:
@@ -91,7 +95,6 @@ class GreenRunner:
                 return GreenOutcome(failure=f"source topic {spec.source_topic!r} does not exist")
             self.versions.clear_namespace(state.view, deployment.namespace)
             self.kafka.ensure_topics([spec.result_topic, spec.dlq_topic])
-            self._frontiers[spec.job_id] = self.kafka.end_offsets(spec.source_topic)
             self.flink.submit(spec)
             crash_point("submitted")
         except FeaturePlatformError as error:
@@ -127,12 +130,7 @@ class GreenRunner:
         view = parse_definition(dict(state.specs[deployment.version]))
         assert isinstance(view, FeatureView)
         topic = self._source_topic(view)
-        target = self._frontiers.setdefault(deployment.job_id or "",
-                                            self.kafka.end_offsets(topic))
-        if deployment.blue_job_id and deployment.blue_namespace:
-            blue = self.kafka.committed_offsets(
-                source_group(state.view, deployment.blue_namespace), topic, target)
-            target = {p: offset for p, offset in blue.items() if offset >= 0}
+        target = self._target(state.view, deployment, topic)
         if not self.kafka.caught_up(source_group(state.view, deployment.namespace), topic,
                                     target):
             return WAITING
@@ -145,6 +143,18 @@ class GreenRunner:
             "green_watermark": self.versions.watermark(state.view, deployment.namespace),
             "blue_watermark": self.versions.watermark(state.view, deployment.blue_namespace)
             if deployment.blue_namespace else None})
+
+    def _target(self, view: str, deployment: Deployment, topic: str) -> dict[int, int]:
+        """Sampled at the first look once green runs, then fixed."""
+        job = deployment.job_id or ""
+        if job not in self._targets:
+            target = self.kafka.end_offsets(topic)
+            if deployment.blue_job_id and deployment.blue_namespace:
+                blue = self.kafka.committed_offsets(
+                    source_group(view, deployment.blue_namespace), topic, target)
+                target = {p: offset for p, offset in blue.items() if offset >= 0}
+            self._targets[job] = target
+        return self._targets[job]
 
     def _source_topic(self, view: FeatureView) -> str:
         record = self.store.definition("source", view.source)
