@@ -188,3 +188,40 @@ class ServerProcess:
         kill_process_group(self._process.pid)
         self._process.wait()
         self._process = None
+
+
+class SingleServerService:
+    """A service that is one server process on a free port: subclasses start it in
+    ``_start`` and may remove what they made outside the work folder in ``_clean_up``."""
+
+    name: str
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, work_dir: Path | None, prefix: str, start_timeout: float) -> None:
+        self._work_dir = WorkDir(work_dir, prefix)
+        self._start_timeout = start_timeout
+        self._port = 0
+        self._server: ServerProcess | None = None
+
+    def start(self) -> None:
+        if self._server is not None and self._server.alive:
+            return
+        self.stop()  # clears up after a server that died
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _clean_up(self) -> None:
+        """Remove what ``_start`` made outside the work folder (nothing by default)."""
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(self.stop_signal)
+            self._server = None
+        self._clean_up()
+        self._work_dir.remove_temporary()

@@ -9,7 +9,14 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from fp.local.base import LOOPBACK, ServerProcess, WorkDir, free_port, package_dir, port_open
+from fp.local.base import (
+    LOOPBACK,
+    ServerProcess,
+    SingleServerService,
+    free_port,
+    package_dir,
+    port_open,
+)
 from registry.errors import InfrastructureError
 
 
@@ -26,30 +33,19 @@ def find_tansu() -> Path:
     return binary
 
 
-class LocalKafka:
+class LocalKafka(SingleServerService):
     """Tansu with memory storage: a restart loses every topic and offset."""
 
     name = "kafka"
+    # Memory storage has nothing to flush, and on SIGTERM Tansu waits 5 s for clients.
+    stop_signal = signal.SIGKILL
 
     def __init__(self, work_dir: Path | None = None, start_timeout: float = 15) -> None:
-        self._work_dir = WorkDir(work_dir, "fp-kafka-")
-        self._start_timeout = start_timeout
-        self._port = 0
-        self._server: ServerProcess | None = None
+        super().__init__(work_dir, "fp-kafka-", start_timeout)
 
     @property
     def url(self) -> str:
         return f"{LOOPBACK}:{self._port}"
-
-    def start(self) -> None:
-        if self._server is not None and self._server.alive:
-            return
-        self.stop()  # clears up after a server that died
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
 
     def _start(self) -> None:
         binary = find_tansu()
@@ -80,10 +76,3 @@ class LocalKafka:
         except KafkaException:
             return False
         return True
-
-    def stop(self) -> None:
-        if self._server is not None:
-            # Memory storage has nothing to flush, and on SIGTERM Tansu waits 5 s for clients.
-            self._server.stop(signal.SIGKILL)
-            self._server = None
-        self._work_dir.remove_temporary()

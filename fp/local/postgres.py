@@ -14,7 +14,14 @@ from pathlib import Path
 
 import psycopg
 
-from fp.local.base import LOOPBACK, ServerProcess, WorkDir, free_port, package_dir, run_as
+from fp.local.base import (
+    LOOPBACK,
+    ServerProcess,
+    SingleServerService,
+    free_port,
+    package_dir,
+    run_as,
+)
 from registry.errors import InfrastructureError
 
 SERVICE_USER = "fp-postgres"
@@ -72,31 +79,20 @@ def _service_user() -> str | None:
     return SERVICE_USER
 
 
-class LocalPostgres:
+class LocalPostgres(SingleServerService):
     """PostgreSQL whose cluster lives in a temporary folder; the log goes to ``work_dir``."""
 
     name = "postgres"
+    # PostgreSQL's "fast" shutdown; SIGTERM would wait for every client to leave.
+    stop_signal = signal.SIGINT
 
     def __init__(self, work_dir: Path | None = None, start_timeout: float = 30) -> None:
-        self._work_dir = WorkDir(work_dir, "fp-postgres-log-")
-        self._start_timeout = start_timeout
-        self._port = 0
+        super().__init__(work_dir, "fp-postgres-log-", start_timeout)
         self._cluster_dir: Path | None = None
-        self._server: ServerProcess | None = None
 
     @property
     def url(self) -> str:
         return f"postgresql+psycopg://{SUPERUSER}@{LOOPBACK}:{self._port}/{DATABASE}"
-
-    def start(self) -> None:
-        if self._server is not None and self._server.alive:
-            return
-        self.stop()  # clears up after a server that died
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
 
     def _start(self) -> None:
         bin_dir = find_postgres_bin_dir()
@@ -148,12 +144,7 @@ class LocalPostgres:
         with psycopg.connect(admin_url, autocommit=True) as connection:
             connection.execute(f"CREATE DATABASE {DATABASE}")
 
-    def stop(self) -> None:
-        if self._server is not None:
-            # SIGINT is PostgreSQL's "fast" shutdown; SIGTERM would wait for clients to leave.
-            self._server.stop(signal.SIGINT)
-            self._server = None
+    def _clean_up(self) -> None:
         if self._cluster_dir is not None:
             shutil.rmtree(self._cluster_dir, ignore_errors=True)
             self._cluster_dir = None
-        self._work_dir.remove_temporary()

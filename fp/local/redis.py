@@ -7,7 +7,7 @@ from pathlib import Path
 
 import redis
 
-from fp.local.base import LOOPBACK, ServerProcess, WorkDir, free_port, package_dir
+from fp.local.base import LOOPBACK, ServerProcess, SingleServerService, free_port, package_dir
 from registry.errors import InfrastructureError
 
 
@@ -25,28 +25,15 @@ def find_redis_server() -> Path:
     return bundled[0]
 
 
-class LocalRedis:
+class LocalRedis(SingleServerService):
     name = "redis"
 
     def __init__(self, work_dir: Path | None = None, start_timeout: float = 10) -> None:
-        self._work_dir = WorkDir(work_dir, "fp-redis-")
-        self._start_timeout = start_timeout
-        self._port = 0
-        self._server: ServerProcess | None = None
+        super().__init__(work_dir, "fp-redis-", start_timeout)
 
     @property
     def url(self) -> str:
         return f"redis://{LOOPBACK}:{self._port}/0"
-
-    def start(self) -> None:
-        if self._server is not None and self._server.alive:
-            return
-        self.stop()  # clears up after a server that died
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
 
     def _start(self) -> None:
         binary = find_redis_server()
@@ -67,9 +54,3 @@ class LocalRedis:
                 return bool(client.ping())
         except redis.RedisError:
             return False
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-        self._work_dir.remove_temporary()
