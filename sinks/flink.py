@@ -108,9 +108,12 @@ class FlinkClient:
                 for e in history if e.get("stacktrace")]
 
     def restarts(self, job_id: str) -> int:
-        """How often the job restarted (fullRestarts / numRestarts metric)."""
+        """How often the job failed over: the numRestarts metric, or the failures in its
+        exception history when that is higher (the metric lags, and was seen at 0 after a
+        TaskManager loss)."""
         metrics = self._call("GET", f"/jobs/{job_id}/metrics", params={"get": "numRestarts"})
-        return int(metrics[0]["value"]) if metrics else 0
+        counted = int(metrics[0]["value"]) if metrics else 0
+        return max(counted, len(self.exceptions(job_id)))
 
     def stop_with_savepoint(self, job_id: str, target_directory: str | None = None,
                             timeout: float = 60) -> str | None:
