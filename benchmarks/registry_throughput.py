@@ -21,7 +21,7 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from fp.local.base import free_port, wait_until
+from fp.local.base import answers_ok, free_port, wait_until
 from registry.store.migrate import upgrade_to_head
 
 BASE = [
@@ -92,7 +92,7 @@ def main() -> None:
         stderr=subprocess.DEVNULL)
     registry = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _up(registry), 30, "registry")
+        wait_until(lambda: answers_ok(f"{registry}/healthz"), 30, "registry")
         httpx.post(f"{registry}/v1/apply", json={"definitions": BASE}).raise_for_status()
         for writers in (1, 8):
             rate, p99 = applies_per_second(registry, writers, args.applies)
@@ -106,13 +106,6 @@ def main() -> None:
         server.wait()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ import argparse
 import getpass
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fp.config import Settings
 from registry.errors import FeaturePlatformError, InvalidDefinitionError
@@ -161,32 +162,34 @@ def cmd_registry_serve(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def cmd_writer_run(args: argparse.Namespace, settings: Settings) -> int:
-    import signal
+class Worker(Protocol):
+    def run(self) -> None: ...
 
-    from sinks.redis_writer import ResultTopicWriter
-
-    writer = ResultTopicWriter(settings.require("kafka_bootstrap"), settings.require("redis_url"))
-    signal.signal(signal.SIGTERM, lambda *_: writer.stop())
-    try:
-        writer.run()
-    except KeyboardInterrupt:
-        writer.stop()
-    return EXIT_OK
+    def stop(self) -> None: ...
 
 
-def cmd_deployer_run(args: argparse.Namespace, settings: Settings) -> int:
-    import signal
-
-    from deployer.app import build_worker
-
-    worker = build_worker(settings)
+def run_until_stopped(worker: Worker) -> int:
+    """Run a long-lived worker until SIGTERM or Ctrl-C, either of which stops it cleanly."""
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     try:
         worker.run()
     except KeyboardInterrupt:
         worker.stop()
     return EXIT_OK
+
+
+def cmd_writer_run(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks.redis_writer import ResultTopicWriter
+
+    writer = ResultTopicWriter(settings.require("kafka_bootstrap"), settings.require("redis_url"))
+    return run_until_stopped(writer)
+
+
+def cmd_deployer_run(args: argparse.Namespace, settings: Settings) -> int:
+    from deployer.app import build_worker
+
+    worker = build_worker(settings)
+    return run_until_stopped(worker)
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -224,8 +227,6 @@ def _key_values(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_archiver_run(args: argparse.Namespace, settings: Settings) -> int:
-    import signal
-
     from sinks.archiver import Archiver, ArchiverOptions
 
     registry, catalog = _offline_catalog(settings, warehouse_required=True)
@@ -234,12 +235,7 @@ def cmd_archiver_run(args: argparse.Namespace, settings: Settings) -> int:
                               maintenance_every_seconds=args.maintain_every,
                               consumer_properties=_key_values(args.kafka_property))
     archiver = Archiver(registry, catalog, settings.require("kafka_bootstrap"), options)
-    signal.signal(signal.SIGTERM, lambda *_: archiver.stop())
-    try:
-        archiver.run()
-    except KeyboardInterrupt:
-        archiver.stop()
-    return EXIT_OK
+    return run_until_stopped(archiver)
 
 
 def cmd_archiver_maintain(args: argparse.Namespace, settings: Settings) -> int:

@@ -23,10 +23,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from fp.config import Settings
-from fp.local.base import LocalService, kill_process_group, wait_until
+from fp.local.base import LocalService, answers_ok, kill_process_group, wait_until
 from registry.errors import FeaturePlatformError, InfrastructureError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "features"
@@ -106,7 +104,7 @@ class Platform:
                 [sys.executable, "-m", "fp.cli", *component.args], env=env, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
             if component.health_url:
-                wait_until(partial(_healthy, component.health_url), 60,
+                wait_until(partial(answers_ok, component.health_url), 60,
                            f"the {component.name} at {component.health_url}",
                            self.work_dir / f"{component.name}.log")
             self.say(f"started {component.name}")
@@ -132,13 +130,6 @@ class Platform:
         for service in reversed(self.services):
             with contextlib.suppress(Exception):
                 service.stop()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @contextlib.contextmanager

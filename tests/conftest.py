@@ -12,15 +12,15 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from fp.local.base import free_port, wait_until
+from fp.local.base import answers_ok, free_port, wait_until
 from fp.local.flink import LocalFlink
 from fp.local.flink_jars import ensure_kafka_connector_jars
 from fp.local.kafka import LocalKafka
@@ -108,7 +108,8 @@ def registry_server(store: PostgresRegistryStore, database_url: str, tmp_path: P
     process = subprocess.Popen([sys.executable, "-m", "fp.cli", "registry", "serve", "--port",
                                 str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: _healthy(f"http://127.0.0.1:{port}"), 30, "the registry server")
+        wait_until(partial(answers_ok, f"http://127.0.0.1:{port}/healthz"), 30,
+                   "the registry server")
         yield RunningRegistry(f"http://127.0.0.1:{port}", env)
     finally:
         process.terminate()
@@ -116,11 +117,7 @@ def registry_server(store: PostgresRegistryStore, database_url: str, tmp_path: P
         log.close()
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+
 
 
 # --------------------------------------------------------------------------- streaming

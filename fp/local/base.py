@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
+
 from registry.errors import InfrastructureError
 
 LOOPBACK = "127.0.0.1"
@@ -70,6 +72,14 @@ def log_tail(log: Path, lines: int = 20) -> str:
     except OSError:
         return f"  (no log at {log})"
     return "\n".join(f"  {line}" for line in text.splitlines()[-lines:])
+
+
+def answers_ok(url: str) -> bool:
+    """Whether ``url`` answers 200 right now (a readiness probe for HTTP services)."""
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def wait_until(

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from deployer.online_store import VersionMapStore
-from fp.local.base import free_port, wait_until
-from tests.conftest import RunningRegistry, _healthy
+from fp.local.base import answers_ok, free_port, wait_until
+from tests.conftest import RunningRegistry
 from tests.services import PlatformProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def serving_url(registry_server: RunningRegistry, stream_redis_url: str, tmp_pat
         tmp_path / "serving.log")
     server.start()
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _healthy(url), 30, "the serving API")
+    wait_until(lambda: answers_ok(f"{url}/healthz"), 30, "the serving API")
     yield url
     server.stop()
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+from fp.local.base import answers_ok
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "features"
@@ -163,7 +163,7 @@ def registry_server(database_url: str, cache_home: Path, log: Path) -> Iterator[
             env=env, stdout=output, stderr=subprocess.STDOUT)
     server = RunningRegistry(process, f"http://127.0.0.1:{port}")
     try:
-        poll(lambda: {"up": _answers(f"{server.url}/healthz")}, lambda r: bool(r["up"]),
+        poll(lambda: {"up": answers_ok(f"{server.url}/healthz")}, lambda r: bool(r["up"]),
              timeout=30)
         yield server
     finally:
@@ -172,8 +172,4 @@ def registry_server(database_url: str, cache_home: Path, log: Path) -> Iterator[
             process.wait(timeout=30)
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+
