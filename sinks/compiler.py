@@ -86,6 +86,14 @@ class StartPosition:
                 "scan.startup.timestamp-millis": str(self.timestamp_ms)}
 
 
+PLANNER_OPTIONS = (
+    # Plan each view read by several statements (``checked_events`` by the dead-letter insert
+    # and ``clean_events``, ``clean_events`` by every window query) once and share its output,
+    # instead of repeating its projection — the contract checks — in every branch.
+    ("table.optimizer.reuse-optimize-block-with-digest-enabled", "true"),
+)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """Everything needed to run one materialisation job."""
@@ -100,6 +108,8 @@ class JobSpec:
     dlq_topic: str
     statements: tuple[str, ...]
     """DDL, then the INSERT statements that run together as one statement set."""
+    planner_options: tuple[tuple[str, str], ...] = PLANNER_OPTIONS
+    """Table options the statements are written for."""
 
     @property
     def inserts(self) -> tuple[str, ...]:
@@ -111,14 +121,31 @@ class JobSpec:
 
 # --------------------------------------------------------------------------- JSON extraction
 
-def _raw(column: str) -> str:
+def _raw_query(column: str) -> str:
     """The field's JSON text wrapped in an array (``["x"]``, ``[1.5]``); NULL when the field
-    is absent or JSON null.  The wrapper makes the JSON type visible without failing."""
+    is absent or JSON null.  The wrapper makes the JSON type visible without failing.  It is
+    the only per-field parse of the whole message: everything else reads this small text."""
     return f"JSON_QUERY(`message`, {sql_string('$.' + column)} WITH ARRAY WRAPPER)"
+
+
+def _evaluated_once(expression: str) -> str:
+    """``expression``, kept in its own projection.  Flink 2.0 neither reuses a repeated call
+    in generated code nor keeps a projection apart when merging it into the next one would
+    repeat it — unless the expression is non-deterministic.  ``RAND()`` makes it so, for the
+    cost of one random draw instead of one more parse of the message per use."""
+    return f"CASE WHEN RAND() >= 0 THEN {expression} END"
 
 
 def _text(column: str) -> str:
     return f"JSON_VALUE(`message`, {sql_string('$.' + column)})"
+
+
+def _raw(field: Field) -> str:
+    return ident(f"raw:{field.name}")
+
+
+def _typed(field: Field) -> str:
+    return ident(f"typed:{field.name}")
 
 
 _TYPE_PATTERN = {
@@ -137,39 +164,50 @@ _SQL_TYPE = {
     ValueType.TIMESTAMP: "TIMESTAMP(3)",
 }
 
+_QUOTED_TYPES = (ValueType.STRING, ValueType.TIMESTAMP)
+
+
+def _raw_text(field: Field) -> str:
+    """The value as text, read from the wrapped raw value: a JSON string unescaped, any other
+    value as the message spelled it (``[1.5]`` → ``1.5``)."""
+    raw = _raw(field)
+    if field.type in _QUOTED_TYPES:
+        return f"JSON_VALUE({raw}, '$[0]')"
+    return f"SUBSTR({raw}, 2, CHAR_LENGTH({raw}) - 2)"
+
 
 def _typed_value(field: Field) -> str:
-    """The field's value in its SQL type; only evaluated for clean events."""
+    """The field's value in its SQL type, NULL when it does not convert."""
+    text = _raw_text(field)
     if field.type is ValueType.STRING:
-        return _text(field.name)
+        return text
     if field.type is ValueType.TIMESTAMP:
-        return f"TRY_CAST(REPLACE(REPLACE({_text(field.name)}, 'T', ' '), 'Z', '') AS TIMESTAMP(3))"
-    return f"TRY_CAST({_text(field.name)} AS {_SQL_TYPE[field.type]})"
+        return f"TRY_CAST(REPLACE(REPLACE({text}, 'T', ' '), 'Z', '') AS TIMESTAMP(3))"
+    return f"TRY_CAST({text} AS {_SQL_TYPE[field.type]})"
 
 
 def _field_checks(field: Field) -> list[str]:
     """CASE expressions yielding a reason when the field breaks the contract, else NULL."""
-    raw, label = _raw(field.name), field.name
+    raw, value, label = _raw(field), _typed(field), field.name
     checks = []
     if field.required:
         checks.append(f"CASE WHEN {raw} IS NULL THEN "
                       f"{sql_string(f'{label}: required field is missing')} END")
     type_ok = f"REGEXP({raw}, {sql_string(_TYPE_PATTERN[field.type])})"
-    checks.append(f"CASE WHEN {raw} IS NOT NULL AND (NOT {type_ok} OR {_typed_value(field)} "
+    checks.append(f"CASE WHEN {raw} IS NOT NULL AND (NOT {type_ok} OR {value} "
                   f"IS NULL) THEN {sql_string(f'{label}: not a valid {field.type}')} END")
-    value = _typed_value(field)
     if field.min is not None:
-        checks.append(f"CASE WHEN {raw} IS NOT NULL AND {value} < {_number(field.min)} THEN "
-                      f"CONCAT({sql_string(f'{label}: ')}, {_text(field.name)}, "
+        checks.append(f"CASE WHEN {value} < {_number(field.min)} THEN "
+                      f"CONCAT({sql_string(f'{label}: ')}, {_raw_text(field)}, "
                       f"{sql_string(f' is below the minimum {_number(field.min)}')}) END")
     if field.max is not None:
-        checks.append(f"CASE WHEN {raw} IS NOT NULL AND {value} > {_number(field.max)} THEN "
-                      f"CONCAT({sql_string(f'{label}: ')}, {_text(field.name)}, "
+        checks.append(f"CASE WHEN {value} > {_number(field.max)} THEN "
+                      f"CONCAT({sql_string(f'{label}: ')}, {_raw_text(field)}, "
                       f"{sql_string(f' is above the maximum {_number(field.max)}')}) END")
     if field.allowed is not None:
         allowed = ", ".join(_allowed_literal(field, v) for v in field.allowed)
-        checks.append(f"CASE WHEN {raw} IS NOT NULL AND {value} NOT IN ({allowed}) THEN "
-                      f"CONCAT({sql_string(f'{label}: ')}, {_text(field.name)}, "
+        checks.append(f"CASE WHEN {value} NOT IN ({allowed}) THEN "
+                      f"CONCAT({sql_string(f'{label}: ')}, {_raw_text(field)}, "
                       f"{sql_string(' is not an allowed value')}) END")
     return checks
 
@@ -184,8 +222,8 @@ def _allowed_literal(field: Field, value: object) -> str:
     return f"CAST({_number(value)} AS {_SQL_TYPE[field.type]})"
 
 
-def _event_millis(source: Source) -> str:
-    text = _text(source.timestamp_field)
+def _event_millis(source: Source, text: str) -> str:
+    """Epoch ms of the event, from ``text``: the timestamp field's value as text."""
     if source.timestamp_format is TimestampFormat.EPOCH_MILLIS:
         return f"TRY_CAST({text} AS BIGINT)"
     if source.timestamp_format is TimestampFormat.EPOCH_SECONDS:
@@ -230,14 +268,15 @@ def compile_view(view: FeatureView, catalog: Mapping[str, object], namespace: st
     keys = view_join_keys(view, catalog)
     results, dlq = result_topic(view.name, namespace), dlq_topic(source)
     group_id = source_group(view.name, namespace)
-    event_ms = _event_millis(source)
+    timestamp_field = source.field_named(source.timestamp_field)
+    assert timestamp_field is not None, "a validated source has its timestamp field"
+    event_ms = _event_millis(source, _text(source.timestamp_field))
 
     source_ddl = (
         "CREATE TEMPORARY TABLE `source_events` (\n"
         "  `message` STRING,\n"
         "  `kafka_partition` INT METADATA FROM 'partition' VIRTUAL,\n"
         "  `kafka_offset` BIGINT METADATA FROM 'offset' VIRTUAL,\n"
-        f"  `event_ms` AS {event_ms},\n"
         f"  `event_time` AS TO_TIMESTAMP_LTZ(COALESCE({event_ms}, 0), 3),\n"
         "  WATERMARK FOR `event_time` AS `event_time` - "
         f"{sql_interval(source.watermark_delay_ms)}\n"
@@ -259,19 +298,33 @@ def compile_view(view: FeatureView, catalog: Mapping[str, object], namespace: st
 
     used = _used_fields(view, source, keys)
     violation = "COALESCE(\n    " + ",\n    ".join(
-        ["CASE WHEN `message` IS NULL OR NOT (`message` IS JSON OBJECT) "
-         "THEN 'payload is not a JSON object' END",
+        ["CASE WHEN NOT `is_object` THEN 'payload is not a JSON object' END",
          *(check for f in source.schema for check in _field_checks(f)),
          *_lateness_checks(view)]) + ")"
-    extracted = ",\n  ".join(f"{_typed_value(f)} AS {ident(f.name)}" for f in used)
+    passed = "`message`, `kafka_partition`, `kafka_offset`, `event_time`"
+    parsed_view = (
+        f"CREATE TEMPORARY VIEW `parsed_events` AS SELECT {passed},\n  "
+        "`message` IS NOT NULL AND `message` IS JSON OBJECT AS `is_object`,\n  "
+        + ",\n  ".join(f"{_evaluated_once(_raw_query(f.name))} AS {_raw(f)}"
+                       for f in source.schema)
+        + "\nFROM `source_events`"
+    )
+    typed_view = (
+        f"CREATE TEMPORARY VIEW `typed_events` AS SELECT {passed}, `is_object`,\n  "
+        f"{_event_millis(source, _raw_text(timestamp_field))} AS `event_ms`,\n  "
+        + ",\n  ".join(f"{_raw(f)}, {_evaluated_once(_typed_value(f))} AS {_typed(f)}"
+                       for f in source.schema)
+        + "\nFROM `parsed_events`"
+    )
     checked_view = (
-        "CREATE TEMPORARY VIEW `checked_events` AS SELECT `message`, `kafka_partition`, "
-        f"`kafka_offset`, `event_ms`, `event_time`,\n  {violation} AS `violation`\nFROM "
-        "`source_events`"
+        f"CREATE TEMPORARY VIEW `checked_events` AS SELECT {passed}, `event_ms`,\n  "
+        + "".join(f"{_typed(f)}, " for f in used)
+        + f"\n  {violation} AS `violation`\nFROM `typed_events`"
     )
     clean_view = (
         f"CREATE TEMPORARY VIEW `clean_events` AS SELECT `event_ms`, `event_time`,\n  "
-        f"{extracted}\nFROM `checked_events` WHERE `violation` IS NULL"
+        + ",\n  ".join(f"{_typed(f)} AS {ident(f.name)}" for f in used)
+        + "\nFROM `checked_events` WHERE `violation` IS NULL"
     )
     dead_letters = (
         "INSERT INTO `dead_letters` SELECT JSON_OBJECT("
@@ -293,7 +346,8 @@ def compile_view(view: FeatureView, catalog: Mapping[str, object], namespace: st
         job_name=job_name(view.name, namespace),
         job_id=job_id(view.name, namespace, deployment),
         source_topic=source.topic, result_topic=results, dlq_topic=dlq,
-        statements=(source_ddl, results_ddl, dlq_ddl, checked_view, clean_view,
+        statements=(source_ddl, results_ddl, dlq_ddl, parsed_view, typed_view, checked_view,
+                    clean_view,
                     dead_letters, *inserts),
     )
 

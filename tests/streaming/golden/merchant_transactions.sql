@@ -2,7 +2,6 @@ CREATE TEMPORARY TABLE `source_events` (
   `message` STRING,
   `kafka_partition` INT METADATA FROM 'partition' VIRTUAL,
   `kafka_offset` BIGINT METADATA FROM 'offset' VIRTUAL,
-  `event_ms` AS TRY_CAST(JSON_VALUE(`message`, '$.ts') AS BIGINT),
   `event_time` AS TO_TIMESTAMP_LTZ(COALESCE(TRY_CAST(JSON_VALUE(`message`, '$.ts') AS BIGINT), 0), 3),
   WATERMARK FOR `event_time` AS `event_time` - INTERVAL '0 00:00:02.000' DAY TO SECOND(3)
 ) WITH (
@@ -34,27 +33,48 @@ CREATE TEMPORARY TABLE `dead_letters` (`v` STRING) WITH (
   'sink.delivery-guarantee' = 'at-least-once'
 );
 
-CREATE TEMPORARY VIEW `checked_events` AS SELECT `message`, `kafka_partition`, `kafka_offset`, `event_ms`, `event_time`,
-  COALESCE(
-    CASE WHEN `message` IS NULL OR NOT (`message` IS JSON OBJECT) THEN 'payload is not a JSON object' END,
-    CASE WHEN JSON_QUERY(`message`, '$.user_id' WITH ARRAY WRAPPER) IS NULL THEN 'user_id: required field is missing' END,
-    CASE WHEN JSON_QUERY(`message`, '$.user_id' WITH ARRAY WRAPPER) IS NOT NULL AND (NOT REGEXP(JSON_QUERY(`message`, '$.user_id' WITH ARRAY WRAPPER), '^\["') OR JSON_VALUE(`message`, '$.user_id') IS NULL) THEN 'user_id: not a valid string' END,
-    CASE WHEN JSON_QUERY(`message`, '$.merchant_id' WITH ARRAY WRAPPER) IS NULL THEN 'merchant_id: required field is missing' END,
-    CASE WHEN JSON_QUERY(`message`, '$.merchant_id' WITH ARRAY WRAPPER) IS NOT NULL AND (NOT REGEXP(JSON_QUERY(`message`, '$.merchant_id' WITH ARRAY WRAPPER), '^\["') OR JSON_VALUE(`message`, '$.merchant_id') IS NULL) THEN 'merchant_id: not a valid string' END,
-    CASE WHEN JSON_QUERY(`message`, '$.amount' WITH ARRAY WRAPPER) IS NOT NULL AND (NOT REGEXP(JSON_QUERY(`message`, '$.amount' WITH ARRAY WRAPPER), '^\[-?[0-9]') OR TRY_CAST(JSON_VALUE(`message`, '$.amount') AS DOUBLE) IS NULL) THEN 'amount: not a valid double' END,
-    CASE WHEN JSON_QUERY(`message`, '$.amount' WITH ARRAY WRAPPER) IS NOT NULL AND TRY_CAST(JSON_VALUE(`message`, '$.amount') AS DOUBLE) < 0 THEN CONCAT('amount: ', JSON_VALUE(`message`, '$.amount'), ' is below the minimum 0') END,
-    CASE WHEN JSON_QUERY(`message`, '$.currency' WITH ARRAY WRAPPER) IS NOT NULL AND (NOT REGEXP(JSON_QUERY(`message`, '$.currency' WITH ARRAY WRAPPER), '^\["') OR JSON_VALUE(`message`, '$.currency') IS NULL) THEN 'currency: not a valid string' END,
-    CASE WHEN JSON_QUERY(`message`, '$.currency' WITH ARRAY WRAPPER) IS NOT NULL AND JSON_VALUE(`message`, '$.currency') NOT IN ('EUR', 'USD', 'GBP') THEN CONCAT('currency: ', JSON_VALUE(`message`, '$.currency'), ' is not an allowed value') END,
-    CASE WHEN JSON_QUERY(`message`, '$.channel' WITH ARRAY WRAPPER) IS NOT NULL AND (NOT REGEXP(JSON_QUERY(`message`, '$.channel' WITH ARRAY WRAPPER), '^\["') OR JSON_VALUE(`message`, '$.channel') IS NULL) THEN 'channel: not a valid string' END,
-    CASE WHEN JSON_QUERY(`message`, '$.channel' WITH ARRAY WRAPPER) IS NOT NULL AND JSON_VALUE(`message`, '$.channel') NOT IN ('web', 'app', 'pos') THEN CONCAT('channel: ', JSON_VALUE(`message`, '$.channel'), ' is not an allowed value') END,
-    CASE WHEN JSON_QUERY(`message`, '$.ts' WITH ARRAY WRAPPER) IS NULL THEN 'ts: required field is missing' END,
-    CASE WHEN JSON_QUERY(`message`, '$.ts' WITH ARRAY WRAPPER) IS NOT NULL AND (NOT REGEXP(JSON_QUERY(`message`, '$.ts' WITH ARRAY WRAPPER), '^\[-?[0-9]+\]$') OR TRY_CAST(JSON_VALUE(`message`, '$.ts') AS BIGINT) IS NULL) THEN 'ts: not a valid long' END,
-    CASE WHEN TO_TIMESTAMP_LTZ(`event_ms` - MOD(`event_ms`, 60000) + 59999, 3) <= CURRENT_WATERMARK(`event_time`) THEN 'late: its window has already closed' END) AS `violation`
+CREATE TEMPORARY VIEW `parsed_events` AS SELECT `message`, `kafka_partition`, `kafka_offset`, `event_time`,
+  `message` IS NOT NULL AND `message` IS JSON OBJECT AS `is_object`,
+  CASE WHEN RAND() >= 0 THEN JSON_QUERY(`message`, '$.user_id' WITH ARRAY WRAPPER) END AS `raw:user_id`,
+  CASE WHEN RAND() >= 0 THEN JSON_QUERY(`message`, '$.merchant_id' WITH ARRAY WRAPPER) END AS `raw:merchant_id`,
+  CASE WHEN RAND() >= 0 THEN JSON_QUERY(`message`, '$.amount' WITH ARRAY WRAPPER) END AS `raw:amount`,
+  CASE WHEN RAND() >= 0 THEN JSON_QUERY(`message`, '$.currency' WITH ARRAY WRAPPER) END AS `raw:currency`,
+  CASE WHEN RAND() >= 0 THEN JSON_QUERY(`message`, '$.channel' WITH ARRAY WRAPPER) END AS `raw:channel`,
+  CASE WHEN RAND() >= 0 THEN JSON_QUERY(`message`, '$.ts' WITH ARRAY WRAPPER) END AS `raw:ts`
 FROM `source_events`;
 
+CREATE TEMPORARY VIEW `typed_events` AS SELECT `message`, `kafka_partition`, `kafka_offset`, `event_time`, `is_object`,
+  TRY_CAST(SUBSTR(`raw:ts`, 2, CHAR_LENGTH(`raw:ts`) - 2) AS BIGINT) AS `event_ms`,
+  `raw:user_id`, CASE WHEN RAND() >= 0 THEN JSON_VALUE(`raw:user_id`, '$[0]') END AS `typed:user_id`,
+  `raw:merchant_id`, CASE WHEN RAND() >= 0 THEN JSON_VALUE(`raw:merchant_id`, '$[0]') END AS `typed:merchant_id`,
+  `raw:amount`, CASE WHEN RAND() >= 0 THEN TRY_CAST(SUBSTR(`raw:amount`, 2, CHAR_LENGTH(`raw:amount`) - 2) AS DOUBLE) END AS `typed:amount`,
+  `raw:currency`, CASE WHEN RAND() >= 0 THEN JSON_VALUE(`raw:currency`, '$[0]') END AS `typed:currency`,
+  `raw:channel`, CASE WHEN RAND() >= 0 THEN JSON_VALUE(`raw:channel`, '$[0]') END AS `typed:channel`,
+  `raw:ts`, CASE WHEN RAND() >= 0 THEN TRY_CAST(SUBSTR(`raw:ts`, 2, CHAR_LENGTH(`raw:ts`) - 2) AS BIGINT) END AS `typed:ts`
+FROM `parsed_events`;
+
+CREATE TEMPORARY VIEW `checked_events` AS SELECT `message`, `kafka_partition`, `kafka_offset`, `event_time`, `event_ms`,
+  `typed:merchant_id`, `typed:amount`, 
+  COALESCE(
+    CASE WHEN NOT `is_object` THEN 'payload is not a JSON object' END,
+    CASE WHEN `raw:user_id` IS NULL THEN 'user_id: required field is missing' END,
+    CASE WHEN `raw:user_id` IS NOT NULL AND (NOT REGEXP(`raw:user_id`, '^\["') OR `typed:user_id` IS NULL) THEN 'user_id: not a valid string' END,
+    CASE WHEN `raw:merchant_id` IS NULL THEN 'merchant_id: required field is missing' END,
+    CASE WHEN `raw:merchant_id` IS NOT NULL AND (NOT REGEXP(`raw:merchant_id`, '^\["') OR `typed:merchant_id` IS NULL) THEN 'merchant_id: not a valid string' END,
+    CASE WHEN `raw:amount` IS NOT NULL AND (NOT REGEXP(`raw:amount`, '^\[-?[0-9]') OR `typed:amount` IS NULL) THEN 'amount: not a valid double' END,
+    CASE WHEN `typed:amount` < 0 THEN CONCAT('amount: ', SUBSTR(`raw:amount`, 2, CHAR_LENGTH(`raw:amount`) - 2), ' is below the minimum 0') END,
+    CASE WHEN `raw:currency` IS NOT NULL AND (NOT REGEXP(`raw:currency`, '^\["') OR `typed:currency` IS NULL) THEN 'currency: not a valid string' END,
+    CASE WHEN `typed:currency` NOT IN ('EUR', 'USD', 'GBP') THEN CONCAT('currency: ', JSON_VALUE(`raw:currency`, '$[0]'), ' is not an allowed value') END,
+    CASE WHEN `raw:channel` IS NOT NULL AND (NOT REGEXP(`raw:channel`, '^\["') OR `typed:channel` IS NULL) THEN 'channel: not a valid string' END,
+    CASE WHEN `typed:channel` NOT IN ('web', 'app', 'pos') THEN CONCAT('channel: ', JSON_VALUE(`raw:channel`, '$[0]'), ' is not an allowed value') END,
+    CASE WHEN `raw:ts` IS NULL THEN 'ts: required field is missing' END,
+    CASE WHEN `raw:ts` IS NOT NULL AND (NOT REGEXP(`raw:ts`, '^\[-?[0-9]+\]$') OR `typed:ts` IS NULL) THEN 'ts: not a valid long' END,
+    CASE WHEN TO_TIMESTAMP_LTZ(`event_ms` - MOD(`event_ms`, 60000) + 59999, 3) <= CURRENT_WATERMARK(`event_time`) THEN 'late: its window has already closed' END) AS `violation`
+FROM `typed_events`;
+
 CREATE TEMPORARY VIEW `clean_events` AS SELECT `event_ms`, `event_time`,
-  JSON_VALUE(`message`, '$.merchant_id') AS `merchant_id`,
-  TRY_CAST(JSON_VALUE(`message`, '$.amount') AS DOUBLE) AS `amount`
+  `typed:merchant_id` AS `merchant_id`,
+  `typed:amount` AS `amount`
 FROM `checked_events` WHERE `violation` IS NULL;
 
 INSERT INTO `dead_letters` SELECT JSON_OBJECT(KEY 'reason' VALUE `violation`, KEY 'view' VALUE 'merchant_transactions', KEY 'namespace' VALUE 'v3', KEY 'topic' VALUE 'transactions', KEY 'partition' VALUE `kafka_partition`, KEY 'offset' VALUE `kafka_offset`, KEY 'payload' VALUE `message`) FROM `checked_events` WHERE `violation` IS NOT NULL;
