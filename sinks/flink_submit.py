@@ -38,7 +38,7 @@ def submit(request: dict[str, Any]) -> str:
         "table.exec.source.idle-timeout": f"{request['idle_timeout_ms']} ms",
         "restart-strategy.type": "exponential-delay",
     }
-    options.update(dict(spec["planner_options"]))
+    options.update(dict(spec["configuration"]))
     if request.get("jars"):
         options["pipeline.jars"] = ";".join(f"file://{jar}" for jar in request["jars"])
     for key, value in options.items():

@@ -23,7 +23,13 @@ import msgspec
 import redis
 from confluent_kafka import Consumer, KafkaError, Message
 
-from registry.domain.layout import RESULT_TOPIC_PREFIX, WRITER_GROUP, feature_key, meta_key
+from registry.domain.layout import (
+    FETCH_WAIT_MS,
+    RESULT_TOPIC_PREFIX,
+    WRITER_GROUP,
+    feature_key,
+    meta_key,
+)
 from registry.errors import InfrastructureError
 
 logger = logging.getLogger(__name__)
@@ -275,6 +281,7 @@ class ResultTopicWriter:
             "session.timeout.ms": 6000,
             # New versions create new result topics: find them within seconds.
             "topic.metadata.refresh.interval.ms": 2000,
+            "fetch.wait.max.ms": FETCH_WAIT_MS,
         })
         self._consumer.subscribe([f"^{RESULT_TOPIC_PREFIX.replace('.', '[.]')}.+"])
 
@@ -289,13 +296,17 @@ class ResultTopicWriter:
             self._consumer.close()
 
     def poll_once(self, timeout: float) -> int:
-        """Apply one batch; the number of rows written."""
-        messages = self._consumer.consume(self.batch_size, timeout=timeout)
+        """Apply one batch — what has arrived, as soon as something has (a consume call waits
+        for a whole batch or the timeout) — and return the number of rows written."""
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return 0
+        messages = [first, *self._consumer.consume(self.batch_size - 1, timeout=0)]
         batches = _group_rows(messages)
         if not batches:
             return 0
         self.store.apply(batches)
-        self._consumer.commit(asynchronous=False)
+        self._consumer.commit(asynchronous=True)
         return sum(len(rows) for rows in batches.values())
 
 

@@ -102,7 +102,7 @@ def submit(request: dict[str, Any]) -> str:
         env, environment_settings=EnvironmentSettings.in_streaming_mode())
     table_env.get_config().set("table.local-time-zone", "UTC")
     table_env.get_config().set("table.exec.source.idle-timeout", "5000 ms")
-    for key, value in spec["planner_options"]:
+    for key, value in spec["configuration"]:
         table_env.get_config().set(key, value)
 
     statements = table_env.create_statement_set()

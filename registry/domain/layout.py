@@ -40,6 +40,11 @@ def result_topic(view: str, namespace: str) -> str:
 WRITER_GROUP = "fp-redis-writer"
 """The consumer group of every Redis writer (they share the result topics' partitions)."""
 
+FETCH_WAIT_MS = 50
+"""How long the pipeline's consumers (the jobs on their source topics, the writer on result
+topics) let the broker hold an empty fetch.  Brokers that answer one only when the wait runs
+out (Tansu does) would otherwise add up to the default 500 ms to every row's freshness."""
+
 
 def source_group(view: str, namespace: str) -> str:
     """The Kafka consumer group a job reads its source with (its progress is visible)."""

@@ -88,7 +88,7 @@ env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
 env.get_config().set("pipeline.jars", ";".join("file://" + j for j in request["jars"]))
 env.get_config().set("table.local-time-zone", "UTC")
 for job in request["jobs"]:
-    for key, value in job["planner_options"]:
+    for key, value in job["configuration"]:
         env.get_config().set(key, value)
     for statement in job["statements"]:
         if not statement.startswith("INSERT"):

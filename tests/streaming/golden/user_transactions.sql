@@ -9,6 +9,7 @@ CREATE TEMPORARY TABLE `source_events` (
   'topic' = 'transactions',
   'properties.bootstrap.servers' = '127.0.0.1:9092',
   'properties.group.id' = 'fp.user_transactions.v3',
+  'properties.fetch.max.wait.ms' = '50',
   'scan.startup.mode' = 'earliest-offset',
   'format' = 'raw',
   'raw.charset' = 'UTF-8'
@@ -22,7 +23,9 @@ CREATE TEMPORARY TABLE `feature_rows` (`k` STRING, `v` STRING) WITH (
   'key.fields' = 'k',
   'value.format' = 'raw',
   'value.fields-include' = 'EXCEPT_KEY',
-  'sink.delivery-guarantee' = 'at-least-once'
+  'sink.delivery-guarantee' = 'at-least-once',
+  'properties.linger.ms' = '10',
+  'properties.batch.size' = '1048576'
 );
 
 CREATE TEMPORARY TABLE `dead_letters` (`v` STRING) WITH (
