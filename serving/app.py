@@ -105,4 +105,4 @@ def serve(registry_url: str, redis_url: str, host: str = "127.0.0.1",
     # httpx logs every request at INFO: here that is one registry poll a second, forever.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     uvicorn.run(create_serving_app(registry_url, redis_url), host=host, port=port, workers=1,
-                access_log=False, log_level="info")
+                loop="uvloop", http="httptools", access_log=False, log_level="info")

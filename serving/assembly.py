@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-import msgspec
-
 from registry.domain.layout import encode_entity_key
 from registry.errors import ExpressionEvaluationError
 from serving.decoding import (
@@ -65,13 +63,12 @@ def decode_read(read: ViewRead, rows: Sequence[RawRow], now_ms: int) -> DecodedR
     """Typed values and statuses of one read's rows (``read.fields`` of each entity)."""
     count = len(read.features)
     cutoff = expiry_cutoff(read.schema.ttl_ms, now_ms)
-    row_decoder = read.row_decoder
     values: list[Values] = []
     statuses: list[Statuses] = []
     event_times: list[int | None] = []
     found: list[bool] = []
-    for raw in rows:
-        if raw[count] is None and raw.count(None) == len(raw):
+    for raw, row in zip(rows, read.row_decoder.decode_rows(rows), strict=True):
+        if row is None:
             values.append(read.no_values)
             statuses.append(read.all_missing)
             event_times.append(None)
@@ -81,10 +78,9 @@ def decode_read(read: ViewRead, rows: Sequence[RawRow], now_ms: int) -> DecodedR
         errors: Sequence[int] = ()
         decoded: Sequence[Scalar | None]
         times: Sequence[int | None]
-        try:
-            row = row_decoder.decode(raw)  # values, then __ts, then __ts:{feature}...
+        if isinstance(row, tuple):  # values, then __ts, then __ts:{feature}...
             decoded, row_time, times = row[:count], row[count], row[count + 1:]
-        except msgspec.DecodeError:
+        else:  # UNDECODED
             decoded, errors = _decode_strictly(read, raw[:count])
             row_time = event_time_millis(raw[count])
             times = [event_time_millis(t) for t in raw[count + 1:]]
