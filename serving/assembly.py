@@ -41,6 +41,15 @@ def entity_key_of(row: Mapping[str, str | int], join_keys: Sequence[str]) -> str
 
 
 @dataclass(frozen=True, slots=True)
+class PendingRow:
+    """A row whose expiry needs its per-feature times (see :func:`settle_expiry`)."""
+
+    values: Sequence[Scalar | None]
+    errors: Sequence[int]
+    event_time: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class DecodedRead:
     values: list[Values]
     statuses: list[Statuses]
@@ -48,6 +57,8 @@ class DecodedRead:
     """``__ts`` of each entity's hash: the event time of its newest value."""
     found: list[bool]
     """Whether each entity's hash exists (all its features may still be missing or expired)."""
+    pending: dict[int, PendingRow]
+    """Rows (by position) whose values and statuses wait for :func:`settle_expiry`."""
 
 
 class _AllStale:
@@ -60,13 +71,16 @@ Staleness = _AllStale | set[int] | None
 
 
 def decode_read(read: ViewRead, rows: Sequence[RawRow], now_ms: int) -> DecodedRead:
-    """Typed values and statuses of one read's rows (``read.fields`` of each entity)."""
+    """Typed values and statuses of one read's rows (``read.fields`` of each entity).
+
+    A row can be judged from ``__ts`` and ``__ts_min`` alone unless its oldest value may be
+    expired (or the hash predates ``__ts_min``): such rows are left pending."""
     count = len(read.features)
     cutoff = expiry_cutoff(read.schema.ttl_ms, now_ms)
-    values: list[Values] = []
-    statuses: list[Statuses] = []
-    event_times: list[int | None] = []
-    found: list[bool] = []
+    own_times = bool(read.time_fields)
+    decoded_read = DecodedRead([], [], [], [], {})
+    values, statuses = decoded_read.values, decoded_read.statuses
+    event_times, found = decoded_read.event_times, decoded_read.found
     for raw, row in zip(rows, read.row_decoder.decode_rows(rows), strict=True):
         if row is None:
             values.append(read.no_values)
@@ -77,28 +91,57 @@ def decode_read(read: ViewRead, rows: Sequence[RawRow], now_ms: int) -> DecodedR
         found.append(True)
         errors: Sequence[int] = ()
         decoded: Sequence[Scalar | None]
-        times: Sequence[int | None]
-        if isinstance(row, tuple):  # values, then __ts, then __ts:{feature}...
-            decoded, row_time, times = row[:count], row[count], row[count + 1:]
+        if isinstance(row, tuple):  # values, __ts, then __ts_min when read
+            decoded, row_time = row[:count], row[count]
+            oldest = row[count + 1] if own_times else None
         else:  # UNDECODED
             decoded, errors = _decode_strictly(read, raw[:count])
             row_time = event_time_millis(raw[count])
-            times = [event_time_millis(t) for t in raw[count + 1:]]
+            oldest = event_time_millis(raw[count + 1]) if own_times else None
         event_times.append(row_time)
-        complete = None not in decoded
-        stale = None if cutoff is None else _staleness(row_time, times, cutoff)
-        if stale is None and not errors:
-            statuses.append(read.all_present if complete else
-                            [PRESENT if v is not None else NOT_FOUND for v in decoded])
-        elif stale is _ALL_STALE and not errors:
-            statuses.append(read.all_expired if complete else
-                            [EXPIRED if v is not None else NOT_FOUND for v in decoded])
-            decoded = read.no_values
-        else:
-            decoded = list(decoded)
-            statuses.append(_judge(decoded, errors, stale))
-        values.append(decoded)
-    return DecodedRead(values, statuses, event_times, found)
+        stale: Staleness = None
+        if cutoff is not None:
+            if row_time is not None and row_time < cutoff:
+                stale = _ALL_STALE
+            elif own_times and (oldest is None or oldest < cutoff):
+                decoded_read.pending[len(values)] = PendingRow(decoded, errors, row_time)
+                values.append(read.no_values)
+                statuses.append(read.all_missing)
+                continue
+        row_values, row_statuses = _judged(read, decoded, errors, stale)
+        values.append(row_values)
+        statuses.append(row_statuses)
+    return decoded_read
+
+
+def settle_expiry(read: ViewRead, decoded_read: DecodedRead, time_rows: Sequence[RawRow],
+                  now_ms: int) -> None:
+    """Judge the pending rows from their ``__ts:{feature}`` fields (``read.time_fields``, in
+    the order of ``decoded_read.pending``): a feature's time is its own when written, else
+    ``__ts``."""
+    cutoff = expiry_cutoff(read.schema.ttl_ms, now_ms)
+    assert cutoff is not None, "rows are pending only when a ttl applies"
+    for (position, row), raw_times in zip(decoded_read.pending.items(), time_rows,
+                                          strict=True):
+        times = [event_time_millis(t) for t in raw_times]
+        stale = _staleness(row.event_time, times, cutoff)
+        decoded_read.values[position], decoded_read.statuses[position] = _judged(
+            read, row.values, row.errors, stale)
+    decoded_read.pending.clear()
+
+
+def _judged(read: ViewRead, decoded: Sequence[Scalar | None], errors: Sequence[int],
+            stale: Staleness) -> tuple[Values, Statuses]:
+    """A row's values (expired ones nulled) and statuses."""
+    complete = None not in decoded
+    if stale is None and not errors:
+        return decoded, (read.all_present if complete else
+                         [PRESENT if v is not None else NOT_FOUND for v in decoded])
+    if stale is _ALL_STALE and not errors:
+        return read.no_values, (read.all_expired if complete else
+                                [EXPIRED if v is not None else NOT_FOUND for v in decoded])
+    judged = list(decoded)
+    return judged, _judge(judged, errors, stale)
 
 
 def _decode_strictly(read: ViewRead, stored: RawRow) -> tuple[list[Scalar | None], list[int]]:

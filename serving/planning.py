@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from registry.domain.definitions import Field
-from registry.domain.layout import EVENT_TIME_FIELD
+from registry.domain.layout import EVENT_TIME_FIELD, OLDEST_TIME_FIELD
 from registry.errors import NotFoundError, Problem
 from serving.catalog import (
     Catalog,
@@ -39,7 +39,10 @@ class ViewRead:
     features: tuple[ServedFeature, ...]
     fields: tuple[str, ...] = field(init=False)
     """The features, then ``__ts``, then (views with a ttl whose features may carry their own
-    times) each feature's ``__ts:{feature}``."""
+    times) ``__ts_min``, the oldest of those times."""
+    time_fields: tuple[str, ...] = field(init=False)
+    """Each feature's ``__ts:{feature}``, read for the rows whose ``__ts_min`` is too old (or
+    missing) to tell that none of their values is expired; empty when it cannot matter."""
     decoders: tuple[Decoder, ...] = field(init=False, repr=False)
     row_decoder: RowDecoder = field(init=False, repr=False)
     all_present: tuple[Status, ...] = field(init=False, repr=False)
@@ -54,10 +57,12 @@ class ViewRead:
         times = tuple(f.time_field for f in self.features) if own_times else ()
         count = len(self.features)
         # Rows are decoded by the million: precompute everything that does not vary per row.
-        object.__setattr__(self, "fields", (*names, EVENT_TIME_FIELD, *times))
+        object.__setattr__(self, "fields", (*names, EVENT_TIME_FIELD,
+                                            *((OLDEST_TIME_FIELD,) if own_times else ())))
+        object.__setattr__(self, "time_fields", times)
         object.__setattr__(self, "decoders", tuple(f.decode for f in self.features))
         object.__setattr__(self, "row_decoder", RowDecoder([f.type for f in self.features],
-                                                           times=1 + len(times)))
+                                                           times=2 if own_times else 1))
         object.__setattr__(self, "all_present", (PRESENT,) * count)
         object.__setattr__(self, "all_missing", (NOT_FOUND,) * count)
         object.__setattr__(self, "all_expired", (EXPIRED,) * count)

@@ -26,6 +26,7 @@ from serving.assembly import (
     assemble,
     decode_read,
     entity_key_of,
+    settle_expiry,
 )
 from serving.catalog import Catalog, DefinitionHistory
 from serving.decoding import Scalar
@@ -291,6 +292,16 @@ class FeatureService:
         now = self.clock()
         decoded = [decode_read(read, raw, now) for read, raw in zip(plan.reads, replies,
                                                                      strict=True)]
+        unsettled = [(read, hash_read, result) for read, hash_read, result
+                     in zip(plan.reads, hash_reads, decoded, strict=True) if result.pending]
+        if unsettled:  # rows whose oldest value may be expired: their per-feature times
+            time_replies = await self.store.read_hashes([
+                HashRead(hash_read.key_prefix,
+                         [hash_read.key_suffixes[row] for row in result.pending],
+                         read.time_fields)
+                for read, hash_read, result in unsettled])
+            for (read, _, result), time_rows in zip(unsettled, time_replies, strict=True):
+                settle_expiry(read, result, time_rows, now)
         assembled = assemble(plan, rows, decoded, context)
         metrics.ENTITIES.inc(len(rows))
         metrics.count_statuses(assembled.statuses)

@@ -53,6 +53,29 @@ local function hmget(key, fields)
   end
   return values
 end
+-- __ts_min: the oldest per-feature time of the hash, and __ts_min_of a feature that has it.
+-- Times only move forward, so the minimum can only rise when that feature is rewritten (then
+-- every time is read again) and only fall when a feature gets its first time.
+local function keep_oldest(key, oldest, oldest_of, written, t, time)
+  local recompute = not oldest
+  for j = 1, #written do
+    if written[j] == oldest_of then recompute = true end
+  end
+  if recompute then
+    local all, low, low_text, low_of = redis.call('HGETALL', key), nil, nil, nil
+    for i = 1, #all, 2 do
+      if string.sub(all[i], 1, 5) == '__ts:' then
+        local value = tonumber(all[i + 1])
+        if value and ((not low) or value < low) then
+          low, low_text, low_of = value, all[i + 1], string.sub(all[i], 6)
+        end
+      end
+    end
+    if low then redis.call('HSET', key, '__ts_min', low_text, '__ts_min_of', low_of) end
+  elseif t < tonumber(oldest) then
+    redis.call('HSET', key, '__ts_min', time, '__ts_min_of', written[1])
+  end
+end
 local a, applied = 1, 0
 for k = 1, #KEYS do
   local key, time, mode, n = KEYS[k], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
@@ -72,8 +95,9 @@ for k = 1, #KEYS do
       applied = applied + 1
     end
   else
-    local newest = redis.call('HGET', key, '__ts')
-    local fields = {}
+    local held = redis.call('HMGET', key, '__ts', '__ts_min', '__ts_min_of')
+    local newest, oldest, oldest_of = held[1], held[2], held[3]
+    local fields, written = {}, {}
     if newest and tonumber(newest) <= t then
       -- Every feature time of a hash is at most its __ts (this script keeps it so): all pass.
       for i = first, last do
@@ -82,6 +106,7 @@ for k = 1, #KEYS do
           fields[#fields + 1] = ARGV[i + n]
           fields[#fields + 1] = '__ts:' .. ARGV[i]
           fields[#fields + 1] = time
+          written[#written + 1] = ARGV[i]
         end
       end
     else
@@ -92,14 +117,15 @@ for k = 1, #KEYS do
           times[#times + 1] = '__ts:' .. ARGV[i]
         end
       end
-      local held = hmget(key, times)
+      local previous = hmget(key, times)
       for j = 1, #names do
-        if (not held[j]) or tonumber(held[j]) <= t then
+        if (not previous[j]) or tonumber(previous[j]) <= t then
           local i = names[j]
           fields[#fields + 1] = ARGV[i]
           fields[#fields + 1] = ARGV[i + n]
           fields[#fields + 1] = times[j]
           fields[#fields + 1] = time
+          written[#written + 1] = ARGV[i]
         end
       end
     end
@@ -110,6 +136,7 @@ for k = 1, #KEYS do
       end
       hset(key, fields)
       applied = applied + 1
+      keep_oldest(key, oldest, oldest_of, written, t, time)
     end
   end
 end
@@ -235,7 +262,7 @@ class RedisFeatureStore:
     def _send_and_read(self, batches: dict[tuple[str, str], list[FeatureRow]], now_ms: str,
                        ) -> list[redis.ResponseError]:
         pool = self.client.connection_pool
-        connection = pool.get_connection("EVALSHA")
+        connection = pool.get_connection()
         calls, errors = 0, []
         try:
             for (view, namespace), rows in batches.items():

@@ -18,6 +18,8 @@ from benchmarks.serving.shape import FEATURES_PER_VIEW, VIEWS, Shape
 from registry.domain.layout import (
     ACTIVE_FIELD,
     EVENT_TIME_FIELD,
+    OLDEST_TIME_FEATURE_FIELD,
+    OLDEST_TIME_FIELD,
     VERSIONS_CHANNEL,
     feature_key,
     feature_time_field,
@@ -76,7 +78,7 @@ def _shape_key() -> str:
 
 
 def _shape_label(shape: Shape, one_window: bool) -> str:
-    return f"{shape.entities}:{'one' if one_window else 'several'}"
+    return f"{shape.entities}:{'one' if one_window else 'several'}:oldest"
 
 
 def written_before(redis_url: str, shape: Shape, one_window: bool) -> bool:
@@ -89,15 +91,16 @@ def written_before(redis_url: str, shape: Shape, one_window: bool) -> bool:
 
 
 def write_online_store(redis_url: str, shape: Shape, one_window: bool) -> None:
-    """Every value with its event time — per feature too when the windows differ, as the
-    sink writes it — then version 1 made active."""
+    """Every value with its event time — per feature too when the windows differ, and then
+    the oldest of them, as the sink writes it — then version 1 made active."""
     client = redis.Redis.from_url(redis_url)
     remove_online_store(redis_url)
     namespace = namespace_of(1)
-    times: dict[str, int] = {EVENT_TIME_FIELD: shape.event_millis}
+    times: dict[str, int | str] = {EVENT_TIME_FIELD: shape.event_millis}
     if not one_window:
         times.update({feature_time_field(f"f{j}"): shape.event_millis
                       for j in range(FEATURES_PER_VIEW)})
+        times.update({OLDEST_TIME_FIELD: shape.event_millis, OLDEST_TIME_FEATURE_FIELD: "f0"})
     pipeline = client.pipeline(transaction=False)
     for view_index, view in enumerate(VIEWS):
         for entity in range(shape.entities):

@@ -22,6 +22,12 @@ from registry.domain.definitions import (
 VERSIONS_CHANNEL = "fp:versions"
 ACTIVE_FIELD = "active"
 EVENT_TIME_FIELD = "__ts"
+OLDEST_TIME_FIELD = "__ts_min"
+"""In hashes with per-feature times: the oldest of them, so that a reader can tell that no
+value is expired from one field instead of one per feature."""
+OLDEST_TIME_FEATURE_FIELD = "__ts_min_of"
+"""A feature whose time is ``__ts_min``: the writer recomputes the minimum only when that
+feature's time moves."""
 ENTITY_KEY_SEPARATOR = "|"
 
 

@@ -28,6 +28,8 @@ from registry.api.app import create_registry_app
 from registry.domain.layout import (
     ACTIVE_FIELD,
     EVENT_TIME_FIELD,
+    OLDEST_TIME_FEATURE_FIELD,
+    OLDEST_TIME_FIELD,
     VERSIONS_CHANNEL,
     feature_key,
     feature_time_field,
@@ -133,11 +135,18 @@ class OnlineStore:
         self.views: set[str] = set()
 
     def write(self, view: str, namespace: str, entity_key: str, values: Mapping[str, str],
-              event_time: int, *, feature_times: Mapping[str, int] | None = None) -> None:
-        """``values`` are stored as given: the JSON text of each value."""
+              event_time: int, *, feature_times: Mapping[str, int] | None = None,
+              oldest_time: bool = True) -> None:
+        """``values`` are stored as given: the JSON text of each value.  With
+        ``feature_times``, ``__ts_min`` too unless not ``oldest_time`` (a hash written before
+        the sink kept it)."""
         self.views.add(view)
         fields: dict[str, str | int] = {**values, EVENT_TIME_FIELD: event_time}
         fields.update({feature_time_field(name): t for name, t in (feature_times or {}).items()})
+        if feature_times and oldest_time:
+            oldest = min(feature_times, key=lambda name: feature_times[name])
+            fields.update({OLDEST_TIME_FIELD: feature_times[oldest],
+                           OLDEST_TIME_FEATURE_FIELD: oldest})
         self.client.hset(feature_key(view, namespace, entity_key), mapping=fields)
 
     def switch(self, view: str, active: int, namespaces: Mapping[int, str]) -> None:

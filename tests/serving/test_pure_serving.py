@@ -9,7 +9,7 @@ import pytest
 
 from registry.domain.definitions import ValueType
 from registry.errors import NotFoundError
-from serving.assembly import assemble, decode_read
+from serving.assembly import assemble, decode_read, settle_expiry
 from serving.catalog import DefinitionHistory
 from serving.decoding import (
     ERROR,
@@ -114,8 +114,10 @@ def test_a_plan_reads_each_view_version_once_in_contiguous_segments() -> None:
     assert planned.join_keys == ("user_id",)
 
 
-def test_views_with_a_ttl_also_read_each_feature_time() -> None:
-    assert plan("clicks@1:clicks_1h").reads[0].fields == ("clicks_1h", "__ts", "__ts:clicks_1h")
+def test_views_with_a_ttl_read_the_oldest_time_and_each_feature_time_only_when_needed() -> None:
+    read = plan("clicks@1:clicks_1h").reads[0]
+    assert read.fields == ("clicks_1h", "__ts", "__ts_min")
+    assert read.time_fields == ("__ts:clicks_1h",)
 
 
 def test_features_of_one_window_share_the_views_event_time() -> None:
@@ -235,22 +237,28 @@ def raw(*values: bytes | None) -> list[bytes | None]:
 
 def test_rows_decode_with_statuses_for_missing_expired_and_bad_values() -> None:
     planned = plan("clicks@1:clicks_1h", "clicks@1:last_page")
-    read = planned.reads[0]  # fields: clicks_1h, last_page, __ts, __ts:clicks_1h, __ts:last_page
+    read = planned.reads[0]  # fields: clicks_1h, last_page, __ts, __ts_min
     fresh, old = str(NOW - 1000).encode(), str(NOW - 3 * HOUR).encode()
     decoded = decode_read(read, [
-        raw(b"4", b'"cart"', fresh, None, None),   # all present
-        raw(None, None, None, None, None),         # no hash
-        raw(b"4", None, fresh, None, None),        # one feature missing
-        raw(b"4", b'"cart"', old, None, None),     # everything older than the ttl
-        raw(b"4", b'"cart"', fresh, old, None),    # clicks_1h's own time is too old
-        raw(b'"x"', b'"cart"', fresh, None, None),  # a long that is not one
+        raw(b"4", b'"cart"', fresh, fresh),   # all present
+        raw(None, None, None, None),          # no hash
+        raw(b"4", None, fresh, fresh),        # one feature missing
+        raw(b"4", b'"cart"', old, old),       # everything older than the ttl
+        raw(b"4", b'"cart"', fresh, old),     # some feature's own time is too old
+        raw(b'"x"', b'"cart"', fresh, fresh),  # a long that is not one
+        raw(b"4", b'"cart"', fresh, None),    # written before __ts_min existed
     ], NOW)
+    # Only the rows whose oldest time is too old, or unknown, need each feature's time.
+    assert list(decoded.pending) == [4, 6]
+    settle_expiry(read, decoded, [raw(old, None), raw(fresh, fresh)], NOW)
+    assert not decoded.pending
     assert [list(v) for v in decoded.values] == [[4, "cart"], [None, None], [4, None],
-                                                 [None, None], [None, "cart"], [None, "cart"]]
+                                                 [None, None], [None, "cart"], [None, "cart"],
+                                                 [4, "cart"]]
     assert [list(s) for s in decoded.statuses] == [
         [PRESENT, PRESENT], [NOT_FOUND, NOT_FOUND], [PRESENT, NOT_FOUND], [EXPIRED, EXPIRED],
-        [EXPIRED, PRESENT], [ERROR, PRESENT]]
-    assert decoded.found == [True, False, True, True, True, True]
+        [EXPIRED, PRESENT], [ERROR, PRESENT], [PRESENT, PRESENT]]
+    assert decoded.found == [True, False, True, True, True, True, True]
     assert decoded.event_times[1] is None and decoded.event_times[0] == NOW - 1000
 
 

@@ -116,13 +116,28 @@ def test_values_older_than_the_ttl_are_expired(serving: httpx.Client, deployed: 
     # The per-feature event time wins over __ts: only clicks_1h is older than the ttl here.
     online_store.write(deployed.view, namespace_of(1), "mixed", V1_VALUES, now,
                        feature_times={"clicks_1h": now - three_hours, "amount_1h": now})
+    online_store.write(deployed.view, namespace_of(1), "legacy", V1_VALUES, now,
+                       feature_times={"clicks_1h": now - three_hours, "amount_1h": now},
+                       oldest_time=False)
+    online_store.write(deployed.view, namespace_of(1), "fresh", V1_VALUES, now,
+                       feature_times={"clicks_1h": now - 1000, "amount_1h": now})
     old = serving.get(f"/v1/features/{deployed.view}/old").json()
     assert old["found"] is True
     assert set(old["statuses"].values()) == {"EXPIRED"}
     assert set(old["features"].values()) == {None}
-    mixed = serving.get(f"/v1/features/{deployed.view}/mixed").json()
-    assert mixed["statuses"]["clicks_1h"] == "EXPIRED" and mixed["features"]["clicks_1h"] is None
-    assert mixed["statuses"]["amount_1h"] == "PRESENT" and mixed["features"]["amount_1h"] == 10.0
+    for entity in ("mixed", "legacy"):
+        mixed = serving.get(f"/v1/features/{deployed.view}/{entity}").json()
+        assert mixed["statuses"]["clicks_1h"] == "EXPIRED"
+        assert mixed["features"]["clicks_1h"] is None
+        assert mixed["statuses"]["amount_1h"] == "PRESENT"
+        assert mixed["features"]["amount_1h"] == 10.0
+    # In one batch, rows judged from __ts_min and rows that need each feature's time.
+    batch = serving.post("/v1/features/batch", json={
+        "features": [f"{deployed.view}:clicks_1h", f"{deployed.view}:amount_1h"],
+        "entities": [{"user_id": u} for u in ("fresh", "mixed", "old", "legacy", "fresh")]})
+    assert batch.json()["statuses"] == [["PRESENT", "PRESENT"], ["EXPIRED", "PRESENT"],
+                                        ["EXPIRED", "EXPIRED"], ["EXPIRED", "PRESENT"],
+                                        ["PRESENT", "PRESENT"]]
 
 
 def test_single_entity_of_an_on_demand_view_takes_request_fields_as_query(
