@@ -18,7 +18,7 @@ from benchmarks.serving.shape import FEATURES_PER_VIEW, VIEWS, Shape
 from registry.domain.layout import (
     ACTIVE_FIELD,
     EVENT_TIME_FIELD,
-    OLDEST_TIME_FEATURE_FIELD,
+    OLDEST_TIME_AT_FIELD,
     OLDEST_TIME_FIELD,
     VERSIONS_CHANNEL,
     feature_key,
@@ -96,11 +96,12 @@ def write_online_store(redis_url: str, shape: Shape, one_window: bool) -> None:
     client = redis.Redis.from_url(redis_url)
     remove_online_store(redis_url)
     namespace = namespace_of(1)
-    times: dict[str, int | str] = {EVENT_TIME_FIELD: shape.event_millis}
+    times: dict[str, int] = {EVENT_TIME_FIELD: shape.event_millis}
     if not one_window:
         times.update({feature_time_field(f"f{j}"): shape.event_millis
                       for j in range(FEATURES_PER_VIEW)})
-        times.update({OLDEST_TIME_FIELD: shape.event_millis, OLDEST_TIME_FEATURE_FIELD: "f0"})
+        times.update({OLDEST_TIME_FIELD: shape.event_millis,
+                      OLDEST_TIME_AT_FIELD: shape.event_millis})
     pipeline = client.pipeline(transaction=False)
     for view_index, view in enumerate(VIEWS):
         for entity in range(shape.entities):

@@ -41,7 +41,7 @@ from benchmarks.streaming.support import (
     stack_components,
 )
 from registry.domain.layout import feature_key, result_topic
-from sinks.redis_writer import ResultTopicWriter
+from sinks.redis_writer import OLDEST_TIME_REFRESH_MS, ResultTopicWriter
 
 VIEW, NAMESPACE = "bench_writer", "v1"
 BASE_MS = 1_790_000_000_000
@@ -115,7 +115,10 @@ def check(stack: Stack, rows: int, newest: dict[str, dict[str, Any]], sample: in
         expected = {name: json.dumps(row["f"][name]) for name in ROW_FEATURES}
         expected |= {f"__ts:{name}": str(row["t"]) for name in ROW_FEATURES}
         expected["__ts"] = str(row["t"])
-        if stored != expected:
+        # A lower bound of the feature times, recomputed every OLDEST_TIME_REFRESH_MS.
+        oldest, computed_at = int(stored.pop("__ts_min")), int(stored.pop("__ts_min_at"))
+        if stored != expected or not row["t"] - OLDEST_TIME_REFRESH_MS < oldest == computed_at \
+                <= row["t"]:
             problems.append(f"{entity}: {stored} != {expected}")
     if problems:
         raise SystemExit("Redis does not hold the newest rows:\n  " + "\n  ".join(problems[:5]))

@@ -23,11 +23,10 @@ VERSIONS_CHANNEL = "fp:versions"
 ACTIVE_FIELD = "active"
 EVENT_TIME_FIELD = "__ts"
 OLDEST_TIME_FIELD = "__ts_min"
-"""In hashes with per-feature times: the oldest of them, so that a reader can tell that no
-value is expired from one field instead of one per feature."""
-OLDEST_TIME_FEATURE_FIELD = "__ts_min_of"
-"""A feature whose time is ``__ts_min``: the writer recomputes the minimum only when that
-feature's time moves."""
+"""In hashes with per-feature times: a lower bound of them (never above the oldest), so that
+a reader can tell that no value is expired from one field instead of one per feature."""
+OLDEST_TIME_AT_FIELD = "__ts_min_at"
+"""The row time at which ``__ts_min`` was last computed exactly."""
 ENTITY_KEY_SEPARATOR = "|"
 
 

@@ -28,7 +28,7 @@ from registry.api.app import create_registry_app
 from registry.domain.layout import (
     ACTIVE_FIELD,
     EVENT_TIME_FIELD,
-    OLDEST_TIME_FEATURE_FIELD,
+    OLDEST_TIME_AT_FIELD,
     OLDEST_TIME_FIELD,
     VERSIONS_CHANNEL,
     feature_key,
@@ -144,9 +144,8 @@ class OnlineStore:
         fields: dict[str, str | int] = {**values, EVENT_TIME_FIELD: event_time}
         fields.update({feature_time_field(name): t for name, t in (feature_times or {}).items()})
         if feature_times and oldest_time:
-            oldest = min(feature_times, key=lambda name: feature_times[name])
-            fields.update({OLDEST_TIME_FIELD: feature_times[oldest],
-                           OLDEST_TIME_FEATURE_FIELD: oldest})
+            fields.update({OLDEST_TIME_FIELD: min(feature_times.values()),
+                           OLDEST_TIME_AT_FIELD: event_time})
         self.client.hset(feature_key(view, namespace, entity_key), mapping=fields)
 
     def switch(self, view: str, active: int, namespaces: Mapping[int, str]) -> None:
