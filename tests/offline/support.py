@@ -8,7 +8,7 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pyiceberg.catalog import Catalog
@@ -21,33 +21,13 @@ from registry.store.postgres import PostgresRegistryStore
 from sinks import iceberg
 from sinks.archiver import EventBuffer
 from sinks.contract_check import ContractChecker
+from tests.payments import ACCOUNTS, FEATURES, INVALID_EVENTS, SCHEMA, event
 from tests.streaming.oracle import entity_key, expected_features
 
 DAY_MS = 86_400_000
 # Two days and a bit before a day boundary, so events span three day partitions.
 BASE_MS = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS + DAY_MS - 90 * 60_000
 JOIN_KEYS = ["account_id", "region"]
-ACCOUNTS = [("a1", "eu"), ("a1", "us"), ("b|2", "eu"), ("c\\3", "us"), ("d4", "eu")]
-
-SCHEMA: list[dict[str, Any]] = [
-    {"name": "account_id", "type": "string", "required": True},
-    {"name": "region", "type": "string", "required": True},
-    {"name": "amount", "type": "double", "min": 0},
-    {"name": "kind", "type": "string", "allowed": ["a", "b", "c"]},
-    {"name": "ts", "type": "long", "required": True},
-]
-
-FEATURES: list[dict[str, Any]] = [
-    {"name": "payments_1m", "aggregation": "count", "window": "1m"},
-    {"name": "amount_1m", "aggregation": "sum", "column": "amount", "window": "1m"},
-    {"name": "amount_min_1m", "aggregation": "min", "column": "amount", "window": "1m"},
-    {"name": "amount_max_1m", "aggregation": "max", "column": "amount", "window": "1m"},
-    {"name": "amount_avg_2m", "aggregation": "avg", "column": "amount", "window": "2m",
-     "slide": "1m"},
-    {"name": "amount_stddev_2m", "aggregation": "stddev", "column": "amount", "window": "2m",
-     "slide": "1m"},
-    {"name": "last_kind", "aggregation": "last", "column": "kind"},
-]
 
 
 def source_spec(topic: str, name: str = "payments",
@@ -69,27 +49,6 @@ def definitions(topic: str, view: str = "account_stats", ttl: str | None = None,
 
 def apply(store: PostgresRegistryStore, specs: list[dict[str, Any]]) -> None:
     RegistryService(store).apply(specs, Provenance(actor="test"))
-
-
-INVALID_EVENTS: list[Callable[[int], bytes]] = [
-    lambda ts: json.dumps({"region": "eu", "ts": ts}).encode(),
-    lambda ts: json.dumps({"account_id": "a1", "region": "eu", "amount": "12", "ts": ts}).encode(),
-    lambda ts: json.dumps({"account_id": "a1", "region": "eu", "amount": -5, "ts": ts}).encode(),
-    lambda ts: json.dumps({"account_id": "a1", "region": "eu", "kind": "z", "ts": ts}).encode(),
-    lambda ts: json.dumps({"account_id": "a1", "region": 5, "ts": ts}).encode(),
-    lambda ts: json.dumps({"account_id": "a1", "region": "eu", "ts": str(ts)}).encode(),
-    lambda ts: b"{not json",
-    lambda ts: b"[1, 2]",
-]
-
-
-def event(account: tuple[str, str], ts: int, rng: random.Random) -> dict[str, Any]:
-    payload: dict[str, Any] = {"account_id": account[0], "region": account[1], "ts": ts}
-    if rng.random() < 0.9:
-        payload["amount"] = round(rng.uniform(0, 500), 2)
-    if rng.random() < 0.8:
-        payload["kind"] = rng.choice("abc")
-    return payload
 
 
 def payloads(rng: random.Random, count: int, first_ms: int = BASE_MS, spacing_ms: int = 1200,

@@ -15,15 +15,8 @@ from pyiceberg.catalog import Catalog
 from registry.store.postgres import PostgresRegistryStore
 from sinks import iceberg
 from tests.offline.conftest import ArchiverFactory
-from tests.offline.support import (
-    DAY_MS,
-    SCHEMA,
-    apply,
-    definitions,
-    payloads,
-    run_fp,
-    source_spec,
-)
+from tests.offline.support import DAY_MS, apply, definitions, payloads, run_fp, source_spec
+from tests.payments import SCHEMA
 from tests.services import create_topics, produce, wait_for
 from tests.streaming.oracle import violation
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from registry.domain.definitions import Source, parse_definition
 from sinks.contract_check import NOT_AN_OBJECT, UNREADABLE_EVENT_TIME, ContractChecker
-from tests.offline.support import INVALID_EVENTS, SCHEMA, source_spec
+from tests.offline.support import source_spec
+from tests.payments import INVALID_EVENTS, SCHEMA
 from tests.streaming.oracle import violation
 
 TS = 1_790_000_000_000

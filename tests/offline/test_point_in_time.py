@@ -23,16 +23,8 @@ from serving.point_in_time import (
     floor_to_millis,
     window_ends,
 )
-from tests.offline.support import (
-    BASE_MS,
-    FEATURES,
-    JOIN_KEYS,
-    SCHEMA,
-    definitions,
-    oracle_value,
-    payloads,
-    same,
-)
+from tests.offline.support import BASE_MS, JOIN_KEYS, definitions, oracle_value, payloads, same
+from tests.payments import FEATURES, SCHEMA
 from tests.streaming.oracle import violation, windows_of
 
 

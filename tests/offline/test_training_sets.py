@@ -20,10 +20,7 @@ from serving.errors import InvalidFeatureRequestError
 from serving.training_sets import METADATA_KEY, TrainingSetBuilder
 from sinks import iceberg
 from tests.offline.support import (
-    ACCOUNTS,
     BASE_MS,
-    FEATURES,
-    SCHEMA,
     apply,
     archive_directly,
     definitions,
@@ -33,6 +30,7 @@ from tests.offline.support import (
     same,
     with_offsets,
 )
+from tests.payments import ACCOUNTS, FEATURES, SCHEMA
 from tests.streaming.oracle import violation
 
 VIEW = "account_stats"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -17,6 +17,7 @@ from registry.domain.definitions import FeatureView, parse_definitions
 from registry.domain.validation import validate_batch
 from sinks.compiler import JobSpec, KafkaOptions, compile_view
 from sinks.flink import FlinkClient
+from tests.payments import ACCOUNTS, FEATURES, INVALID_EVENTS, SCHEMA, event
 from tests.services import (
     PlatformProcess,
     consume_all,
@@ -31,56 +32,18 @@ pytestmark = pytest.mark.flink
 
 BASE_MS = 1_790_000_000_000 - 1_790_000_000_000 % 60_000
 WATERMARK_DELAY_MS = 2_000
-ACCOUNTS = [("a1", "eu"), ("a1", "us"), ("b|2", "eu"), ("c\\3", "us"), ("d4", "eu")]
+
 FLUSH_ACCOUNT = ("flush", "zz")
 
 
 def definitions(suffix: str) -> list[dict[str, Any]]:
-    schema = [
-        {"name": "account_id", "type": "string", "required": True},
-        {"name": "region", "type": "string", "required": True},
-        {"name": "amount", "type": "double", "min": 0},
-        {"name": "kind", "type": "string", "allowed": ["a", "b", "c"]},
-        {"name": "ts", "type": "long", "required": True},
-    ]
     return [
         {"kind": "entity", "name": "account", "join_keys": ["account_id", "region"]},
         {"kind": "source", "name": "payments", "topic": f"payments_{suffix}",
-         "timestamp_field": "ts", "watermark_delay": "2s", "schema": schema},
+         "timestamp_field": "ts", "watermark_delay": "2s", "schema": SCHEMA},
         {"kind": "feature_view", "name": f"account_stats_{suffix}", "entities": ["account"],
-         "source": "payments", "features": [
-             {"name": "payments_1m", "aggregation": "count", "window": "1m"},
-             {"name": "amount_1m", "aggregation": "sum", "column": "amount", "window": "1m"},
-             {"name": "amount_min_1m", "aggregation": "min", "column": "amount", "window": "1m"},
-             {"name": "amount_max_1m", "aggregation": "max", "column": "amount", "window": "1m"},
-             {"name": "amount_avg_2m", "aggregation": "avg", "column": "amount", "window": "2m",
-              "slide": "1m"},
-             {"name": "amount_stddev_2m", "aggregation": "stddev", "column": "amount",
-              "window": "2m", "slide": "1m"},
-             {"name": "last_kind", "aggregation": "last", "column": "kind"},
-         ]},
+         "source": "payments", "features": FEATURES},
     ]
-
-
-def event(account: tuple[str, str], ts: int, rng: random.Random) -> dict[str, Any]:
-    payload: dict[str, Any] = {"account_id": account[0], "region": account[1], "ts": ts}
-    if rng.random() < 0.9:
-        payload["amount"] = round(rng.uniform(0, 500), 2)
-    if rng.random() < 0.8:
-        payload["kind"] = rng.choice("abc")
-    return payload
-
-
-INVALID_EVENTS: list[Callable[[int], bytes]] = [
-    lambda ts: json.dumps({"region": "eu", "ts": ts}).encode(),
-    lambda ts: json.dumps({"account_id": "a1", "region": "eu", "amount": "12", "ts": ts}).encode(),
-    lambda ts: json.dumps({"account_id": "a1", "region": "eu", "amount": -5, "ts": ts}).encode(),
-    lambda ts: json.dumps({"account_id": "a1", "region": "eu", "kind": "z", "ts": ts}).encode(),
-    lambda ts: json.dumps({"account_id": "a1", "region": 5, "ts": ts}).encode(),
-    lambda ts: json.dumps({"account_id": "a1", "region": "eu", "ts": str(ts)}).encode(),
-    lambda ts: b"{not json",
-    lambda ts: b"[1, 2]",
-]
 
 
 @dataclass
