@@ -200,7 +200,32 @@ class ServerProcess:
         self._process = None
 
 
-class SingleServerService:
+class ManagedService:
+    """``start`` does nothing while the service runs, clears up after one that died, and
+    leaves nothing behind when starting fails; subclasses say how in ``_alive``,
+    ``_start`` and ``stop``."""
+
+    def start(self) -> None:
+        if self._alive():
+            return
+        self.stop()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _alive(self) -> bool:
+        raise NotImplementedError
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class SingleServerService(ManagedService):
     """A service that is one server process on a free port: subclasses start it in
     ``_start`` and may remove what they made outside the work folder in ``_clean_up``."""
 
@@ -213,18 +238,8 @@ class SingleServerService:
         self._port = 0
         self._server: ServerProcess | None = None
 
-    def start(self) -> None:
-        if self._server is not None and self._server.alive:
-            return
-        self.stop()  # clears up after a server that died
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _start(self) -> None:
-        raise NotImplementedError
+    def _alive(self) -> bool:
+        return self._server is not None and self._server.alive
 
     def _clean_up(self) -> None:
         """Remove what ``_start`` made outside the work folder (nothing by default)."""

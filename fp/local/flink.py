@@ -16,6 +16,7 @@ import yaml
 
 from fp.local.base import (
     LOOPBACK,
+    ManagedService,
     WorkDir,
     free_port,
     kill_process_group,
@@ -46,7 +47,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-class LocalFlink:
+class LocalFlink(ManagedService):
     """Every port and folder is the cluster's own, so several clusters can run side by side."""
 
     name = "flink"
@@ -76,15 +77,9 @@ class LocalFlink:
             raise InfrastructureError("the local Flink cluster is not started")
         return self._home / name
 
-    def start(self) -> None:
-        if self._process_groups and all(map(process_group_alive, self._process_groups.values())):
-            return
-        self.stop()  # clears up after a cluster that died
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
+    def _alive(self) -> bool:
+        return bool(self._process_groups) and all(map(process_group_alive,
+                                                      self._process_groups.values()))
 
     def _start(self) -> None:
         self._home = self._work_dir.create()
