@@ -4,12 +4,13 @@ One job per (view, version, namespace), all plain Flink SQL:
 
 1. ``source_events``: the source topic read as raw UTF-8 text, with Kafka partition/offset
    and an event time parsed from ``timestamp_field`` (watermark = ``watermark_delay``).
-2. ``checked_events``: every event checked against the source's data contract — not a JSON
-   object, a required field missing, a wrong JSON type, out of range, not in ``allowed`` —
-   and against lateness: an event whose window slice has already fired would be dropped
-   silently by the window operator, so it is flagged instead.  The first violation is the
-   event's ``violation``; fields are extracted only when the event is clean (a JSON_VALUE
-   cast of a wrongly typed value fails the job, so typed extraction waits for the check).
+2. ``parsed_events`` → ``typed_events`` → ``checked_events``: each schema field's JSON text
+   taken out of the message once (the only per-field parse of it), converted to its SQL type
+   with ``TRY_CAST`` (NULL when it does not convert), then every event checked against the
+   source's data contract — not a JSON object, a required field missing, a wrong JSON type,
+   out of range, not in ``allowed`` — and against lateness: an event whose window slice has
+   already fired would be dropped silently by the window operator, so it is flagged
+   instead.  The first violation is the event's ``violation``.
 3. Violations go to ``{topic}.dlq`` with the reason, the payload and where it came from.
 4. Clean events are aggregated, one window-TVF query per distinct (window, slide), plus one
    per-event projection for ``last`` features; every result row goes to the view's result
