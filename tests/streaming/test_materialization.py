@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import uuid
@@ -37,13 +38,14 @@ FLUSH_ACCOUNT = ("flush", "zz")
 
 
 def definitions(suffix: str) -> list[dict[str, Any]]:
-    return [
+    """Fresh definitions (callers may change them) of the payments view ``suffix``."""
+    return copy.deepcopy([
         {"kind": "entity", "name": "account", "join_keys": ["account_id", "region"]},
         {"kind": "source", "name": "payments", "topic": f"payments_{suffix}",
          "timestamp_field": "ts", "watermark_delay": "2s", "schema": SCHEMA},
         {"kind": "feature_view", "name": f"account_stats_{suffix}", "entities": ["account"],
          "source": "payments", "features": FEATURES},
-    ]
+    ])
 
 
 @dataclass
