@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as redis
@@ -28,6 +28,7 @@ from serving.version_maps import VersionMap, parse_version_map
 logger = logging.getLogger(__name__)
 
 RawRow = list[bytes | None]
+T = TypeVar("T")
 
 
 def _bulk(value: bytes) -> bytes:
@@ -119,30 +120,28 @@ class RedisOnlineStore:
         except RedisError:
             return False
 
-    async def read_hashes(self, reads: Sequence[HashRead]) -> list[list[RawRow]]:
-        """The fields of every key of every read, in order, in one pipelined round trip."""
+    async def read_hashes(self, reads: Sequence[HashRead],
+                          each: Callable[[int, list[RawRow]], T]) -> list[T]:
+        """``each(position, rows)`` of every read, in order: the fields of each of its keys.
+
+        All commands go out in one pipelined write; ``each`` runs on a read's rows as soon as
+        they have arrived, while Redis still works on the later reads, so that the caller's
+        decoding overlaps the round trip instead of following it.
+        """
         commands: list[bytes] = []
         for read in reads:
             read.pack(commands)
+        sizes = [len(read.key_suffixes) for read in reads]
         if not commands:
-            return [[] for _ in reads]
-        replies = await self._round_trip(b"".join(commands), len(commands))
-        grouped: list[list[RawRow]] = []
-        start = 0
-        for read in reads:
-            grouped.append(replies[start:start + len(read.key_suffixes)])
-            start += len(read.key_suffixes)
-        return grouped
-
-    async def _round_trip(self, payload: bytes, count: int) -> list[Any]:
+            return [each(position, []) for position in range(len(reads))]
         try:
             connection = await self._reads.acquire()
         except (RedisError, OSError) as error:
             raise _unavailable(self.url, error) from error
         try:
             async with asyncio.timeout(self.timeout):
-                await connection.send_packed_command(payload, check_health=False)
-                replies = await _read_replies(connection, count)
+                await connection.send_packed_command(b"".join(commands), check_health=False)
+                results = await _read_replies(connection, sizes, each)
         except BaseException as error:
             # Replies may be left unread on the socket: never hand it to the next request.
             await self._reads.discard(connection)
@@ -150,10 +149,7 @@ class RedisOnlineStore:
                 raise _unavailable(self.url, error) from error
             raise
         self._reads.release(connection)
-        for reply in replies:
-            if isinstance(reply, RedisError):  # e.g. WRONGTYPE: a key that is not a hash
-                raise InfrastructureError(f"Redis refused a read: {reply}")
-        return replies
+        return results
 
     async def version_maps(self, views: Iterable[str]) -> dict[str, VersionMap | None]:
         """The current version map of each view (None: no map, the view is not deployed)."""
@@ -192,23 +188,32 @@ class RedisOnlineStore:
                 await asyncio.sleep(1.0)
 
 
-async def _read_replies(connection: AbstractConnection, count: int) -> list[Any]:
-    """``count`` replies.  With hiredis they are taken straight from its reader, which costs a
-    third less than redis-py's ``read_response`` per reply (it re-checks the connection and
-    awaits once per reply); without hiredis, through ``read_response``."""
+async def _read_replies(connection: AbstractConnection, sizes: Sequence[int],
+                        each: Callable[[int, list[RawRow]], T]) -> list[T]:
+    """``each`` of each group of ``sizes`` replies, called as soon as the group is in.
+
+    With hiredis, replies are taken straight from its reader, which costs a third less than
+    redis-py's ``read_response`` per reply (it re-checks the connection and awaits once per
+    reply); without hiredis, through ``read_response``."""
     parser = getattr(connection, "_parser", None)
     # redis-py 5.x (pinned): the hiredis.Reader the parser feeds, set while connected.
     reader: Any = getattr(parser, "_reader", None)
-    if not isinstance(parser, _AsyncHiredisParser) or reader is None:
-        return [await connection.read_response() for _ in range(count)]
-    replies: list[Any] = []
-    while len(replies) < count:
-        reply = reader.gets()
-        if reply is NOT_ENOUGH_DATA:
-            await parser.read_from_socket()  # type: ignore[no-untyped-call]
-        else:
-            replies.append(reply)
-    return replies
+    hiredis = isinstance(parser, _AsyncHiredisParser) and reader is not None
+    results: list[T] = []
+    for size in sizes:
+        replies: list[Any] = []
+        while len(replies) < size:
+            if not hiredis:
+                replies.append(await connection.read_response())
+            elif (reply := reader.gets()) is NOT_ENOUGH_DATA:
+                await parser.read_from_socket()  # type: ignore[union-attr]
+            else:
+                replies.append(reply)
+        for reply in replies:
+            if isinstance(reply, RedisError):  # e.g. WRONGTYPE: a key that is not a hash
+                raise InfrastructureError(f"Redis refused a read: {reply}")
+        results.append(each(len(results), replies))
+    return results
 
 
 def _unavailable(url: str, error: BaseException) -> InfrastructureError:

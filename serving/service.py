@@ -32,7 +32,7 @@ from serving.catalog import Catalog, DefinitionHistory
 from serving.decoding import Scalar
 from serving.errors import InvalidFeatureRequestError
 from serving.planning import Plan, PlanCache, plan_request, view_references
-from serving.redis_store import HashRead, RedisOnlineStore
+from serving.redis_store import HashRead, RawRow, RedisOnlineStore
 from serving.references import FeatureReference, parse_references
 from serving.registry_source import RegistryEvents
 from serving.requests import (
@@ -288,20 +288,21 @@ class FeatureService:
                 entity_keys[join_keys] = [entity_key_of(row, join_keys).encode() for row in rows]
             hash_reads.append(HashRead(feature_key(read.schema.name, read.namespace, ""),
                                        entity_keys[join_keys], read.fields))
-        replies = await self.store.read_hashes(hash_reads)
         now = self.clock()
-        decoded = [decode_read(read, raw, now) for read, raw in zip(plan.reads, replies,
-                                                                     strict=True)]
+        decoded = await self.store.read_hashes(
+            hash_reads, lambda position, raw: decode_read(plan.reads[position], raw, now))
         unsettled = [(read, hash_read, result) for read, hash_read, result
                      in zip(plan.reads, hash_reads, decoded, strict=True) if result.pending]
         if unsettled:  # rows whose oldest value may be expired: their per-feature times
-            time_replies = await self.store.read_hashes([
+            def settle(position: int, time_rows: list[RawRow]) -> None:
+                read, _, result = unsettled[position]
+                settle_expiry(read, result, time_rows, now)
+
+            await self.store.read_hashes([
                 HashRead(hash_read.key_prefix,
                          [hash_read.key_suffixes[row] for row in result.pending],
                          read.time_fields)
-                for read, hash_read, result in unsettled])
-            for (read, _, result), time_rows in zip(unsettled, time_replies, strict=True):
-                settle_expiry(read, result, time_rows, now)
+                for read, hash_read, result in unsettled], settle)
         assembled = assemble(plan, rows, decoded, context)
         metrics.ENTITIES.inc(len(rows))
         metrics.count_statuses(assembled.statuses)

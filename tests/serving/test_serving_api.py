@@ -182,6 +182,28 @@ def test_a_batch_of_1000_entities_comes_back_in_request_order(
     assert body["statuses"][-1] == ["NOT_FOUND"] * 4
 
 
+def test_a_key_redis_refuses_to_read_is_503_and_the_next_reads_are_right(
+        registry: httpx.Client, serving: httpx.Client, deployed: Deployed,
+        online_store: OnlineStore, unique: Callable[[str], str]) -> None:
+    """A WRONGTYPE reply in the first of two views' pipelined reads: the request fails whole,
+    and the second view's replies, unread on that connection, never reach a later request."""
+    other = unique("other_clicks")
+    apply(registry, [feature_view(other)])
+    for user, clicks in (("u1", "40"), ("u2", "20")):
+        online_store.write(other, namespace_of(1), user, {"clicks_1h": clicks}, now_millis())
+    online_store.switch(other, 1, {1: namespace_of(1)})
+    wait_for(served(serving, other), f"{other} to be served")
+    online_store.client.set(f"fp:{deployed.view}:v1:not-a-hash", "x")
+    features = [deployed.ref("clicks_1h"), f"{other}:clicks_1h"]
+    refused = serving.post("/v1/features/batch", json={
+        "entities": [{"user_id": "u1"}, {"user_id": "not-a-hash"}] * 50, "features": features})
+    assert "WRONGTYPE" in problem(refused, 503)
+    for _ in range(3):
+        body = batch(serving, {"entities": [{"user_id": "u2"}, {"user_id": "u1"}] * 50,
+                               "features": features})
+        assert [list(row.values())[1:] for row in body["results"]] == [[0, 20], [4, 40]] * 50
+
+
 def test_on_demand_values_use_request_context_and_fail_per_value(
         serving: httpx.Client, deployed: Deployed) -> None:
     features = [f"{deployed.ratios}:{name}" for name in
