@@ -85,9 +85,9 @@ def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
         future.result(timeout=30)
 
 
-def bulk_producer(bootstrap: str) -> Producer:
+def bulk_producer(bootstrap: str, linger_ms: int = 5) -> Producer:
     """A producer tuned for throughput (batches; order per partition is kept)."""
-    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms,
                      "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000,
                      "queue.buffering.max.kbytes": 1_048_576})
 
@@ -411,12 +411,14 @@ class Load:
     """Events per second, ``ts`` = the wall clock when produced."""
     seconds: float
     entities: int = 10_000
+    linger_ms: int = 5
+    """How long the producer waits to fill a batch: a Kafka client's default is 5 ms."""
 
 
 def generate(bootstrap: str, topic: str, load: Load, report: Any) -> None:
     """Produce ``load`` to ``topic`` (run in its own process); puts a :class:`Generated` on
     ``report``."""
-    producer = bulk_producer(bootstrap)
+    producer = bulk_producer(bootstrap, load.linger_ms)
     rng = random.Random(3)
     tick = 0.01
     per_tick = load.rate * tick
@@ -688,10 +690,14 @@ def add_load_arguments(parser: argparse.ArgumentParser, rates: str) -> None:
                         help="seconds of each run left out of the figures")
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--watermark-delay-ms", type=int, default=2000)
+    parser.add_argument("--linger-ms", type=int, default=5,
+                        help="the event producer's linger.ms (its batching; the test broker's "
+                             "fetch cost grows with the batches a topic holds)")
 
 
 def loads(args: argparse.Namespace) -> list[Load]:
-    return [Load(int(rate), args.seconds, args.entities) for rate in args.rates.split(",")]
+    return [Load(int(rate), args.seconds, args.entities, args.linger_ms)
+            for rate in args.rates.split(",")]
 
 
 def run_under_load(stack: Stack, flink: FlinkClient, spec: JobSpec, submit: Callable[[], str],
