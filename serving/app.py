@@ -2,25 +2,37 @@
 
 Handlers read the raw body and encode the response with msgspec themselves: the batch
 endpoint moves thousands of values per request, and skipping Litestar's generic
-(de)serialisation layers is a large part of keeping it at a few milliseconds.
+(de)serialisation layers is a large part of keeping it at a few milliseconds.  A request to
+the batch endpoint that succeeds does not even enter Litestar (:func:`with_fast_batch_path`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import msgspec
 import uvicorn
 from litestar import Litestar, Request, Response, get, post
+from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath
 from litestar.plugins.prometheus import PrometheusController
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    ReceiveMessage,
+    Scope,
+    Send,
+)
 
 from registry.api.problems import EXCEPTION_HANDLERS, problem
 from serving.catalog import DefinitionHistory
 from serving.errors import InvalidFeatureRequestError
-from serving.metrics import request_metrics
+from serving.metrics import observe, request_metrics
 from serving.redis_store import RedisOnlineStore
 from serving.registry_source import RegistryEvents
 from serving.requests import MAX_BATCH_ENTITIES, decode_batch_request
@@ -34,6 +46,7 @@ from serving.service import (
 
 DEFAULT_PORT = 8001
 MAX_BODY_BYTES = 32 * 1024 * 1024
+BATCH_PATH = "/v1/features/batch"
 VERSION_PARAMETER = "version"
 
 _encoder = msgspec.json.Encoder()
@@ -60,7 +73,7 @@ def _version_parameter(text: str | None) -> int | None:
 
 def create_serving_app(registry_url: str, redis_url: str, *,
                        clock: Clock = wall_clock_millis,
-                       intervals: Intervals = DEFAULT_INTERVALS) -> Litestar:
+                       intervals: Intervals = DEFAULT_INTERVALS) -> ASGIApp:
     history = DefinitionHistory()
     service = FeatureService(RegistryEvents(registry_url, history), RedisOnlineStore(redis_url),
                              history, clock=clock, intervals=intervals)
@@ -74,7 +87,7 @@ def create_serving_app(registry_url: str, redis_url: str, *,
         version = _version_parameter(query.pop(VERSION_PARAMETER, None))
         return _json(await service.single(view, entity_key, version, query))
 
-    @post("/v1/features/batch", status_code=200,
+    @post(BATCH_PATH, status_code=200,
           summary=f"Features of up to {MAX_BATCH_ENTITIES} entities from any views")
     async def batch(request: Request[Any, Any, Any]) -> Response[bytes]:
         parsed = decode_batch_request(await request.body())
@@ -94,8 +107,65 @@ def create_serving_app(registry_url: str, redis_url: str, *,
         openapi_config=OpenAPIConfig(title="Feature Platform serving", version="1"),
         request_max_body_size=MAX_BODY_BYTES,
     )
-    app.state.service = service
-    return app
+    return with_fast_batch_path(app, service)
+
+
+def with_fast_batch_path(app: Litestar, service: FeatureService) -> ASGIApp:
+    """``app``, except that a batch read is first tried on a short path of its own.
+
+    Litestar's routing, signature and response layers cost about a fifth of a
+    single-entity batch read.  The short path reads the body, serves it and sends the JSON;
+    when anything goes wrong — a bad request, an unknown view, Redis unavailable, a body
+    over the limit — nothing has been sent yet, and the request goes to ``app`` with its body
+    replayed, so that errors, their problem responses and the OpenAPI schema have one owner.
+    """
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["path"] != BATCH_PATH \
+                or scope["method"] != "POST":
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more and size <= MAX_BODY_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+        try:
+            if more or size > MAX_BODY_BYTES:
+                raise ValueError("the body is over the limit: Litestar answers 413")
+            body = _encoder.encode(await service.batch(decode_batch_request(b"".join(chunks))))
+        except Exception:
+            await app(scope, _replaying(chunks, more, receive), send)
+            return
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start", "status": 200,
+            "headers": [(b"content-type", b"application/json"),
+                        (b"content-length", b"%d" % len(body))]}
+        await send(start)
+        end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body,
+                                      "more_body": False}
+        await send(end)
+        observe("POST", BATCH_PATH, 200, started)
+
+    return asgi
+
+
+def _replaying(chunks: list[bytes], more: bool, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body chunks already read, then the rest of the stream."""
+    pending = list(chunks)
+
+    async def replay() -> ReceiveMessage:
+        if pending:
+            body = pending.pop(0)
+            return {"type": "http.request", "body": body, "more_body": bool(pending) or more}
+        return await receive()
+
+    return replay
 
 
 def serve(registry_url: str, redis_url: str, host: str = "127.0.0.1",

@@ -84,8 +84,13 @@ def request_metrics(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, observe_status)
         finally:
-            count, duration = _series(method, scope.get("path_template", "?"), str(status))
-            count.inc()
-            duration.observe(time.perf_counter() - started)
+            observe(method, scope.get("path_template", "?"), status, started)
 
     return middleware
+
+
+def observe(method: str, path_template: str, status: int, started: float) -> None:
+    """Count one request and its time since ``started`` (a ``time.perf_counter()``)."""
+    count, duration = _series(method, path_template, str(status))
+    count.inc()
+    duration.observe(time.perf_counter() - started)

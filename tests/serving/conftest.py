@@ -20,7 +20,7 @@ import httpx
 import pytest
 import redis
 import uvicorn
-from litestar import Litestar
+from litestar.types import ASGIApp
 from sqlalchemy import text
 
 from fp.local.base import LOOPBACK, free_port
@@ -73,9 +73,9 @@ def redis_url() -> Iterator[str]:
 
 
 class ThreadedServer:
-    """A Litestar app under uvicorn in a daemon thread, on a free loopback port."""
+    """An ASGI app under uvicorn in a daemon thread, on a free loopback port."""
 
-    def __init__(self, app: Litestar) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         self._server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=self.port,

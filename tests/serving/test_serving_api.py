@@ -11,7 +11,7 @@ import pytest
 
 from fp.local.base import free_port
 from registry.domain.layout import namespace_of
-from serving.app import create_serving_app
+from serving.app import MAX_BODY_BYTES, create_serving_app
 from tests.serving.conftest import FAST_REFRESH, OnlineStore, ThreadedServer, apply, wait_for
 from tests.serving.definitions import ENTITY, SOURCE, feature_view, now_millis, on_demand_view
 
@@ -344,8 +344,32 @@ def test_health_and_metrics(serving: httpx.Client, deployed: Deployed) -> None:
     single = 'fp_serving_requests_total{method="GET",' \
              'path="/v1/features/{view}/{entity_key}",status_code="%d"}'
     assert single % 200 in text and single % 404 in text
+    # The batch endpoint: a success on its short path, an error through Litestar.
+    batched = 'fp_serving_requests_total{method="POST",path="/v1/features/batch",' \
+              'status_code="%d"} '
+    counted = {status: _counter(text, batched % status) for status in (200, 422)}
+    batch(serving, {"entities": [{"user_id": "u1"}], "features": [deployed.ref("clicks_1h")]})
+    batch(serving, {"entities": [{"user_id": "u1"}], "features": ["nope"]}, status=422)
+    text = serving.get("/metrics").text
+    assert {status: _counter(text, batched % status) for status in (200, 422)} == {
+        status: count + 1 for status, count in counted.items()}
     assert "fp_serving_request_duration_seconds_bucket" in text
     assert 'fp_serving_feature_values_total{status="PRESENT"}' in text
+
+
+def _counter(metrics: str, series: str) -> float:
+    line = next((line for line in metrics.splitlines() if line.startswith(series)), None)
+    return 0.0 if line is None else float(line[len(series):])
+
+
+def test_a_batch_body_over_the_limit_is_413(serving: httpx.Client, deployed: Deployed) -> None:
+    padding = "x" * MAX_BODY_BYTES
+    response = serving.post("/v1/features/batch", content=f'{{"features":[],"p":"{padding}"}}',
+                            headers={"content-type": "application/json"})
+    assert response.status_code == 413, response.text[:200]
+    assert batch(serving, {"entities": [{"user_id": "u1"}],
+                           "features": [deployed.ref("clicks_1h")]})["results"][0][
+        deployed.ref("clicks_1h")] == 4
 
 
 def test_an_unreachable_online_store_is_503_not_404(registry_url: str,
