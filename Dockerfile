@@ -19,7 +19,7 @@ COPY migrations ./migrations
 COPY examples ./examples
 RUN pip install --no-cache-dir '.[runtime]'
 # The Kafka connector jars, fetched once at build time; the PyFlink client plans with them.
-RUN python -c "from fp.local.flink_jars import ensure_kafka_connector_jars as e; \
+RUN python -c "from sinks.flink_jars import ensure_kafka_connector_jars as e; \
 import shutil, pyflink, pathlib; \
 [shutil.copy(j, pathlib.Path(pyflink.__file__).parent / 'lib') for j in e()]"
 ENV FP_FLINK_CONNECTOR_JARS=none

@@ -27,12 +27,12 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from core.domain.events import Provenance
 from fp.demo import DEMO_TOPIC, stream_payments
 from fp.local.base import running
 from fp.local.flink import LocalFlink
 from fp.local.kafka import LocalKafka
 from fp.local.redis import LocalRedis
-from registry.domain.events import Provenance
 from registry.repo_loader import load_repository
 from registry.service import RegistryService
 from registry.store.migrate import upgrade_to_head

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import redis
 
+from core.domain.durations import parse_duration
+from core.errors import ConfigurationError
+from core.settings import Settings
 from deployer.green import WINDOW, GreenRunner
 from deployer.online_store import VersionMapStore
 from deployer.rollout import RolloutConfig
 from deployer.worker import DeployerWorker
-from fp.config import Settings
-from registry.domain.durations import parse_duration
-from registry.errors import ConfigurationError
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
 from sinks.flink import FlinkClient
 from sinks.kafka_admin import KafkaAdmin
@@ -43,7 +43,7 @@ def connector_jars() -> list[Path]:
     if setting == "none":
         return []
     if setting == "auto":
-        from fp.local.flink_jars import ensure_kafka_connector_jars
+        from sinks.flink_jars import ensure_kafka_connector_jars
 
         return ensure_kafka_connector_jars()
     return [Path(p) for p in setting.split(os.pathsep) if p]

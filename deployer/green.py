@@ -22,12 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.domain.definitions import Definition, FeatureView, Source, parse_definition
+from core.domain.layout import WRITER_GROUP, result_topic, source_group
+from core.errors import ConfigurationError, FeaturePlatformError
 from deployer.faults import crash_point
 from deployer.online_store import VersionMapStore
 from deployer.rollout import Deployment, ViewState
-from registry.domain.definitions import Definition, FeatureView, Source, parse_definition
-from registry.domain.layout import WRITER_GROUP, result_topic, source_group
-from registry.errors import ConfigurationError, FeaturePlatformError
 from registry.store.base import RegistryStore
 from sinks.compiler import JobSpec, KafkaOptions, StartPosition, compile_view
 from sinks.flink import FlinkClient

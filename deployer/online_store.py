@@ -7,14 +7,14 @@ from typing import Any, cast
 
 import redis
 
-from registry.domain.layout import (
+from core.domain.layout import (
     ACTIVE_FIELD,
     VERSIONS_CHANNEL,
     feature_key,
     meta_key,
     versions_key,
 )
-from registry.errors import InfrastructureError
+from core.errors import InfrastructureError
 
 
 class VersionMapStore:

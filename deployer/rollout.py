@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from registry.domain.changes import ChangeClass, classify, diff_specs
-from registry.domain.definitions import Kind
-from registry.domain.events import DEPLOYMENT_STREAM_PREFIX, EventType
-from registry.domain.layout import job_id, namespace_of
+from core.domain.changes import ChangeClass, classify, diff_specs
+from core.domain.definitions import Kind
+from core.domain.events import DEPLOYMENT_STREAM_PREFIX, EventType
+from core.domain.layout import job_id, namespace_of
 
 BLUE_GREEN = "blue_green"
 FLIP = "flip"

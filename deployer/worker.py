@@ -22,6 +22,14 @@ import psycopg
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert
 
+from core.domain.events import (
+    EventType,
+    NewEvent,
+    RecordedEvent,
+    StreamAppend,
+    deployment_stream,
+)
+from core.errors import ConcurrencyConflictError, FeaturePlatformError
 from deployer.faults import crash_point
 from deployer.green import GreenOutcome, GreenRunner
 from deployer.online_store import VersionMapStore
@@ -45,14 +53,6 @@ from deployer.rollout import (
     state_to_json,
     view_of,
 )
-from registry.domain.events import (
-    EventType,
-    NewEvent,
-    RecordedEvent,
-    StreamAppend,
-    deployment_stream,
-)
-from registry.errors import ConcurrencyConflictError, FeaturePlatformError
 from registry.store.postgres import NOTIFY_CHANNEL, PostgresRegistryStore
 from registry.store.tables import deployer_checkpoints
 from sinks.flink import FlinkClient

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from fp.config import Settings
-from registry.errors import FeaturePlatformError, InvalidDefinitionError
+from core.errors import FeaturePlatformError, InvalidDefinitionError
+from core.settings import Settings
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -210,8 +210,8 @@ def cmd_serving_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _offline_catalog(settings: Settings, warehouse_required: bool) -> tuple[Any, Any]:
     """(registry store, Iceberg catalog): both live in the registry's database."""
+    from offline.iceberg import open_catalog
     from registry.store.postgres import PostgresRegistryStore, create_registry_engine
-    from sinks.iceberg import open_catalog
 
     database_url = settings.require_database_url()
     warehouse = settings.require("warehouse") if warehouse_required else settings.warehouse
@@ -227,7 +227,7 @@ def _key_values(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_archiver_run(args: argparse.Namespace, settings: Settings) -> int:
-    from sinks.archiver import Archiver, ArchiverOptions
+    from offline.archiver import Archiver, ArchiverOptions
 
     registry, catalog = _offline_catalog(settings, warehouse_required=True)
     options = ArchiverOptions(batch_rows=args.batch_rows, batch_seconds=args.batch_seconds,
@@ -239,8 +239,8 @@ def cmd_archiver_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_archiver_maintain(args: argparse.Namespace, settings: Settings) -> int:
-    from registry.domain.durations import parse_duration
-    from sinks import iceberg
+    from core.domain.durations import parse_duration
+    from offline import iceberg
 
     _, catalog = _offline_catalog(settings, warehouse_required=False)
     names = args.source or [name for _, name in catalog.list_tables(iceberg.RAW_NAMESPACE)]
@@ -254,7 +254,7 @@ def cmd_archiver_maintain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
-    from serving.training_sets import build_training_set
+    from offline.training_sets import build_training_set
 
     references = [r.strip() for r in (args.features or "").split(",") if r.strip()]
     if not references and not args.reproduce:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from fp.config import Settings
+from core.settings import Settings
 from registry.client import RegistryClient
 from registry.repo_loader import load_repository
 from sinks.kafka_admin import KafkaAdmin

@@ -23,9 +23,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fp.config import Settings
+from core.errors import FeaturePlatformError, InfrastructureError
+from core.settings import Settings
 from fp.local.base import LocalService, answers_ok, kill_process_group, wait_until
-from registry.errors import FeaturePlatformError, InfrastructureError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "features"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from registry.errors import (
+from core.errors import (
     AuthenticationError,
     ConcurrencyConflictError,
     FeaturePlatformError,

@@ -5,7 +5,7 @@ A YAML or JSON file holds one definition object or a list of them (YAML may also
 ``---`` documents).  A Python file is executed as a module and every module-level SDK object
 (:mod:`registry.sdk`), or list/tuple of them, is collected.  Nothing is validated here: the
 result is the definitions' JSON, exactly what ``POST /v1/apply`` takes and
-:func:`registry.domain.definitions.parse_definitions` checks.
+:func:`core.domain.definitions.parse_definitions` checks.
 
 Running a repository's Python executes its code, and loading changes ``sys.path`` and
 ``sys.modules`` for the duration; the platform therefore loads pushed repositories with
@@ -32,8 +32,8 @@ from typing import Any, Self
 
 import yaml
 
+from core.errors import RepositoryLoadError
 from registry import sdk
-from registry.errors import RepositoryLoadError
 
 _SUFFIXES = {".py", ".yaml", ".yml", ".json"}
 _SKIPPED_DIRECTORIES = {"__pycache__", ".venv", "venv", "node_modules"}

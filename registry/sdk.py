@@ -9,8 +9,8 @@ Definitions written in the ``*.py`` files of a features repository::
     user_clicks = FeatureView("user_clicks", entities=[user], source=clicks,
                               features=[Feature("clicks_1h", "count", window="1h")])
 
-These classes only *build* the JSON: every rule lives in :mod:`registry.domain.definitions`
-(``parse_definition``) and :mod:`registry.domain.validation`, so a definition behaves the same
+These classes only *build* the JSON: every rule lives in :mod:`core.domain.definitions`
+(``parse_definition``) and :mod:`core.domain.validation`, so a definition behaves the same
 whether it was written in Python, YAML or JSON.  References (``entities``, ``source``,
 ``inputs``) take either names or the SDK objects themselves.
 """

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from registry.domain.changes import (
+from core.domain.changes import (
     Action,
     Change,
     ChangeClass,
@@ -20,17 +20,17 @@ from registry.domain.changes import (
     diff_specs,
     plan_changes,
 )
-from registry.domain.definitions import Definition, Kind, parse_definition, parse_definitions
-from registry.domain.deployments import deployment_history
-from registry.domain.events import (
+from core.domain.definitions import Definition, Kind, parse_definition, parse_definitions
+from core.domain.deployments import deployment_history
+from core.domain.events import (
     EventType,
     NewEvent,
     Provenance,
     StreamAppend,
     deployment_stream,
 )
-from registry.domain.validation import dependants, references, validate_batch
-from registry.errors import ConcurrencyConflictError, NotFoundError
+from core.domain.validation import dependants, references, validate_batch
+from core.errors import ConcurrencyConflictError, NotFoundError
 from registry.store.base import DefinitionRecord, RegistryStore, VersionRecord
 
 

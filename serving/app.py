@@ -31,9 +31,9 @@ from litestar.types import (
     Send,
 )
 
-from registry.api.problems import EXCEPTION_HANDLERS, problem
+from core.errors import InvalidFeatureRequestError
+from core.problems import EXCEPTION_HANDLERS, problem
 from serving.catalog import DefinitionHistory
-from serving.errors import InvalidFeatureRequestError
 from serving.metrics import observe, request_metrics
 from serving.redis_store import RedisOnlineStore
 from serving.registry_source import RegistryEvents

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from registry.domain.layout import encode_entity_key
-from registry.errors import ExpressionEvaluationError
+from core.domain.layout import encode_entity_key
+from core.errors import ExpressionEvaluationError
 from serving.decoding import (
     ERROR,
     EXPIRED,

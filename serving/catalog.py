@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from registry.domain.definitions import (
+from core.domain.definitions import (
     Definition,
     Entity,
     Feature,
@@ -28,9 +28,9 @@ from registry.domain.definitions import (
     ValueType,
     parse_definition,
 )
-from registry.domain.expressions import Expression, compile_expression
-from registry.domain.layout import feature_time_field, output_type, view_join_keys
-from registry.errors import ExpressionError, InvalidDefinitionError
+from core.domain.expressions import Expression, compile_expression
+from core.domain.layout import feature_time_field, output_type, view_join_keys
+from core.errors import ExpressionError, InvalidDefinitionError
 from serving.decoding import Decoder, decoder_for
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from registry.domain.definitions import ValueType
+from core.domain.definitions import ValueType
 
 Scalar = str | int | float | bool
 Decoder = Callable[[bytes], Scalar]

@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from registry.domain.definitions import Field
-from registry.domain.layout import EVENT_TIME_FIELD, OLDEST_TIME_FIELD
-from registry.errors import NotFoundError, Problem
+from core.domain.definitions import Field
+from core.domain.layout import EVENT_TIME_FIELD, OLDEST_TIME_FIELD
+from core.domain.references import FeatureReference
+from core.errors import InvalidFeatureRequestError, NotFoundError, Problem
 from serving.catalog import (
     Catalog,
     OnDemandFeatureSchema,
@@ -23,8 +24,6 @@ from serving.catalog import (
     ViewSchema,
 )
 from serving.decoding import EXPIRED, NOT_FOUND, PRESENT, Decoder, RowDecoder, Status
-from serving.errors import InvalidFeatureRequestError
-from serving.references import FeatureReference
 from serving.version_maps import VersionMaps
 
 ViewVersion = tuple[str, int]

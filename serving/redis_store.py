@@ -21,8 +21,8 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
-from registry.domain.layout import VERSIONS_CHANNEL, versions_key
-from registry.errors import InfrastructureError
+from core.domain.layout import VERSIONS_CHANNEL, versions_key
+from core.errors import InfrastructureError
 from serving.version_maps import VersionMap, parse_version_map
 
 logger = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 
-from registry.domain.definitions import Kind
-from registry.domain.events import EventType
-from registry.errors import InfrastructureError
+from core.domain.definitions import Kind
+from core.domain.events import EventType
+from core.errors import InfrastructureError
 from serving.catalog import DefinitionHistory
 
 logger = logging.getLogger(__name__)

@@ -9,11 +9,10 @@ from typing import Any
 
 import msgspec
 
-from registry.domain.definitions import Field, ValueType
-from registry.domain.layout import ENTITY_KEY_SEPARATOR
-from registry.errors import Problem
+from core.domain.definitions import Field, ValueType
+from core.domain.layout import ENTITY_KEY_SEPARATOR
+from core.errors import InvalidFeatureRequestError, Problem
 from serving.decoding import Scalar
-from serving.errors import InvalidFeatureRequestError
 
 MAX_BATCH_ENTITIES = 10_000
 MAX_FEATURES_PER_REQUEST = 1_000

@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from registry.domain.layout import feature_key
-from registry.errors import InfrastructureError
+from core.domain.layout import feature_key
+from core.domain.references import FeatureReference, parse_references
+from core.errors import InfrastructureError, InvalidFeatureRequestError
 from serving import metrics
 from serving.assembly import (
     Assembled,
@@ -30,10 +31,8 @@ from serving.assembly import (
 )
 from serving.catalog import Catalog, DefinitionHistory
 from serving.decoding import Scalar
-from serving.errors import InvalidFeatureRequestError
 from serving.planning import Plan, PlanCache, plan_request, view_references
 from serving.redis_store import HashRead, RawRow, RedisOnlineStore
-from serving.references import FeatureReference, parse_references
 from serving.registry_source import RegistryEvents
 from serving.requests import (
     BatchRequest,

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from registry.domain.layout import ACTIVE_FIELD, namespace_of
+from core.domain.layout import ACTIVE_FIELD, namespace_of
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registry.domain.definitions import (
+from core.domain.definitions import (
     Aggregation,
     Feature,
     FeatureView,
@@ -38,7 +38,7 @@ from registry.domain.definitions import (
     TimestampFormat,
     ValueType,
 )
-from registry.domain.layout import (
+from core.domain.layout import (
     ENTITY_KEY_SEPARATOR,
     FETCH_WAIT_MS,
     job_id,

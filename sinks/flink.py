@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from registry.errors import InfrastructureError
+from core.errors import InfrastructureError
 from sinks.compiler import JobSpec
 from sinks.flink_submit import REPLY_PREFIX
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from registry.errors import InfrastructureError
+from core.errors import InfrastructureError
 
 TIMEOUT_S = 15.0
 

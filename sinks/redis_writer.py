@@ -23,14 +23,14 @@ import msgspec
 import redis
 from confluent_kafka import Consumer, KafkaError, Message
 
-from registry.domain.layout import (
+from core.domain.layout import (
     FETCH_WAIT_MS,
     RESULT_TOPIC_PREFIX,
     WRITER_GROUP,
     feature_key,
     meta_key,
 )
-from registry.errors import InfrastructureError
+from core.errors import InfrastructureError
 
 logger = logging.getLogger(__name__)
 

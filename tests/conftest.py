@@ -22,13 +22,13 @@ from sqlalchemy.engine import make_url
 
 from fp.local.base import answers_ok, free_port, wait_until
 from fp.local.flink import LocalFlink
-from fp.local.flink_jars import ensure_kafka_connector_jars
 from fp.local.kafka import LocalKafka
 from fp.local.postgres import LocalPostgres
 from fp.local.redis import LocalRedis
 from registry.store.migrate import upgrade_to_head
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
 from sinks.flink import FlinkClient
+from sinks.flink_jars import ensure_kafka_connector_jars
 from tests.services import PlatformProcess
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -19,8 +19,8 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from benchmarks.offline.support import DAY_MS, events, log, offline_stack
 from fp.local.kafka import LocalKafka
-from sinks import iceberg
-from sinks.archiver import Archiver, ArchiverOptions
+from offline import iceberg
+from offline.archiver import Archiver, ArchiverOptions
 
 
 def produce(bootstrap: str, topic: str, count: int, users: int) -> None:

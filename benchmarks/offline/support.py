@@ -19,11 +19,11 @@ from pyiceberg.catalog import Catalog
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from registry.domain.events import Provenance
+from core.domain.events import Provenance
+from offline import iceberg
 from registry.service import RegistryService
 from registry.store.migrate import upgrade_to_head
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
-from sinks import iceberg
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DAY_MS = 86_400_000

@@ -27,11 +27,11 @@ from benchmarks.offline.support import (
     log,
     offline_stack,
 )
-from registry.domain.definitions import Source, parse_definition
-from serving.training_sets import TrainingSetBuilder
-from sinks import iceberg
-from sinks.archiver import EventBuffer
-from sinks.contract_check import ContractChecker
+from core.domain.contracts import ContractChecker
+from core.domain.definitions import Source, parse_definition
+from offline import iceberg
+from offline.archiver import EventBuffer
+from offline.training_sets import TrainingSetBuilder
 
 
 def archive(catalog: Catalog, count: int, users: int, batch: int) -> float:

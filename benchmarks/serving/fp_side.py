@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from benchmarks.serving.shape import FEATURES_PER_VIEW, VIEWS, Shape
-from registry.domain.layout import (
+from core.domain.layout import (
     ACTIVE_FIELD,
     EVENT_TIME_FIELD,
     OLDEST_TIME_AT_FIELD,

@@ -32,8 +32,8 @@ from benchmarks.streaming.support import (
     print_table,
     run_under_load,
 )
-from fp.local.flink_jars import ensure_kafka_connector_jars
 from sinks.flink import FlinkClient
+from sinks.flink_jars import ensure_kafka_connector_jars
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,9 +27,9 @@ from benchmarks.streaming.support import (
     print_table,
     run_under_load,
 )
-from fp.local.flink_jars import ensure_kafka_connector_jars, flink_python_jar
 from sinks.compiler import JobSpec
 from sinks.flink import FlinkClient
+from sinks.flink_jars import ensure_kafka_connector_jars, flink_python_jar
 
 REPO = Path(__file__).resolve().parents[2]
 

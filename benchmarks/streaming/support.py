@@ -28,19 +28,19 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from redis import Redis
 
-from fp.local.base import running
-from fp.local.flink import LocalFlink
-from fp.local.kafka import LocalKafka
-from fp.local.redis import LocalRedis
-from registry.domain.definitions import FeatureView, parse_definitions
-from registry.domain.layout import (
+from core.domain.definitions import FeatureView, parse_definitions
+from core.domain.layout import (
     WRITER_GROUP,
     feature_key,
     feature_time_field,
     meta_key,
     source_group,
 )
-from registry.domain.validation import validate_batch
+from core.domain.validation import validate_batch
+from fp.local.base import running
+from fp.local.flink import LocalFlink
+from fp.local.kafka import LocalKafka
+from fp.local.redis import LocalRedis
 from sinks.compiler import JobSpec, KafkaOptions, compile_view
 from sinks.flink import FlinkClient
 

@@ -40,7 +40,7 @@ from benchmarks.streaming.support import (
     result_row,
     stack_components,
 )
-from registry.domain.layout import feature_key, result_topic
+from core.domain.layout import feature_key, result_topic
 from sinks.redis_writer import OLDEST_TIME_REFRESH_MS, ResultTopicWriter
 
 VIEW, NAMESPACE = "bench_writer", "v1"

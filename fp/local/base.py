@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from registry.errors import InfrastructureError
+from core.errors import InfrastructureError
 
 LOOPBACK = "127.0.0.1"
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from core.errors import InfrastructureError
 from fp.local.base import (
     LOOPBACK,
     ManagedService,
@@ -21,20 +22,12 @@ from fp.local.base import (
     free_port,
     kill_process_group,
     log_tail,
-    package_dir,
     process_group_alive,
     wait_until,
 )
-from registry.errors import InfrastructureError
+from sinks.flink_jars import pyflink_home
 
 DAEMONS = ("jobmanager", "taskmanager")
-
-
-def pyflink_home() -> Path:
-    home = package_dir("pyflink")
-    if home is None:
-        raise InfrastructureError("Flink runs from PyFlink: `pip install apache-flink==2.0.2`")
-    return home
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from core.errors import InfrastructureError
 from fp.local.base import (
     LOOPBACK,
     ServerProcess,
@@ -17,7 +18,6 @@ from fp.local.base import (
     package_dir,
     port_open,
 )
-from registry.errors import InfrastructureError
 
 
 def find_tansu() -> Path:

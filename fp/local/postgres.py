@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 
+from core.errors import InfrastructureError
 from fp.local.base import (
     LOOPBACK,
     ServerProcess,
@@ -22,7 +23,6 @@ from fp.local.base import (
     package_dir,
     run_as,
 )
-from registry.errors import InfrastructureError
 
 SERVICE_USER = "fp-postgres"
 DATABASE = "fp"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import redis
 
+from core.errors import InfrastructureError
 from fp.local.base import LOOPBACK, ServerProcess, SingleServerService, free_port, package_dir
-from registry.errors import InfrastructureError
 
 
 def find_redis_server() -> Path:

@@ -17,9 +17,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, QueryParameter, RawBody
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from registry.api.problems import EXCEPTION_HANDLERS
-from registry.domain.definitions import Kind
-from registry.domain.events import Provenance
+from core.domain.definitions import Kind
+from core.domain.events import Provenance
+from core.problems import EXCEPTION_HANDLERS
 from registry.service import RegistryService
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from registry.domain.events import RecordedEvent, StreamAppend
+from core.domain.events import RecordedEvent, StreamAppend
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import OperationalError
 
-from registry.domain.definitions import Kind
-from registry.domain.events import EventType, NewEvent, RecordedEvent, StreamAppend
-from registry.errors import ConcurrencyConflictError, InfrastructureError
+from core.domain.definitions import Kind
+from core.domain.events import EventType, NewEvent, RecordedEvent, StreamAppend
+from core.errors import ConcurrencyConflictError, InfrastructureError
 from registry.store.base import DefinitionRecord, VersionRecord
 from registry.store.tables import definition_versions, definitions, events
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
-from registry.errors import FeaturePlatformError, InfrastructureError
+from core.errors import FeaturePlatformError, InfrastructureError
 from registry.webhooks.processes import run_bounded, tail
 
 ALLOWED_SCHEMES = ("https", "http", "ssh", "git", "file")

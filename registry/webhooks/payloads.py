@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from registry.errors import FeaturePlatformError
+from core.errors import FeaturePlatformError
 from registry.webhooks.git import RefusedRepositoryError, validate_commit
 
 NULL_COMMIT = "0" * 40

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.domain.changes import Action, Change
-from registry.domain.events import Provenance
-from registry.errors import ConcurrencyConflictError, FeaturePlatformError
+from core.domain.changes import Action, Change
+from core.domain.events import Provenance
+from core.errors import ConcurrencyConflictError, FeaturePlatformError
 from registry.service import RegistryService
 from registry.webhooks.git import GitRepositoryCache, without_credentials
 from registry.webhooks.inbox import ClaimedDelivery, DeliveryOutcome, DeliveryStatus

@@ -19,7 +19,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.params import FromPath, RawBody
 
-from registry.errors import NotFoundError
+from core.errors import NotFoundError
 from registry.webhooks.git import without_credentials
 from registry.webhooks.inbox import DeliveryStatus, NewDelivery, PostgresDeliveryInbox
 from registry.webhooks.payloads import (

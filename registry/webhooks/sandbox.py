@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import registry
-from registry.errors import RepositoryLoadError
+from core.errors import RepositoryLoadError
 from registry.webhooks.processes import Finished, run_bounded, tail
 
 # The folder holding the ``registry`` package, so the child imports the very code (SDK and

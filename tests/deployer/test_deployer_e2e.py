@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import redis
 
+from core.domain.definitions import Kind
+from core.domain.events import Provenance
 from deployer.faults import CRASH_EXIT_CODE
 from fp.local.base import free_port
 from fp.local.flink import LocalFlink
-from registry.domain.definitions import Kind
-from registry.domain.events import Provenance
 from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore
 from sinks.flink import FlinkClient

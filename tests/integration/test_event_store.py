@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import registry.store.postgres as postgres_module
-from registry.domain.events import EventType, NewEvent, Provenance, RecordedEvent, StreamAppend
-from registry.errors import ConcurrencyConflictError
+from core.domain.events import EventType, NewEvent, Provenance, RecordedEvent, StreamAppend
+from core.errors import ConcurrencyConflictError
 from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
 

@@ -19,13 +19,13 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     NewTopic,
 )
 
+from core.errors import InfrastructureError
 from fp.local.base import LocalService, ServerProcess, port_open, running, wait_until
 from fp.local.flink import LocalFlink
-from fp.local.flink_jars import KAFKA_JARS, ensure_kafka_connector_jars, flink_python_jar
 from fp.local.kafka import LocalKafka
 from fp.local.postgres import LocalPostgres, postgres_reachable
 from fp.local.redis import LocalRedis
-from registry.errors import InfrastructureError
+from sinks.flink_jars import KAFKA_JARS, ensure_kafka_connector_jars, flink_python_jar
 
 
 def _processes() -> Iterator[tuple[int, int, str, str]]:

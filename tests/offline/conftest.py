@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pyiceberg.catalog import Catalog
 
-from sinks import iceberg
+from offline import iceberg
 from tests.services import PlatformProcess
 
 # Tansu assigns partitions to a subscribing consumer after ≈ session.timeout.ms / 2.

@@ -14,13 +14,13 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from registry.domain.definitions import Source, parse_definition
-from registry.domain.events import Provenance
+from core.domain.contracts import ContractChecker
+from core.domain.definitions import Source, parse_definition
+from core.domain.events import Provenance
+from offline import iceberg
+from offline.archiver import EventBuffer
 from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore
-from sinks import iceberg
-from sinks.archiver import EventBuffer
-from sinks.contract_check import ContractChecker
 from tests.payments import ACCOUNTS, FEATURES, INVALID_EVENTS, SCHEMA, event
 from tests.streaming.oracle import entity_key, expected_features
 

@@ -9,10 +9,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from registry.domain.definitions import Source, parse_definition
-from sinks import iceberg
-from sinks.archiver import EventBuffer, OffsetTracker
-from sinks.contract_check import ContractChecker
+from core.domain.contracts import ContractChecker
+from core.domain.definitions import Source, parse_definition
+from offline import iceberg
+from offline.archiver import EventBuffer, OffsetTracker
 from tests.offline.support import source_spec
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 
+from offline import iceberg
 from registry.store.postgres import PostgresRegistryStore
-from sinks import iceberg
 from tests.offline.conftest import ArchiverFactory
 from tests.offline.support import DAY_MS, apply, definitions, payloads, run_fp, source_spec
 from tests.payments import SCHEMA

@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.domain.definitions import Source, parse_definition
-from sinks.contract_check import NOT_AN_OBJECT, UNREADABLE_EVENT_TIME, ContractChecker
+from core.domain.contracts import NOT_AN_OBJECT, UNREADABLE_EVENT_TIME, ContractChecker
+from core.domain.definitions import Source, parse_definition
 from tests.offline.support import source_spec
 from tests.payments import INVALID_EVENTS, SCHEMA
 from tests.streaming.oracle import violation

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog import Catalog
 
-from registry.domain.definitions import Source, parse_definition
-from sinks import iceberg
+from core.domain.definitions import Source, parse_definition
+from offline import iceberg
 from tests.offline.support import DAY_MS, archive_directly, payloads, source_spec, with_offsets
 
 

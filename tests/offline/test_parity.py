@@ -24,12 +24,12 @@ import pytest
 import redis
 from pyiceberg.catalog import Catalog
 
-from registry.domain.definitions import FeatureView, parse_definitions
-from registry.domain.validation import validate_batch
+from core.domain.definitions import FeatureView, parse_definitions
+from core.domain.validation import validate_batch
+from offline import iceberg
+from offline.training_sets import TrainingSetBuilder
 from registry.repo_loader import load_repository
 from registry.store.postgres import PostgresRegistryStore
-from serving.training_sets import TrainingSetBuilder
-from sinks import iceberg
 from sinks.compiler import JobSpec, KafkaOptions, compile_view
 from sinks.flink import FlinkClient
 from tests.offline.conftest import ArchiverFactory

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.domain.definitions import FeatureView, Source, parse_definition
-from serving.point_in_time import (
+from core.domain.definitions import FeatureView, Source, parse_definition
+from offline.point_in_time import (
     Events,
     Labels,
     as_of_join,

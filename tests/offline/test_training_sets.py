@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog import Catalog
 
+from core.errors import InvalidFeatureRequestError
+from offline import iceberg
+from offline.training_sets import METADATA_KEY, TrainingSetBuilder
 from registry.store.postgres import PostgresRegistryStore
-from serving.errors import InvalidFeatureRequestError
-from serving.training_sets import METADATA_KEY, TrainingSetBuilder
-from sinks import iceberg
 from tests.offline.support import (
     BASE_MS,
     apply,

@@ -23,9 +23,7 @@ import uvicorn
 from litestar.types import ASGIApp
 from sqlalchemy import text
 
-from fp.local.base import LOOPBACK, free_port
-from registry.api.app import create_registry_app
-from registry.domain.layout import (
+from core.domain.layout import (
     ACTIVE_FIELD,
     EVENT_TIME_FIELD,
     OLDEST_TIME_AT_FIELD,
@@ -35,6 +33,8 @@ from registry.domain.layout import (
     feature_time_field,
     versions_key,
 )
+from fp.local.base import LOOPBACK, free_port
+from registry.api.app import create_registry_app
 from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
 from serving.app import create_serving_app

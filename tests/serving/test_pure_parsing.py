@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry.domain.definitions import Field, ValueType
-from registry.domain.layout import encode_entity_key
-from serving.errors import InvalidFeatureRequestError
+from core.domain.definitions import Field, ValueType
+from core.domain.layout import encode_entity_key
+from core.domain.references import FeatureReference, parse_reference, parse_references
+from core.errors import InvalidFeatureRequestError
 from serving.redis_store import redacted
-from serving.references import FeatureReference, parse_reference, parse_references
 from serving.requests import (
     MAX_BATCH_ENTITIES,
     check_entity_rows,

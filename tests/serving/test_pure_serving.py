@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from registry.domain.definitions import ValueType
-from registry.errors import NotFoundError
+from core.domain.definitions import ValueType
+from core.domain.references import parse_references
+from core.errors import InvalidFeatureRequestError, NotFoundError
 from serving.assembly import assemble, decode_read, settle_expiry
 from serving.catalog import DefinitionHistory
 from serving.decoding import (
@@ -22,9 +23,7 @@ from serving.decoding import (
     event_time_millis,
     is_expired,
 )
-from serving.errors import InvalidFeatureRequestError
 from serving.planning import OnDemandColumn, Plan, Segment, plan_request, view_references
-from serving.references import parse_references
 from serving.version_maps import VersionMap, VersionMaps, parse_version_map
 from tests.serving.definitions import ENTITY, SOURCE, feature_view, on_demand_view
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from registry.domain.layout import namespace_of
+from core.domain.layout import namespace_of
 from tests.serving.conftest import OnlineStore, apply, wait_for
 from tests.serving.definitions import ENTITY, SOURCE, feature_view, now_millis
 

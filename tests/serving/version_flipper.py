@@ -11,7 +11,7 @@ import time
 
 import redis
 
-from registry.domain.layout import ACTIVE_FIELD, VERSIONS_CHANNEL, namespace_of, versions_key
+from core.domain.layout import ACTIVE_FIELD, VERSIONS_CHANNEL, namespace_of, versions_key
 
 
 def flip(redis_url: str, view: str, seconds: float) -> int:

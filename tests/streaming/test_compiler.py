@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from fp.local.flink_jars import ensure_kafka_connector_jars
-from registry.domain.definitions import FeatureView, parse_definitions
-from registry.domain.validation import validate_batch
+from core.domain.definitions import FeatureView, parse_definitions
+from core.domain.validation import validate_batch
 from registry.repo_loader import load_repository
 from sinks.compiler import JobSpec, KafkaOptions, StartPosition, compile_view, sql_interval
+from sinks.flink_jars import ensure_kafka_connector_jars
 from tests.streaming.test_materialization import definitions
 
 GOLDEN = Path(__file__).parent / "golden"

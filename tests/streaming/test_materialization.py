@@ -13,9 +13,9 @@ from typing import Any, cast
 import pytest
 import redis
 
+from core.domain.definitions import FeatureView, parse_definitions
+from core.domain.validation import validate_batch
 from fp.local.flink import LocalFlink
-from registry.domain.definitions import FeatureView, parse_definitions
-from registry.domain.validation import validate_batch
 from sinks.compiler import JobSpec, KafkaOptions, compile_view
 from sinks.flink import FlinkClient
 from tests.payments import ACCOUNTS, FEATURES, INVALID_EVENTS, SCHEMA, event

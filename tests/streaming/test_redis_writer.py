@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import redis
 
-from registry.domain.layout import (
+from core.domain.layout import (
     EVENT_TIME_FIELD,
     OLDEST_TIME_AT_FIELD,
     OLDEST_TIME_FIELD,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from registry.domain.changes import (
+from core.domain.changes import (
     Action,
     ChangeClass,
     DiffEntry,
@@ -16,7 +16,7 @@ from registry.domain.changes import (
     plan_change,
     plan_changes,
 )
-from registry.domain.definitions import (
+from core.domain.definitions import (
     Definition,
     Kind,
     canonical_spec,

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.domain.definitions import (
+from core.domain.definitions import (
     Aggregation,
     Entity,
     FeatureView,
@@ -33,7 +33,7 @@ from registry.domain.definitions import (
     parse_definitions,
     spec_hash,
 )
-from registry.errors import InvalidDefinitionError, Problem
+from core.errors import InvalidDefinitionError, Problem
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "contract_definitions.json"
 ENTITY, SOURCE, VIEW, ON_DEMAND = range(4)

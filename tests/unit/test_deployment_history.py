@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from core.domain.deployments import deployment_history
+from core.domain.events import EventType, RecordedEvent, deployment_stream
 from deployer.rollout import BLUE_GREEN, FLIP, Deployment, Event, event_data
-from registry.domain.deployments import deployment_history
-from registry.domain.events import EventType, RecordedEvent, deployment_stream
 from tests.unit.test_rollout import DEPLOYMENT_STREAM, SCENARIOS, Sim, scenario
 
 VIEW_NAME = "user_clicks"

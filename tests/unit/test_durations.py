@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry.domain.durations import format_duration, parse_duration
+from core.domain.durations import format_duration, parse_duration
 
 SECOND = 1_000
 MINUTE = 60 * SECOND

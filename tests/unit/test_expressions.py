@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.domain.expressions import Expression, compile_expression
-from registry.errors import ExpressionError, ExpressionEvaluationError
+from core.domain.expressions import Expression, compile_expression
+from core.errors import ExpressionError, ExpressionEvaluationError
 
 NAMES = ("a", "b", "c", "s")
 

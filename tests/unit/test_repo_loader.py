@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from registry.domain.definitions import parse_definitions
-from registry.domain.validation import validate_batch
-from registry.errors import RepositoryLoadError
+from core.domain.definitions import parse_definitions
+from core.domain.validation import validate_batch
+from core.errors import RepositoryLoadError
 from registry.repo_loader import load_repository, main
 
 EXAMPLE_REPOSITORY = Path(__file__).resolve().parents[2] / "examples" / "features"

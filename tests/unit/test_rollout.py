@@ -18,6 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.domain.changes import ChangeClass, classify, diff_specs
+from core.domain.definitions import Kind, canonical_spec, parse_definition
+from core.domain.events import EventType, deployment_stream
+from core.domain.layout import job_id, namespace_of
 from deployer.rollout import (
     BLUE_GREEN,
     FLIP,
@@ -41,10 +45,6 @@ from deployer.rollout import (
     version_map_after,
     view_of,
 )
-from registry.domain.changes import ChangeClass, classify, diff_specs
-from registry.domain.definitions import Kind, canonical_spec, parse_definition
-from registry.domain.events import EventType, deployment_stream
-from registry.domain.layout import job_id, namespace_of
 from tests.unit.test_definitions import VIEW, Edits, contract, edited
 
 VIEW_NAME = contract()[VIEW]["name"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from registry.domain.definitions import canonical_spec, parse_definition
-from registry.errors import InvalidDefinitionError
+from core.domain.definitions import canonical_spec, parse_definition
+from core.errors import InvalidDefinitionError
 from registry.sdk import (
     Entity,
     Feature,

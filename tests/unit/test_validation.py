@@ -6,15 +6,15 @@ from typing import Any
 
 import pytest
 
-from registry.domain.definitions import Definition, definition_key, parse_definitions
-from registry.domain.validation import (
+from core.domain.definitions import Definition, definition_key, parse_definitions
+from core.domain.validation import (
     dependants,
     merged_catalog,
     references,
     validate_batch,
     validate_catalog,
 )
-from registry.errors import InvalidDefinitionError, Problem
+from core.errors import InvalidDefinitionError, Problem
 from tests.unit.test_definitions import (
     DELETE,
     ENTITY,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.errors import RepositoryLoadError
+from core.errors import RepositoryLoadError
 from registry.webhooks.sandbox import SandboxedLoader, SandboxLimits
 from tests.webhooks.support import EXAMPLES
 

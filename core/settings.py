@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from registry.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 DEFAULT_REGISTRY_URL = "http://127.0.0.1:8000"
 

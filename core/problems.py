@@ -9,7 +9,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
 
-from registry.errors import (
+from core.errors import (
     AuthenticationError,
     ConcurrencyConflictError,
     FeaturePlatformError,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, TypeGuard
 
-from registry.errors import ExpressionError, ExpressionEvaluationError
+from core.errors import ExpressionError, ExpressionEvaluationError
 
 MAX_SOURCE_LENGTH = 1000
 MAX_NODES = 200

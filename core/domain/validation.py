@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from registry.domain.definitions import (
+from core.domain.definitions import (
     Aggregation,
     Definition,
     Entity,
@@ -21,8 +21,8 @@ from registry.domain.definitions import (
     ValueType,
     definition_key,
 )
-from registry.domain.expressions import compile_expression
-from registry.errors import ExpressionError, InvalidDefinitionError, Problem
+from core.domain.expressions import compile_expression
+from core.errors import ExpressionError, InvalidDefinitionError, Problem
 
 Catalog = Mapping[str, Definition]
 """Definitions by ``kind:name``."""

@@ -4,7 +4,7 @@ A definition is an immutable value.  :func:`parse_definition` turns one JSON obj
 collecting *every* problem (JSON path + reason) instead of stopping at the first;
 :func:`canonical_spec` turns it back into the one JSON form the registry stores and hashes,
 so that formatting, key order and equivalent spellings (``60m`` vs ``1h``) never matter.
-Cross-definition rules (references, column types) live in :mod:`registry.domain.validation`.
+Cross-definition rules (references, column types) live in :mod:`core.domain.validation`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from registry.domain.durations import format_duration, parse_duration
-from registry.errors import InvalidDefinitionError, Problem
+from core.domain.durations import format_duration, parse_duration
+from core.errors import InvalidDefinitionError, Problem
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 

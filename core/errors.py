@@ -42,6 +42,20 @@ class InvalidDefinitionError(FeaturePlatformError):
         super().__init__("; ".join(str(p) for p in self.problems) or "invalid definition")
 
 
+class InvalidFeatureRequestError(FeaturePlatformError):
+    """A feature request (serving or training set) names unknown features, lacks entity key
+    columns or request-context fields, or gives them values of the wrong type; ``problems``
+    lists every reason found."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(str(p) for p in self.problems) or "invalid request")
+
+    @classmethod
+    def single(cls, path: str, message: str) -> InvalidFeatureRequestError:
+        return cls([Problem(path, message)])
+
+
 class ExpressionError(FeaturePlatformError):
     """An on-demand expression is outside the safe expression language or fails to parse."""
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from registry.domain.definitions import Field, Scalar, Source, TimestampFormat, ValueType
+from core.domain.definitions import Field, Scalar, Source, TimestampFormat, ValueType
 
 NOT_AN_OBJECT = "payload is not a JSON object"
 UNREADABLE_EVENT_TIME = "event time is missing or unreadable"

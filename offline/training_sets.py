@@ -8,7 +8,7 @@ Python, :func:`build_training_set` / :class:`TrainingSetBuilder`:
    version was registered;
 2. read each source's clean archived events once, from one pinned snapshot, limited to the
    time range the label rows can see;
-3. compute every feature with :mod:`serving.point_in_time` (the streaming job's semantics);
+3. compute every feature with :mod:`offline.point_in_time` (the streaming job's semantics);
 4. write the label rows in their order, plus one column per reference, with the resolved
    versions and snapshot ids in the Parquet key-value metadata (``fp.dataset``), so that
    ``--reproduce OUT.parquet`` computes the same values later.
@@ -37,7 +37,7 @@ from pyiceberg.expressions import (
     LessThanOrEqual,
 )
 
-from registry.domain.definitions import (
+from core.domain.definitions import (
     Definition,
     Entity,
     Feature,
@@ -47,11 +47,11 @@ from registry.domain.definitions import (
     ValueType,
     parse_definition,
 )
-from registry.domain.layout import output_type, view_join_keys
-from registry.errors import FeaturePlatformError, Problem
-from registry.store.base import DefinitionRecord, VersionRecord
-from serving.errors import InvalidFeatureRequestError
-from serving.point_in_time import (
+from core.domain.layout import output_type, view_join_keys
+from core.domain.references import FeatureReference, parse_references
+from core.errors import FeaturePlatformError, InvalidFeatureRequestError, Problem
+from offline import iceberg
+from offline.point_in_time import (
     Events,
     Int64Array,
     Labels,
@@ -59,8 +59,7 @@ from serving.point_in_time import (
     feature_values,
     floor_to_millis,
 )
-from serving.references import FeatureReference, parse_references
-from sinks import iceberg
+from registry.store.base import DefinitionRecord, VersionRecord
 
 TIMESTAMP_COLUMN = "event_timestamp"
 METADATA_KEY = b"fp.dataset"

@@ -6,8 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from registry.errors import Problem
-from serving.errors import InvalidFeatureRequestError
+from core.errors import InvalidFeatureRequestError, Problem
 
 _NAME = r"[a-z][a-z0-9_]{0,62}"
 _REFERENCE = re.compile(rf"^(?P<view>{_NAME})(?:@(?P<version>[1-9][0-9]{{0,8}}))?:"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from registry.domain.definitions import Definition, Kind, canonical_spec, definition_key, spec_hash
+from core.domain.definitions import Definition, Kind, canonical_spec, definition_key, spec_hash
 
 
 class ChangeClass(StrEnum):

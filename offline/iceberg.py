@@ -71,8 +71,8 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from registry.domain.definitions import Source, ValueType
-from registry.errors import ConfigurationError, FeaturePlatformError
+from core.domain.definitions import Source, ValueType
+from core.errors import ConfigurationError, FeaturePlatformError
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 
-from registry.domain.definitions import (
+from core.domain.definitions import (
     Aggregation,
     Entity,
     Feature,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from registry.domain.events import EventType, RecordedEvent
+from core.domain.events import EventType, RecordedEvent
 
 _STATE_AFTER = {
     EventType.DEPLOYMENT_STARTED: "started",
