@@ -1,4 +1,6 @@
-"""Configuration from the environment (CONTRACT.md §2); command-line flags override it."""
+"""Configuration from the environment (docs/reference.md, "Configuration").
+
+Command-line flags override it."""
 
 from __future__ import annotations
 

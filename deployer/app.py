@@ -1,4 +1,4 @@
-"""Wiring of a deployer worker from the environment (CONTRACT.md §2 plus FP_DEPLOYER_*)."""
+"""Wiring of a deployer worker from the environment (docs/reference.md, "Configuration")."""
 
 from __future__ import annotations
 

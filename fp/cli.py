@@ -1,4 +1,4 @@
-"""The ``fp`` command (CONTRACT.md §1)."""
+"""The ``fp`` command (docs/reference.md, "Commands")."""
 
 from __future__ import annotations
 

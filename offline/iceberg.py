@@ -1,4 +1,6 @@
-"""The offline store: one Iceberg table of raw events per source (CONTRACT.md §8).
+"""The offline store: one Iceberg table of raw events per source.
+
+The tables are described in docs/reference.md, "Offline store".
 
 Catalog: pyiceberg's SQL catalog named ``fp`` in the registry's PostgreSQL (it creates its own
 ``iceberg_tables`` / ``iceberg_namespace_properties`` tables); warehouse at ``FP_WAREHOUSE``.

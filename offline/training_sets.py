@@ -1,4 +1,6 @@
-"""Point-in-time training sets from the archive (CONTRACT.md §8; rules in docs/offline.md).
+"""Point-in-time training sets from the archive.
+
+The files are described in docs/reference.md, "Offline store"; the rules in docs/offline.md.
 
 ``fp dataset --entities ROWS.parquet --features REF[,REF…] --out OUT.parquet`` and, from
 Python, :func:`build_training_set` / :class:`TrainingSetBuilder`:

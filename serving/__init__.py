@@ -1,4 +1,6 @@
-"""The feature serving API (CONTRACT.md §7): reads materialised features from the online store.
+"""The feature serving API: reads materialised features from the online store.
+
+The API is described in docs/reference.md, "Serving API".
 
 Pure logic (request parsing, references, catalog, planning, decoding, on-demand evaluation,
 assembly) never does I/O; one adapter module per outside system (``redis_store``,

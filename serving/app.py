@@ -1,4 +1,6 @@
-"""The serving API's Litestar app (CONTRACT.md §7) and its entry points for ``fp serving serve``.
+"""The serving API's Litestar app and its entry points for ``fp serving serve``.
+
+The API is described in docs/reference.md, "Serving API".
 
 Handlers read the raw body and encode the response with msgspec themselves: the batch
 endpoint moves thousands of values per request, and skipping Litestar's generic

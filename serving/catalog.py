@@ -56,9 +56,10 @@ class ViewSchema:
     features: Mapping[str, ServedFeature]
     ttl_ms: int | None
     own_times: bool = True
-    """Whether features may carry their own ``__ts:{feature}`` (CONTRACT §6: when windows close
-    at different times).  False when every feature is computed in one window, which closes
-    for all at once: then ``__ts`` is every feature's time and the fields are not read."""
+    """Whether features may carry their own ``__ts:{feature}`` (when windows close at
+    different times; docs/reference.md, "Online store layout").  False when every feature
+    is computed in one window, which closes for all at once: then ``__ts`` is every
+    feature's time and the fields are not read."""
 
 
 @dataclass(frozen=True)

@@ -190,8 +190,9 @@ def expiry_cutoff(ttl_ms: int | None, now_ms: int) -> int | None:
 
 
 def is_expired(event_time: int | None, ttl_ms: int | None, now_ms: int) -> bool:
-    """CONTRACT §3: a value whose event time is older than ``ttl`` is served as missing.
-    A value without an event time cannot be judged and is kept."""
+    """A value whose event time is older than ``ttl`` is served as missing
+    (docs/reference.md, "Definitions").  A value without an event time cannot be judged and
+    is kept."""
     cutoff = expiry_cutoff(ttl_ms, now_ms)
     return cutoff is not None and event_time is not None and event_time < cutoff
 

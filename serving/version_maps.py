@@ -1,4 +1,6 @@
-"""The online store's version maps (CONTRACT §6) as the server holds them: pure parsing."""
+"""The online store's version maps as the server holds them: pure parsing.
+
+The layout is described in docs/reference.md, "Online store layout"."""
 
 from __future__ import annotations
 

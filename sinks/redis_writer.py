@@ -231,7 +231,7 @@ def parse_topic(topic: str) -> tuple[str, str]:
 
 
 class RedisFeatureStore:
-    """Applies feature rows to the online store layout (CONTRACT.md §6)."""
+    """Applies feature rows to the online store layout (docs/reference.md)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client

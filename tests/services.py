@@ -55,7 +55,7 @@ def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
 
 def produce(bootstrap: str, topic: str, records: list[tuple[int, bytes]]) -> None:
     """Records in order, each (partition, payload); one record per batch, so the broker's
-    offsets stay exact (see STACK.md on Tansu's end offsets)."""
+    offsets stay exact (Tansu reports a partition's end as its last batch's base offset + 1)."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
     for partition, payload in records:
         producer.produce(topic, payload, partition=partition)

@@ -103,7 +103,7 @@ class FeastRepo:
             marker.unlink()
 
     def serve_command(self, port: int) -> list[str]:
-        """``feast serve`` tuned as STACK.md says a fair comparison needs."""
+        """``feast serve`` tuned for a fair comparison: no access log, no worker recycling."""
         return [self.feast, "serve", "--host", "127.0.0.1", "--port", str(port),
                 "--workers", "1", "--no-access-log", "--max-requests", "0"]
 

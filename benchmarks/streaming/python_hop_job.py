@@ -94,7 +94,7 @@ def submit(request: dict[str, Any]) -> str:
     for key, value in options.items():
         conf.set_string(key, value)
     # get_execution_environment(conf) would ignore execution.target and run a MiniCluster
-    # inside this client (STACK.md): build the Java environment directly.
+    # inside this client: build the Java environment directly.
     java_env = get_gateway().jvm.org.apache.flink.streaming.api.environment \
         .StreamExecutionEnvironment(conf._j_configuration)
     env = StreamExecutionEnvironment(java_env)

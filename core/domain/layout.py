@@ -1,4 +1,4 @@
-"""How materialised features are keyed and typed (CONTRACT.md §6).
+"""How materialised features are keyed and typed (docs/reference.md, "Online store layout").
 
 The stream sink writes and the serving API reads through these functions only, so the two
 can never disagree on a key, an entity key encoding or the type of a feature value.

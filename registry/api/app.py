@@ -1,4 +1,4 @@
-"""The registry's REST API (CONTRACT.md §4)."""
+"""The registry's REST API (docs/reference.md, "Registry API")."""
 
 from __future__ import annotations
 

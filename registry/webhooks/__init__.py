@@ -1,4 +1,6 @@
-"""Git push webhooks (CONTRACT.md §5): receive, store, process in the background.
+"""Git push webhooks: receive, store, process in the background.
+
+The rules are in docs/reference.md, "Git push webhooks".
 
 A push is stored in the inbox (:mod:`.inbox`) and answered at once by :mod:`.receiver`; the
 worker (:mod:`.worker`) later fetches the pushed commit (:mod:`.git`), loads its definitions in

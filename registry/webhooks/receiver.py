@@ -1,4 +1,6 @@
-"""The webhook HTTP endpoints (CONTRACT.md §4, §5): authenticate, store, answer, wake.
+"""The webhook HTTP endpoints: authenticate, store, answer, wake.
+
+The rules are in docs/reference.md, "Git push webhooks".
 
 A request is checked in this order, and refused at the first failure with nothing stored:
 the secret is configured (403), the body is at most 25 MB (413), the signature or token is

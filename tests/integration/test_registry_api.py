@@ -1,4 +1,4 @@
-"""The registry REST API over real PostgreSQL (CONTRACT.md §4)."""
+"""The registry REST API over real PostgreSQL (docs/reference.md, "Registry API")."""
 
 from __future__ import annotations
 

@@ -149,7 +149,7 @@ class OnlineStore:
         self.client.hset(feature_key(view, namespace, entity_key), mapping=fields)
 
     def switch(self, view: str, active: int, namespaces: Mapping[int, str]) -> None:
-        """One atomic HSET of the version map, then the publish (CONTRACT §6)."""
+        """One atomic HSET of the version map, then the publish, as docs/reference.md says."""
         self.views.add(view)
         mapping: dict[str, str | int] = {ACTIVE_FIELD: active,
                                          **{str(n): ns for n, ns in namespaces.items()}}

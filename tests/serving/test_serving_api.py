@@ -1,4 +1,4 @@
-"""The serving API end to end: a real registry over Postgres, real Redis, HTTP (CONTRACT §7)."""
+"""The serving API end to end: a real registry over Postgres, real Redis, HTTP."""
 
 from __future__ import annotations
 
