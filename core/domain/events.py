@@ -69,6 +69,29 @@ class RecordedEvent:
 
 
 @dataclass(frozen=True)
+class StoredEvent:
+    """An event as every store keeps it: JSON-ready data and metadata under a type name.
+    Stores write only this form and read back through :func:`decode_event`, so a fake and
+    a database store see events exactly alike."""
+
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+def encode_event(event: NewEvent) -> StoredEvent:
+    """The stored form of an event about to be appended."""
+    return StoredEvent(str(event.type), dict(event.data), dict(event.metadata))
+
+
+def decode_event(position: int, stream: str, version: int, stored: StoredEvent,
+                 recorded_at: datetime) -> RecordedEvent:
+    """An event read back from a store."""
+    return RecordedEvent(position=position, stream=stream, version=version, type=stored.type,
+                         data=stored.data, metadata=stored.metadata, recorded_at=recorded_at)
+
+
+@dataclass(frozen=True)
 class Provenance:
     """Who caused an event and from where; stored as every event's metadata."""
 

@@ -24,7 +24,15 @@ from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import OperationalError
 
 from core.domain.definitions import Kind
-from core.domain.events import EventType, NewEvent, RecordedEvent, StreamAppend
+from core.domain.events import (
+    EventType,
+    NewEvent,
+    RecordedEvent,
+    StoredEvent,
+    StreamAppend,
+    decode_event,
+    encode_event,
+)
 from core.errors import ConcurrencyConflictError, InfrastructureError
 from registry.store.base import DefinitionRecord, VersionRecord
 from registry.store.tables import definition_versions, definitions, events
@@ -78,9 +86,10 @@ class PostgresRegistryStore:
 
     @staticmethod
     def _insert(conn: Connection, stream: str, version: int, event: NewEvent) -> RecordedEvent:
+        stored = encode_event(event)
         row = conn.execute(
-            events.insert().values(stream=stream, version=version, type=event.type,
-                                   data=dict(event.data), metadata=dict(event.metadata))
+            events.insert().values(stream=stream, version=version, type=stored.type,
+                                   data=stored.data, metadata=stored.metadata)
             .returning(*events.c)
         ).mappings().one()
         return _event(row)
@@ -133,9 +142,9 @@ class PostgresRegistryStore:
 
 
 def _event(row: RowMapping) -> RecordedEvent:
-    return RecordedEvent(position=row["position"], stream=row["stream"], version=row["version"],
-                         type=row["type"], data=row["data"], metadata=row["metadata"],
-                         recorded_at=row["recorded_at"])
+    return decode_event(row["position"], row["stream"], row["version"],
+                        StoredEvent(row["type"], row["data"], row["metadata"]),
+                        row["recorded_at"])
 
 
 def _project(conn: Connection, event: RecordedEvent) -> None:
