@@ -23,9 +23,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import OperationalError
 
-from core.domain.definitions import Kind
 from core.domain.events import (
-    EventType,
     NewEvent,
     RecordedEvent,
     StoredEvent,
@@ -35,6 +33,7 @@ from core.domain.events import (
 )
 from core.errors import ConcurrencyConflictError, InfrastructureError
 from registry.store.base import DefinitionRecord, VersionRecord
+from registry.store.projection import VersionActivated, VersionRegistered, projection_change
 from registry.store.tables import definition_versions, definitions, events
 
 NOTIFY_CHANNEL = "fp_events"
@@ -149,27 +148,22 @@ def _event(row: RowMapping) -> RecordedEvent:
 
 def _project(conn: Connection, event: RecordedEvent) -> None:
     """Keep the definition projections current, in the transaction of the append."""
-    if event.type == EventType.DEFINITION_REGISTERED:
-        data = event.data
-        now = datetime.now(UTC)
-        conn.execute(definition_versions.insert().values(
-            kind=data["kind"], name=data["name"], version=data["version"], spec=data["spec"],
-            spec_hash=data["spec_hash"], change_class=data.get("change_class"),
-            provenance=dict(event.metadata), registered_at=event.recorded_at,
-            position=event.position))
-        # Feature views become active only when the deployer has rolled them out.
-        active = None if data["kind"] == Kind.FEATURE_VIEW else data["version"]
-        upsert = insert(definitions).values(
-            kind=data["kind"], name=data["name"], latest_version=data["version"],
-            active_version=active, spec=data["spec"], spec_hash=data["spec_hash"], updated_at=now)
+    change = projection_change(event)
+    now = datetime.now(UTC)
+    if isinstance(change, VersionRegistered):
+        conn.execute(definition_versions.insert().values(**vars(change.version)))
+        # The row a first registration inserts; a later one keeps the active version
+        # unless this one activates at once.
+        inserted = change.definition_after(None, now)
+        upsert = insert(definitions).values(**vars(inserted))
         update: dict[str, Any] = {"latest_version": upsert.excluded.latest_version,
                                   "spec": upsert.excluded.spec,
                                   "spec_hash": upsert.excluded.spec_hash, "updated_at": now}
-        if active is not None:
+        if change.activates:
             update["active_version"] = upsert.excluded.active_version
         conn.execute(upsert.on_conflict_do_update(index_elements=["kind", "name"], set_=update))
-    elif event.type == EventType.VERSION_ACTIVATED:
+    elif isinstance(change, VersionActivated):
         conn.execute(definitions.update()
-                     .where(definitions.c.kind == Kind.FEATURE_VIEW.value,
-                            definitions.c.name == event.data["view"])
-                     .values(active_version=event.data["version"], updated_at=datetime.now(UTC)))
+                     .where(definitions.c.kind == change.kind,
+                            definitions.c.name == change.view)
+                     .values(active_version=change.version, updated_at=now))
