@@ -22,11 +22,10 @@ import anyio.to_thread
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from prometheus_client import REGISTRY
-from sqlalchemy import Engine
 
 from registry.service import RegistryService
 from registry.webhooks.git import GitRepositoryCache
-from registry.webhooks.inbox import PostgresDeliveryInbox
+from registry.webhooks.inbox import DeliveryInbox
 from registry.webhooks.metrics import DeliveryCountCollector
 from registry.webhooks.processor import DeliveryProcessor, PushTarget
 from registry.webhooks.receiver import WebhookReceiver, webhook_route_handlers
@@ -56,8 +55,9 @@ class WebhookConfig:
 class Webhooks:
     """The webhook receiver and its worker, ready to plug into ``create_registry_app``."""
 
-    def __init__(self, service: RegistryService, engine: Engine, config: WebhookConfig) -> None:
-        self.inbox = PostgresDeliveryInbox(engine)
+    def __init__(self, service: RegistryService, inbox: DeliveryInbox,
+                 config: WebhookConfig) -> None:
+        self.inbox = inbox
         target = PushTarget(config.branch, config.features_path.strip("/") or ".")
         processor = DeliveryProcessor(service, GitRepositoryCache(config.cache_dir),
                                       SandboxedLoader(config.limits), target)

@@ -1,13 +1,15 @@
-"""The webhook inbox in PostgreSQL: deliveries are stored before they are answered.
+"""The webhook inbox: deliveries are stored before they are answered.
 
-Claiming: a worker takes the oldest queued delivery with ``SELECT … FOR UPDATE SKIP LOCKED``
-and holds that row lock, in one transaction, while it processes the delivery; the outcome is
-written and committed in the same transaction.  So several workers (threads or registry
-processes) never take the same delivery, and a delivery whose worker dies — the process is
-killed, the connection drops — is simply unlocked and still ``queued`` for the next worker:
-no lease to expire, no sweeper.  Deliveries of one branch are applied one at a time in the
-order received: a delivery is only claimable while no older delivery of the same repository
-and ref is still queued (which includes one being processed: its status commits last).
+:class:`DeliveryInbox` is what the webhooks need from storage; :class:`PostgresDeliveryInbox`
+is the database adapter and :mod:`.memory_inbox` the in-memory one (one contract suite runs
+over both: tests/contracts/test_webhook_inbox.py).
+
+Claiming in PostgreSQL: a worker takes the oldest queued delivery with ``SELECT … FOR UPDATE
+SKIP LOCKED`` and holds that row lock, in one transaction, while it processes the delivery;
+the outcome is written and committed in the same transaction.  So several workers (threads or
+registry processes) never take the same delivery, and a delivery whose worker dies — the
+process is killed, the connection drops — is simply unlocked and still ``queued`` for the next
+worker: no lease to expire, no sweeper.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, and_, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -88,13 +90,39 @@ class DeliveryOutcome:
     reason: str | None = None
 
 
+class DeliveryInbox(Protocol):
+    """Stored deliveries and their processing.
+
+    Deliveries of one branch are applied one at a time in the order received: a delivery is
+    only claimable while no older delivery of the same repository and ref is still queued
+    (which includes one being processed: its status is recorded last).  A delivery whose
+    processing raises stays queued.
+    """
+
+    def receive(self, delivery: NewDelivery) -> tuple[DeliveryRecord, bool]:
+        """Store ``delivery`` unless one with its provider and id exists; return the stored
+        record and whether it is new (False: a redelivery, answered with what was recorded)."""
+        ...
+
+    def get(self, delivery_id: str) -> DeliveryRecord | None:
+        """The delivery with this id (the newest, should two providers have used it)."""
+        ...
+
+    def process_next(self, process: Callable[[ClaimedDelivery], DeliveryOutcome]) -> bool:
+        """Claim the next deliverable queued delivery, run ``process`` on it while holding it,
+        and record the outcome.  False when nothing was claimable."""
+        ...
+
+    def counts_by_status(self) -> dict[DeliveryStatus, int]:
+        """How many deliveries are in each status, every status included."""
+        ...
+
+
 class PostgresDeliveryInbox:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     def receive(self, delivery: NewDelivery) -> tuple[DeliveryRecord, bool]:
-        """Store ``delivery`` unless one with its provider and id exists; return the stored
-        record and whether it is new (False: a redelivery, answered with what was recorded)."""
         # A delivery skipped on arrival is finished when it is received.
         finished = None if delivery.status is DeliveryStatus.QUEUED else func.now()
         statement = (insert(deliveries)
@@ -116,7 +144,6 @@ class PostgresDeliveryInbox:
         return _record(existing), False
 
     def get(self, delivery_id: str) -> DeliveryRecord | None:
-        """The delivery with this id (the newest, should two providers have used it)."""
         query = (select(*_RECORD_COLUMNS).where(deliveries.c.delivery_id == delivery_id)
                  .order_by(deliveries.c.id.desc()).limit(1))
         with self.engine.connect() as conn:
@@ -124,8 +151,6 @@ class PostgresDeliveryInbox:
         return _record(row) if row else None
 
     def process_next(self, process: Callable[[ClaimedDelivery], DeliveryOutcome]) -> bool:
-        """Claim the next deliverable queued delivery, run ``process`` on it while holding it,
-        and record the outcome.  False when nothing was claimable."""
         with self.engine.begin() as conn:
             row = conn.execute(_CLAIM).mappings().one_or_none()
             if row is None:

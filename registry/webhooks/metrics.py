@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from registry.webhooks.inbox import PostgresDeliveryInbox
+from registry.webhooks.inbox import DeliveryInbox
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ _HELP = "Git webhook deliveries in the inbox, by status"
 
 
 class DeliveryCountCollector(Collector):
-    def __init__(self, inbox: PostgresDeliveryInbox) -> None:
+    def __init__(self, inbox: DeliveryInbox) -> None:
         self.inbox = inbox
 
     def describe(self) -> Iterable[Metric]:

@@ -23,7 +23,7 @@ from litestar.params import FromPath, RawBody
 
 from core.errors import NotFoundError
 from registry.webhooks.git import without_credentials
-from registry.webhooks.inbox import DeliveryStatus, NewDelivery, PostgresDeliveryInbox
+from registry.webhooks.inbox import DeliveryInbox, DeliveryStatus, NewDelivery
 from registry.webhooks.payloads import (
     EventKind,
     Provider,
@@ -38,7 +38,7 @@ MAX_BODY_BYTES = 25 * 1024 * 1024
 
 
 class WebhookReceiver:
-    def __init__(self, inbox: PostgresDeliveryInbox, secret: str | None, branch: str,
+    def __init__(self, inbox: DeliveryInbox, secret: str | None, branch: str,
                  on_queued: Callable[[], None]) -> None:
         self.inbox = inbox
         self.secret = secret
@@ -92,7 +92,7 @@ class WebhookReceiver:
 
 
 def webhook_route_handlers(receiver: WebhookReceiver,
-                           inbox: PostgresDeliveryInbox) -> list[HTTPRouteHandler]:
+                           inbox: DeliveryInbox) -> list[HTTPRouteHandler]:
     def endpoint(provider: Provider, path: str) -> HTTPRouteHandler:
         @post(path, sync_to_thread=True, guards=[receiver.secret_guard], status_code=202,
               request_max_body_size=MAX_BODY_BYTES, name=f"webhook-{provider.value}",

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from registry.webhooks.inbox import ClaimedDelivery, DeliveryOutcome, PostgresDeliveryInbox
+from registry.webhooks.inbox import ClaimedDelivery, DeliveryInbox, DeliveryOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ DEFAULT_POLL_SECONDS = 2.0
 
 
 class DeliveryWorker:
-    def __init__(self, inbox: PostgresDeliveryInbox,
+    def __init__(self, inbox: DeliveryInbox,
                  process: Callable[[ClaimedDelivery], DeliveryOutcome],
                  poll_seconds: float = DEFAULT_POLL_SECONDS) -> None:
         self.inbox = inbox

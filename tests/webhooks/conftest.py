@@ -15,6 +15,7 @@ from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore
 from registry.store.tables import webhook_deliveries
 from registry.webhooks import SandboxLimits, WebhookConfig, Webhooks
+from registry.webhooks.inbox import PostgresDeliveryInbox
 from tests.webhooks.support import SECRET, GitRemote
 
 TEST_LIMITS = SandboxLimits(wall_seconds=10, cpu_seconds=3, memory_bytes=512 << 20)
@@ -33,7 +34,7 @@ def make_client(store: PostgresRegistryStore, tmp_path: Path) -> Iterator[Client
 
     def make(secret: str | None = SECRET, **config: Any) -> TestClient[Any]:
         service = RegistryService(store)
-        webhooks = Webhooks(service, store.engine, WebhookConfig(
+        webhooks = Webhooks(service, PostgresDeliveryInbox(store.engine), WebhookConfig(
             secret=secret, cache_dir=tmp_path / "git-cache", limits=TEST_LIMITS,
             poll_seconds=0.2, **config))
         client = TestClient(create_registry_app(service, extra_handlers=webhooks.route_handlers,
