@@ -1,67 +1,282 @@
-"""Configuration from the environment (docs/reference.md, "Configuration").
+"""Every ``FP_*`` environment variable the platform reads, parsed and checked in one place.
 
-Command-line flags override it."""
+:data:`VARIABLES` is the single list of them — name, meaning, default and parser — and the
+configuration tables of README.md and docs/reference.md are checked against it
+(tests/unit/test_settings.py).  :meth:`Settings.from_env` reads them all at start, so a bad
+value stops a process at once with the variable's name and the form it accepts, not deep
+inside a component later.  Command-line flags override the environment.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, Literal, TypeVar
+from urllib.parse import urlsplit
 
+from core.domain.durations import parse_duration
 from core.errors import ConfigurationError
 
-DEFAULT_REGISTRY_URL = "http://127.0.0.1:8000"
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+DeployerStart = Literal["window", "earliest"]
+"""Where a new job starts reading its source: replay the longest window, or the whole topic."""
+
+AUTO_JARS: Literal["auto"] = "auto"
+ConnectorJars = Literal["auto"] | tuple[Path, ...]
+"""The jars shipped with each Flink job: ``auto`` (the Kafka connector, downloaded once and
+cached) or exactly these (none when the cluster carries the connector itself)."""
+
+
+@dataclass(frozen=True)
+class Variable(Generic[T_co]):
+    """One environment variable: what it means, its default, and how its text is read."""
+
+    name: str
+    meaning: str
+    default: str
+    """As written in the environment; empty when the variable is unset by default."""
+    parse: Callable[[str], T_co]
+    """Reads the variable's text (the default when unset or empty); raises ValueError
+    saying what is wrong and the form accepted."""
+
+    def read(self, env: Mapping[str, str]) -> T_co:
+        text = env.get(self.name) or self.default
+        try:
+            return self.parse(text)
+        except ValueError as error:
+            raise ConfigurationError(f"{self.name}: {error}") from None
+
+
+# --------------------------------------------------------------------------- parsers
+
+def _optional(parse: Callable[[str], T]) -> Callable[[str], T | None]:
+    """``parse``, except that an empty text (unset) reads as None."""
+    return lambda text: parse(text) if text else None
+
+
+def _url(schemes: tuple[str, ...], example: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        parts = urlsplit(text)
+        if parts.scheme not in schemes or not (parts.netloc or parts.path):
+            raise ValueError(f"{text!r} is not a {' or '.join(schemes)} URL: use e.g. {example}")
+        return text.rstrip("/")
+    return parse
+
+
+def _postgres_url(text: str) -> str:
+    if not text.startswith(("postgresql://", "postgresql+")):
+        raise ValueError(f"{text!r} is not a PostgreSQL SQLAlchemy URL: use e.g. "
+                         "postgresql+psycopg://user@127.0.0.1:5432/fp")
+    return text
+
+
+_HOST_PORT = re.compile(r"[^\s:,/]+:[0-9]{1,5}")
+
+
+def _bootstrap(text: str) -> str:
+    if not all(_HOST_PORT.fullmatch(server) for server in text.split(",")):
+        raise ValueError(f"{text!r} is not a list of Kafka brokers: use HOST:PORT[,HOST:PORT...], "
+                         "e.g. 127.0.0.1:9092")
+    return text
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} is not a whole number >= 1: use e.g. 3")
+    return int(text)
+
+
+_START_POLICIES: dict[str, DeployerStart] = {"window": "window", "earliest": "earliest"}
+
+
+def _deployer_start(text: str) -> DeployerStart:
+    if text not in _START_POLICIES:
+        raise ValueError(f"{text!r} is not a start policy: use {' or '.join(_START_POLICIES)}")
+    return _START_POLICIES[text]
+
+
+def _connector_jars(text: str) -> ConnectorJars:
+    if text == AUTO_JARS:
+        return AUTO_JARS
+    if text == "none":
+        return ()
+    return tuple(Path(path) for path in text.split(os.pathsep) if path)
+
+
+# --------------------------------------------------------------------------- the variables
+
+_NOT_SET_HINT = "(or run `fp up`, which starts the services it finds missing)"
+
+DATABASE_URL = Variable(
+    "FP_DATABASE_URL", "the registry's PostgreSQL as a SQLAlchemy URL "
+    "(`postgresql+psycopg://user@host:5432/fp`); it also holds the Iceberg catalog", "",
+    _optional(_postgres_url))
+REDIS_URL = Variable(
+    "FP_REDIS_URL", "the online store's Redis (`redis://host:6379/0`)", "",
+    _optional(_url(("redis", "rediss", "unix"), "redis://127.0.0.1:6379/0")))
+KAFKA_BOOTSTRAP = Variable(
+    "FP_KAFKA_BOOTSTRAP", "the Kafka brokers (`host:port[,host:port…]`)", "",
+    _optional(_bootstrap))
+FLINK_URL = Variable(
+    "FP_FLINK_URL", "the Flink session cluster's REST API", "",
+    _optional(_url(("http", "https"), "http://127.0.0.1:8081")))
+WAREHOUSE = Variable(
+    "FP_WAREHOUSE", "the Iceberg warehouse of the archive: a local path or "
+    "`s3://bucket/prefix`; needed by `fp archiver run`", "",
+    _optional(str))
+REGISTRY_URL = Variable(
+    "FP_REGISTRY_URL", "the registry API that `fp plan`/`apply`/`status` and the serving API "
+    "talk to",
+    "http://127.0.0.1:8000", _url(("http", "https"), "http://127.0.0.1:8000"))
+API_TOKENS = Variable(
+    "FP_API_TOKENS", "comma-separated bearer tokens the registry accepts for writes; none: "
+    "writes are open", "", _names)
+API_TOKEN = Variable(
+    "FP_API_TOKEN", "the bearer token `fp plan`/`apply`/`status` send; unset: the first of "
+    "`FP_API_TOKENS`", "",
+    _optional(str))
+WEBHOOK_SECRET = Variable(
+    "FP_WEBHOOK_SECRET", "the git webhooks' shared secret; unset: every webhook request is "
+    "refused", "",
+    _optional(str))
+GIT_BRANCH = Variable(
+    "FP_GIT_BRANCH", "the branch whose pushes the webhooks apply", "main", str)
+FEATURES_PATH = Variable(
+    "FP_FEATURES_PATH", "the folder of the pushed repository holding the definitions",
+    "features", str)
+DEPLOYER_START = Variable(
+    "FP_DEPLOYER_START", "where a new version's job starts reading its source: `window` "
+    "(far enough back to fill its longest window) or `earliest` (the whole topic)", "window",
+    _deployer_start)
+READY_TIMEOUT = Variable(
+    "FP_READY_TIMEOUT", "a new version's job not ready this long after its deployment "
+    "started fails (a duration)", "10m", parse_duration)
+KEEP_NAMESPACES = Variable(
+    "FP_KEEP_NAMESPACES", "namespaces kept in a view's version map for pinned reads (a whole "
+    "number ≥ 1)", "3",
+    _at_least_one)
+PURGE_GRACE = Variable(
+    "FP_PURGE_GRACE", "how long a namespace that left the version map keeps its data (a "
+    "duration)", "10m",
+    parse_duration)
+FLINK_CONNECTOR_JARS = Variable(
+    "FP_FLINK_CONNECTOR_JARS", "jars shipped with each job: `auto` (the Kafka connector, "
+    "downloaded once), `none` (the cluster has it) or jar paths separated by `:`", "auto",
+    _connector_jars)
+DEPLOYER_CRASH_AT = Variable(
+    "FP_DEPLOYER_CRASH_AT", "recovery tests only: comma-separated rollout steps (`submitted`, "
+    "`switched`, an event type) after which the deployer exits at once", "",
+    lambda text: frozenset(_names(text)))
+
+VARIABLES: tuple[Variable[object], ...] = (
+    DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP, FLINK_URL, WAREHOUSE, REGISTRY_URL, API_TOKENS,
+    API_TOKEN, WEBHOOK_SECRET, GIT_BRANCH, FEATURES_PATH, DEPLOYER_START, READY_TIMEOUT,
+    KEEP_NAMESPACES, PURGE_GRACE, FLINK_CONNECTOR_JARS, DEPLOYER_CRASH_AT)
+
+
+# --------------------------------------------------------------------------- the settings
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    url: str
+    api_tokens: tuple[str, ...]
+    """Accepted by the registry server for writes."""
+    client_token: str | None
+    """Sent by `fp` (FP_API_TOKEN, else the first accepted token)."""
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    secret: str | None
+    branch: str
+    features_path: str
+
+
+@dataclass(frozen=True)
+class DeployerSettings:
+    start: DeployerStart
+    ready_timeout_ms: int
+    keep_namespaces: int
+    purge_grace_ms: int
+    connector_jars: ConnectorJars
+    crash_at: frozenset[str]
 
 
 @dataclass(frozen=True)
 class Settings:
+    """The services' addresses, shared by several components, then each component's own.
+
+    Replace a value with :func:`dataclasses.replace`, as `fp up` does for the services it
+    starts."""
+
     database_url: str | None
     redis_url: str | None
     kafka_bootstrap: str | None
     flink_url: str | None
-    registry_url: str
-    api_tokens: tuple[str, ...]
-    webhook_secret: str | None
-    git_branch: str
-    features_path: str
     warehouse: str | None
+    registry: RegistrySettings
+    webhooks: WebhookSettings
+    deployer: DeployerSettings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Raises ConfigurationError naming the first variable whose value is malformed."""
         env = os.environ if env is None else env
+        api_tokens = API_TOKENS.read(env)
         return cls(
-            database_url=env.get("FP_DATABASE_URL") or None,
-            redis_url=env.get("FP_REDIS_URL") or None,
-            kafka_bootstrap=env.get("FP_KAFKA_BOOTSTRAP") or None,
-            flink_url=env.get("FP_FLINK_URL") or None,
-            registry_url=(env.get("FP_REGISTRY_URL") or DEFAULT_REGISTRY_URL).rstrip("/"),
-            api_tokens=tuple(t.strip() for t in env.get("FP_API_TOKENS", "").split(",")
-                             if t.strip()),
-            webhook_secret=env.get("FP_WEBHOOK_SECRET") or None,
-            git_branch=env.get("FP_GIT_BRANCH") or "main",
-            features_path=env.get("FP_FEATURES_PATH") or "features",
-            warehouse=env.get("FP_WAREHOUSE") or None,
+            database_url=DATABASE_URL.read(env),
+            redis_url=REDIS_URL.read(env),
+            kafka_bootstrap=KAFKA_BOOTSTRAP.read(env),
+            flink_url=FLINK_URL.read(env),
+            warehouse=WAREHOUSE.read(env),
+            registry=RegistrySettings(
+                url=REGISTRY_URL.read(env), api_tokens=api_tokens,
+                client_token=API_TOKEN.read(env) or next(iter(api_tokens), None)),
+            webhooks=WebhookSettings(secret=WEBHOOK_SECRET.read(env),
+                                     branch=GIT_BRANCH.read(env),
+                                     features_path=FEATURES_PATH.read(env)),
+            deployer=DeployerSettings(
+                start=DEPLOYER_START.read(env), ready_timeout_ms=READY_TIMEOUT.read(env),
+                keep_namespaces=KEEP_NAMESPACES.read(env), purge_grace_ms=PURGE_GRACE.read(env),
+                connector_jars=FLINK_CONNECTOR_JARS.read(env),
+                crash_at=DEPLOYER_CRASH_AT.read(env)),
         )
 
-    def with_value(self, name: str, value: str) -> Settings:
-        """A copy with one setting (a field name, e.g. ``redis_url``) replaced."""
-        return replace(self, **{name: value})  # type: ignore[arg-type]
-
-    def require(self, name: str) -> str:
-        """The setting ``name`` (a field of this class), or a ConfigurationError naming it."""
-        value = getattr(self, name)
-        if not value:
-            raise ConfigurationError(f"FP_{name.upper()} is not set (or run `fp up`, which "
-                                     "starts the services it finds missing)")
-        return str(value)
+    def services_env(self) -> dict[str, str]:
+        """The services' addresses as environment variables, for child processes."""
+        values = {DATABASE_URL.name: self.database_url, REDIS_URL.name: self.redis_url,
+                  KAFKA_BOOTSTRAP.name: self.kafka_bootstrap, FLINK_URL.name: self.flink_url,
+                  WAREHOUSE.name: self.warehouse, REGISTRY_URL.name: self.registry.url}
+        return {name: value for name, value in values.items() if value}
 
     def require_database_url(self) -> str:
-        if not self.database_url:
-            raise ConfigurationError(
-                "FP_DATABASE_URL is not set: point it at the registry's PostgreSQL, e.g. "
-                "postgresql+psycopg://user@127.0.0.1:5432/fp (or run `fp up`, which starts one)")
-        if not self.database_url.startswith("postgresql"):
-            raise ConfigurationError(
-                f"FP_DATABASE_URL must be a PostgreSQL SQLAlchemy URL "
-                f"(postgresql+psycopg://...), got scheme {self.database_url.split(':')[0]!r}")
-        return self.database_url
+        return _required(self.database_url, DATABASE_URL, "point it at the registry's "
+                         "PostgreSQL, e.g. postgresql+psycopg://user@127.0.0.1:5432/fp "
+                         "(or run `fp up`, which starts one)")
+
+    def require_redis_url(self) -> str:
+        return _required(self.redis_url, REDIS_URL, _NOT_SET_HINT)
+
+    def require_kafka_bootstrap(self) -> str:
+        return _required(self.kafka_bootstrap, KAFKA_BOOTSTRAP, _NOT_SET_HINT)
+
+    def require_flink_url(self) -> str:
+        return _required(self.flink_url, FLINK_URL, _NOT_SET_HINT)
+
+    def require_warehouse(self) -> str:
+        return _required(self.warehouse, WAREHOUSE, _NOT_SET_HINT)
+
+
+def _required(value: str | None, variable: Variable[str | None], hint: str) -> str:
+    if value is None:
+        raise ConfigurationError(f"{variable.name} is not set: {hint}")
+    return value

@@ -40,8 +40,7 @@ class Style:
 def _client(settings: Settings) -> Any:
     from registry.client import RegistryClient
 
-    token = os.environ.get("FP_API_TOKEN") or next(iter(settings.api_tokens), None)
-    return RegistryClient(settings.registry_url, token=token,
+    return RegistryClient(settings.registry.url, token=settings.registry.client_token,
                           actor=f"{getpass.getuser()}@{socket.gethostname()}")
 
 
@@ -144,21 +143,11 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_registry_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
+    from registry.bootstrap import build, serve
 
-    from registry.api.app import create_registry_app
-    from registry.service import RegistryService
-    from registry.store.postgres import PostgresRegistryStore, create_registry_engine
-    from registry.webhooks import WebhookConfig, Webhooks
-
-    engine = create_registry_engine(settings.require_database_url())
-    service = RegistryService(PostgresRegistryStore(engine))
-    webhooks = Webhooks(service, engine, WebhookConfig(
-        secret=settings.webhook_secret, branch=settings.git_branch,
-        features_path=settings.features_path))
-    app = create_registry_app(service, settings.api_tokens,
-                              extra_handlers=webhooks.route_handlers, lifespan=[webhooks.lifespan])
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    app = build(settings)
+    configure_logging(args.verbose)  # building a Litestar app took over the root logger
+    serve(app, args.host, args.port)
     return EXIT_OK
 
 
@@ -179,17 +168,15 @@ def run_until_stopped(worker: Worker) -> int:
 
 
 def cmd_writer_run(args: argparse.Namespace, settings: Settings) -> int:
-    from sinks.redis_writer import ResultTopicWriter
+    from sinks.bootstrap import build
 
-    writer = ResultTopicWriter(settings.require("kafka_bootstrap"), settings.require("redis_url"))
-    return run_until_stopped(writer)
+    return run_until_stopped(build(settings))
 
 
 def cmd_deployer_run(args: argparse.Namespace, settings: Settings) -> int:
-    from deployer.app import build_worker
+    from deployer.bootstrap import build
 
-    worker = build_worker(settings)
-    return run_until_stopped(worker)
+    return run_until_stopped(build(settings))
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -200,24 +187,15 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serving_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from serving.app import serve
+    from serving.bootstrap import build, serve
 
-    serve(settings.registry_url, settings.require("redis_url"), args.host, args.port)
+    app = build(settings)
+    configure_logging(args.verbose)  # building a Litestar app took over the root logger
+    serve(app, args.host, args.port)
     return EXIT_OK
 
 
 # --------------------------------------------------------------------------- offline store
-
-def _offline_catalog(settings: Settings, warehouse_required: bool) -> tuple[Any, Any]:
-    """(registry store, Iceberg catalog): both live in the registry's database."""
-    from offline.iceberg import open_catalog
-    from registry.store.postgres import PostgresRegistryStore, create_registry_engine
-
-    database_url = settings.require_database_url()
-    warehouse = settings.require("warehouse") if warehouse_required else settings.warehouse
-    return (PostgresRegistryStore(create_registry_engine(database_url)),
-            open_catalog(database_url, warehouse))
-
 
 def _key_values(pairs: list[str]) -> dict[str, str]:
     parsed = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
@@ -227,22 +205,22 @@ def _key_values(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_archiver_run(args: argparse.Namespace, settings: Settings) -> int:
-    from offline.archiver import Archiver, ArchiverOptions
+    from offline.archiver import ArchiverOptions
+    from offline.bootstrap import build
 
-    registry, catalog = _offline_catalog(settings, warehouse_required=True)
     options = ArchiverOptions(batch_rows=args.batch_rows, batch_seconds=args.batch_seconds,
                               registry_poll_seconds=args.registry_poll,
                               maintenance_every_seconds=args.maintain_every,
                               consumer_properties=_key_values(args.kafka_property))
-    archiver = Archiver(registry, catalog, settings.require("kafka_bootstrap"), options)
-    return run_until_stopped(archiver)
+    return run_until_stopped(build(settings, options))
 
 
 def cmd_archiver_maintain(args: argparse.Namespace, settings: Settings) -> int:
     from core.domain.durations import parse_duration
     from offline import iceberg
+    from offline.bootstrap import open_stores
 
-    _, catalog = _offline_catalog(settings, warehouse_required=False)
+    catalog = open_stores(settings).catalog
     names = args.source or [name for _, name in catalog.list_tables(iceberg.RAW_NAMESPACE)]
     for name in names:
         report = iceberg.maintain(iceberg.load_archive(catalog, name),
@@ -254,14 +232,15 @@ def cmd_archiver_maintain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
+    from offline.bootstrap import open_stores
     from offline.training_sets import build_training_set
 
     references = [r.strip() for r in (args.features or "").split(",") if r.strip()]
     if not references and not args.reproduce:
         raise FeaturePlatformError("--features is required (REF[,REF...], e.g. "
                                    "user_clicks:clicks_1h,user_clicks@2:amount_1h)")
-    registry, catalog = _offline_catalog(settings, warehouse_required=False)
-    result = build_training_set(registry, catalog, entities=args.entities,
+    stores = open_stores(settings)
+    result = build_training_set(stores.registry, stores.catalog, entities=args.entities,
                                 references=references, out=args.out, reproduce=args.reproduce)
     print(f"{args.out}: {result.table.num_rows:,} rows; versions "
           f"{result.metadata['versions']}; snapshots {result.metadata['snapshots']}")
@@ -272,7 +251,8 @@ def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fp", description="Feature platform command line")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, the libraries' included")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Command, help_text: str,
@@ -355,10 +335,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PLATFORM_PACKAGES = ("core", "fp", "registry", "deployer", "sinks", "serving", "offline",
+                     "migrations")
+
+
+def configure_logging(verbose: bool) -> None:
+    """The platform's own INFO lines (what a server is doing); a library's only from WARNING
+    (httpx alone would log every request), everything from DEBUG with ``-v``."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    if not verbose:
+        for package in PLATFORM_PACKAGES:
+            logging.getLogger(package).setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     handler: Command = args.handler
     try:
         return handler(args, Settings.from_env())

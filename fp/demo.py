@@ -43,12 +43,14 @@ def stream_payments(bootstrap: str, stop: threading.Event, per_second: float = 2
     producer.flush(5)
 
 
-def start_demo(settings: Settings, registry_url: str, examples: Path, stop: threading.Event,
+def start_demo(settings: Settings, examples: Path, stop: threading.Event,
                say: Callable[[str], None]) -> threading.Thread:
     """Create the topic, apply the example repo, and stream payments in the background."""
-    bootstrap = settings.require("kafka_bootstrap")
+    bootstrap = settings.require_kafka_bootstrap()
     KafkaAdmin(bootstrap).ensure_topics([DEMO_TOPIC])
-    result = RegistryClient(registry_url, actor="fp up --demo").apply(
+    client = RegistryClient(settings.registry.url, token=settings.registry.client_token,
+                            actor="fp up --demo")
+    result = client.apply(
         load_repository(examples), message="demo")
     changed = [c for c in result["changes"] if c["action"] != "unchanged"]
     say(f"applied {len(changed)} example definitions from {examples}")

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,40 +51,37 @@ class Platform:
     components: list[Component] = field(default_factory=list)
 
     def start_missing_services(self) -> Settings:
+        """The settings with every service this machine has to run filled in, and the
+        registry this command starts."""
         from fp.local.flink import LocalFlink
         from fp.local.kafka import LocalKafka
         from fp.local.postgres import LocalPostgres
         from fp.local.redis import LocalRedis
 
         settings = self.settings
-        wanted: list[tuple[str, Callable[[Path], LocalService], str]] = [
-            ("database_url", LocalPostgres, "PostgreSQL"),
-            ("redis_url", LocalRedis, "Redis"),
-            ("kafka_bootstrap", LocalKafka, "Kafka-protocol broker (Tansu)"),
-            ("flink_url", LocalFlink, "Flink session cluster"),
-        ]
-        for setting, factory, label in wanted:
-            if getattr(settings, setting):
-                self.say(f"using {label} at {getattr(settings, setting)}")
-                continue
-            started = time.monotonic()
-            service = factory(self.work_dir / setting)
-            self.services.append(service)
-            service.start()
-            settings = settings.with_value(setting, service.url)
-            self.say(f"started {label} at {service.url} ({time.monotonic() - started:.1f} s)")
-        if not settings.warehouse:
-            settings = settings.with_value("warehouse", (self.work_dir / "warehouse").as_uri())
-        return settings
+        return replace(
+            settings,
+            database_url=self._use_or_start(settings.database_url, LocalPostgres, "PostgreSQL",
+                                            "postgres"),
+            redis_url=self._use_or_start(settings.redis_url, LocalRedis, "Redis", "redis"),
+            kafka_bootstrap=self._use_or_start(settings.kafka_bootstrap, LocalKafka,
+                                               "Kafka-protocol broker (Tansu)", "kafka"),
+            flink_url=self._use_or_start(settings.flink_url, LocalFlink,
+                                         "Flink session cluster", "flink"),
+            warehouse=settings.warehouse or (self.work_dir / "warehouse").as_uri(),
+            registry=replace(settings.registry, url=f"http://127.0.0.1:{self.registry_port}"))
 
-    def environment(self, settings: Settings) -> dict[str, str]:
-        values = {
-            "FP_DATABASE_URL": settings.database_url, "FP_REDIS_URL": settings.redis_url,
-            "FP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "FP_FLINK_URL": settings.flink_url,
-            "FP_REGISTRY_URL": f"http://127.0.0.1:{self.registry_port}",
-            "FP_WAREHOUSE": settings.warehouse,
-        }
-        return {**os.environ, **{k: v for k, v in values.items() if v}}
+    def _use_or_start(self, url: str | None, factory: Callable[[Path], LocalService],
+                      label: str, folder: str) -> str:
+        if url:
+            self.say(f"using {label} at {url}")
+            return url
+        started = time.monotonic()
+        service = factory(self.work_dir / folder)
+        self.services.append(service)
+        service.start()
+        self.say(f"started {label} at {service.url} ({time.monotonic() - started:.1f} s)")
+        return service.url
 
     def start_components(self, env: dict[str, str]) -> None:
         registry = f"http://127.0.0.1:{self.registry_port}"
@@ -159,13 +156,11 @@ def run(settings: Settings, demo: bool, registry_port: int, serving_port: int) -
 
             upgrade_to_head(settings.require_database_url())
             say("registry database migrated")
-            env = platform.environment(settings)
-            platform.start_components(env)
+            platform.start_components({**os.environ, **settings.services_env()})
             if demo:
                 from fp.demo import start_demo
 
-                start_demo(settings, f"http://127.0.0.1:{registry_port}", EXAMPLES, stop_demo,
-                           say)
+                start_demo(settings, EXAMPLES, stop_demo, say)
             _print_urls(registry_port, serving_port, demo, say)
             while True:
                 platform.check_components()

@@ -132,8 +132,3 @@ def remove_online_store(redis_url: str) -> None:
         client.delete(versions_key(view))
     client.close()
 
-
-def serve_command(python: str, registry_url: str, redis_url: str, port: int) -> list[str]:
-    return [python, "-c", "import sys; from serving.app import serve; "
-            "serve(sys.argv[1], sys.argv[2], '127.0.0.1', int(sys.argv[3]))",
-            registry_url, redis_url, str(port)]

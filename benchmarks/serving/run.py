@@ -22,7 +22,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -129,8 +128,9 @@ def start_fp(stack: ExitStack, args: argparse.Namespace, shape: Shape, work: Pat
     if not args.keep_data:
         stack.callback(fp_side.remove_online_store, redis_url)
     stack.enter_context(process(
-        fp_side.serve_command(sys.executable, registry_url, redis_url, serving_port),
-        work / "serving.log"))
+        [str(REPO / ".venv/bin/fp"), "serving", "serve", "--port", str(serving_port)],
+        work / "serving.log",
+        env={**os.environ, "FP_REGISTRY_URL": registry_url, "FP_REDIS_URL": redis_url}))
     url = f"http://127.0.0.1:{serving_port}"
     wait_until(lambda: answers(f"{url}/v1/features/{VIEWS[0]}/u0"), 30, "the serving API")
     return Server("fp", url, "/v1/features/batch", "fp")

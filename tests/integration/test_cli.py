@@ -66,3 +66,17 @@ def test_db_upgrade_without_database_url_says_what_to_set(registry_server: Runni
     assert "FP_DATABASE_URL is not set" in result.stderr
     upgraded = fp(registry_server, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
+
+
+def test_client_commands_print_their_answer_and_no_log_lines(registry_server: RunningRegistry,
+                                                             examples_path: Path) -> None:
+    """httpx logs each request at INFO: libraries' lines appear only with `-v`."""
+    for args in (["plan", str(examples_path)], ["apply", str(examples_path)], ["status"]):
+        result = fp(registry_server, *args)
+        assert result.returncode in (0, 2), result.stderr
+        assert result.stderr == "", f"fp {args[0]} logged:\n{result.stderr}"
+        assert "HTTP Request" not in result.stdout
+    assert fp(registry_server, "status").stdout.startswith("KIND")
+
+    verbose = fp(registry_server, "-v", "status")
+    assert "HTTP Request: GET" in verbose.stderr
