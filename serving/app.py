@@ -11,13 +11,11 @@ the batch endpoint that succeeds does not even enter Litestar (:func:`with_fast_
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-import uvicorn
 from litestar import Litestar, Request, Response, get, post
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
@@ -48,7 +46,6 @@ from serving.service import (
     wall_clock_millis,
 )
 
-DEFAULT_PORT = 8001
 MAX_BODY_BYTES = 32 * 1024 * 1024
 BATCH_PATH = "/v1/features/batch"
 VERSION_PARAMETER = "version"
@@ -175,12 +172,3 @@ def _replaying(chunks: list[bytes], more: bool, receive: Receive) -> Receive:
 
     return replay
 
-
-def serve(registry_url: str, redis_url: str, host: str = "127.0.0.1",
-          port: int = DEFAULT_PORT) -> None:
-    """Run the serving API in this process until interrupted: one worker, no access log
-    (a log line per request costs more than serving a single-entity read)."""
-    # httpx logs every request at INFO: here that is one registry poll a second, forever.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    uvicorn.run(create_serving_app(registry_url, redis_url), host=host, port=port, workers=1,
-                loop="uvloop", http="httptools", access_log=False, log_level="info")
