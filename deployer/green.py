@@ -26,12 +26,12 @@ from core.domain.definitions import Definition, FeatureView, Source, parse_defin
 from core.domain.layout import WRITER_GROUP, result_topic, source_group
 from core.errors import ConfigurationError, FeaturePlatformError
 from deployer.faults import crash_point
-from deployer.online_store import VersionMapStore
 from deployer.rollout import Deployment, ViewState
 from registry.store.base import RegistryStore
 from sinks.compiler import JobSpec, KafkaOptions, StartPosition, compile_view
 from sinks.flink import FlinkClient
 from sinks.kafka_admin import KafkaAdmin
+from sinks.online_store import NamespaceControl
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ WAITING = GreenOutcome()
 
 
 class GreenRunner:
-    def __init__(self, store: RegistryStore, flink: FlinkClient, versions: VersionMapStore,
+    def __init__(self, store: RegistryStore, flink: FlinkClient, versions: NamespaceControl,
                  kafka: KafkaAdmin, *, start_policy: str = WINDOW,
                  start_margin_ms: int = 60_000) -> None:
         if start_policy not in {EARLIEST, WINDOW}:
@@ -140,8 +140,9 @@ class GreenRunner:
             return WAITING
         return GreenOutcome(ready=True, details={
             "source_offsets": {str(p): o for p, o in target.items()},
-            "green_watermark": self.versions.watermark(state.view, deployment.namespace),
-            "blue_watermark": self.versions.watermark(state.view, deployment.blue_namespace)
+            "green_watermark": self.versions.progress(state.view, deployment.namespace).watermark,
+            "blue_watermark": self.versions.progress(state.view,
+                                                     deployment.blue_namespace).watermark
             if deployment.blue_namespace else None})
 
     def _target(self, view: str, deployment: Deployment, topic: str) -> dict[int, int]:

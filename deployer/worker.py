@@ -32,7 +32,6 @@ from core.domain.events import (
 from core.errors import ConcurrencyConflictError, FeaturePlatformError
 from deployer.faults import crash_point
 from deployer.green import GreenOutcome, GreenRunner
-from deployer.online_store import VersionMapStore
 from deployer.rollout import (
     Abandon,
     Action,
@@ -56,6 +55,7 @@ from deployer.rollout import (
 from registry.store.postgres import NOTIFY_CHANNEL, PostgresRegistryStore
 from registry.store.tables import deployer_checkpoints
 from sinks.flink import FlinkClient
+from sinks.online_store import NamespaceControl
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Checkpoint:
 
 
 class DeployerWorker:
-    def __init__(self, engine: Engine, flink: FlinkClient, versions: VersionMapStore,
+    def __init__(self, engine: Engine, flink: FlinkClient, versions: NamespaceControl,
                  green: GreenRunner, config: RolloutConfig, *,
                  poll_interval: float = 1.0) -> None:
         self.engine = engine

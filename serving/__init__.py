@@ -3,6 +3,7 @@
 The API is described in docs/reference.md, "Serving API".
 
 Pure logic (request parsing, references, catalog, planning, decoding, on-demand evaluation,
-assembly) never does I/O; one adapter module per outside system (``redis_store``,
-``registry_source``) and the Litestar app in ``app`` wire it together.
+assembly) never does I/O; the adapters (the online store's reading side in
+:mod:`sinks.online_store`, ``registry_source``) and the Litestar app in ``app`` wire it
+together.
 """

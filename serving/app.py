@@ -35,7 +35,6 @@ from core.errors import InvalidFeatureRequestError
 from core.problems import EXCEPTION_HANDLERS, problem
 from serving.catalog import DefinitionHistory
 from serving.metrics import observe, request_metrics
-from serving.redis_store import RedisOnlineStore
 from serving.registry_source import RegistryEvents
 from serving.requests import MAX_BATCH_ENTITIES, decode_batch_request
 from serving.service import (
@@ -45,6 +44,7 @@ from serving.service import (
     Intervals,
     wall_clock_millis,
 )
+from sinks.online_store import RedisOnlineStore
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 BATCH_PATH = "/v1/features/batch"

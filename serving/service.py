@@ -1,9 +1,10 @@
 """The serving use cases: batch and single-entity reads, and keeping the caches current.
 
-Orchestration only: the pure modules decide, the adapters (:mod:`serving.redis_store`,
-:mod:`serving.registry_source`) talk to the outside.  Three background tasks keep the
-caches current: the registry poll (≈1 s), the ``fp:versions`` listener (immediate) and a
-safety refresh of every version map (≈5 s, in case a publish was lost).
+Orchestration only: the pure modules decide, the adapters (the online store's reading side,
+:class:`sinks.online_store.FeatureReader`, and :mod:`serving.registry_source`) talk to the
+outside.  Three background tasks keep the caches current: the registry poll (≈1 s), the
+``fp:versions`` listener (immediate) and a safety refresh of every version map (≈5 s, in case
+a publish was lost).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from serving.assembly import (
 from serving.catalog import Catalog, DefinitionHistory
 from serving.decoding import Scalar
 from serving.planning import Plan, PlanCache, plan_request, view_references
-from serving.redis_store import HashRead, RawRow, RedisOnlineStore
 from serving.registry_source import RegistryEvents
 from serving.requests import (
     BatchRequest,
@@ -41,7 +41,8 @@ from serving.requests import (
     parse_query_value,
     request_columns,
 )
-from serving.version_maps import VersionMap, VersionMaps
+from serving.version_maps import VersionMaps
+from sinks.online_store import FeatureReader, HashRead, RawRow, VersionMap
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ DEFAULT_INTERVALS = Intervals()
 class VersionMapCache:
     """The version maps of every view, replaced as one immutable snapshot on each change."""
 
-    def __init__(self, store: RedisOnlineStore) -> None:
+    def __init__(self, store: FeatureReader) -> None:
         self._store = store
         self.snapshot = VersionMaps(0)
         self.loaded = False
@@ -93,7 +94,7 @@ def unknown_active_versions(maps: Mapping[str, VersionMap | None], catalog: Cata
 
 
 class FeatureService:
-    def __init__(self, registry: RegistryEvents, store: RedisOnlineStore,
+    def __init__(self, registry: RegistryEvents, store: FeatureReader,
                  history: DefinitionHistory, clock: Clock = wall_clock_millis,
                  intervals: Intervals = DEFAULT_INTERVALS) -> None:
         self.registry = registry

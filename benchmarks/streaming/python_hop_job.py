@@ -8,7 +8,7 @@ Run by :mod:`benchmarks.streaming.python_hop` as a PyFlink client process:
 The SQL is the platform's own (the compiled view's DDL, checks, DLQ insert and window
 queries); only the sink differs.  Rows are buffered in keyed state (``--buckets`` keys,
 ``zlib.crc32`` of the entity key) and flushed by a processing-time timer or when a bucket
-holds ``max_rows``, through ``RedisFeatureStore.apply`` — the same Lua and pipelining as the
+holds ``max_rows``, through ``RedisOnlineStore.apply`` — the same Lua and pipelining as the
 writer — so a crash loses nothing that was checkpointed.  This module runs as ``__main__``
 so that cloudpickle ships the function by value: the TaskManager's Python worker needs only
 the installed project (``sinks``), not the ``benchmarks`` folder.
@@ -23,14 +23,13 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
 from pyflink.common import Configuration, Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext, StreamExecutionEnvironment
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 from pyflink.java_gateway import get_gateway
 from pyflink.table import EnvironmentSettings, StreamTableEnvironment
 
-from sinks.redis_writer import FeatureRow, RedisFeatureStore
+from sinks.online_store import FeatureRow, RedisOnlineStore
 
 RESULT_INSERT = "INSERT INTO `feature_rows` "
 
@@ -46,7 +45,7 @@ class RedisRowsWriter(KeyedProcessFunction):  # type: ignore[misc]
     def open(self, runtime_context: RuntimeContext) -> None:
         self.rows = runtime_context.get_list_state(ListStateDescriptor("rows", Types.STRING()))
         self.count = runtime_context.get_state(ValueStateDescriptor("count", Types.INT()))
-        self.store = RedisFeatureStore(redis.Redis.from_url(self.redis_url))
+        self.store = RedisOnlineStore(self.redis_url)
 
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
         self.rows.add(value[1])

@@ -41,7 +41,8 @@ from benchmarks.streaming.support import (
     stack_components,
 )
 from core.domain.layout import feature_key, result_topic
-from sinks.redis_writer import OLDEST_TIME_REFRESH_MS, ResultTopicWriter
+from sinks.online_store import OLDEST_TIME_REFRESH_MS
+from sinks.redis_writer import ResultTopicWriter
 
 VIEW, NAMESPACE = "bench_writer", "v1"
 BASE_MS = 1_790_000_000_000

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import redis
 
-from deployer.online_store import VersionMapStore
 from fp.local.base import answers_ok, free_port, wait_until
+from sinks.online_store import RedisOnlineStore
 from tests.conftest import RunningRegistry
 from tests.services import PlatformProcess
 
@@ -68,7 +68,7 @@ def test_readme_examples_run(registry_server: RunningRegistry, serving_url: str,
 
     # What the deployer does once v1 runs: make it the active version.
     client = redis.Redis.from_url(stream_redis_url)
-    VersionMapStore(client).switch("user_transactions", 1, {1: "v1"})
+    RedisOnlineStore(stream_redis_url).switch("user_transactions", 1, {1: "v1"})
     client.hset("fp:user_transactions:v1:u1", mapping={
         "amount_1m": "42.5", "txn_count_1m": "3", "amount_avg_5m": "17.0",
         "__ts": "9999999999999"})

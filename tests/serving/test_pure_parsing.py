@@ -11,7 +11,6 @@ from core.domain.definitions import Field, ValueType
 from core.domain.layout import encode_entity_key
 from core.domain.references import FeatureReference, parse_reference, parse_references
 from core.errors import InvalidFeatureRequestError
-from serving.redis_store import redacted
 from serving.requests import (
     MAX_BATCH_ENTITIES,
     check_entity_rows,
@@ -21,6 +20,7 @@ from serving.requests import (
     parse_query_value,
     request_columns,
 )
+from sinks.online_store import redacted
 
 
 def test_references_name_a_view_an_optional_version_and_a_feature() -> None:

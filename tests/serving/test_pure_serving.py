@@ -24,7 +24,8 @@ from serving.decoding import (
     is_expired,
 )
 from serving.planning import OnDemandColumn, Plan, Segment, plan_request, view_references
-from serving.version_maps import VersionMap, VersionMaps, parse_version_map
+from serving.version_maps import VersionMaps
+from sinks.online_store import VersionMap, parse_version_map
 from tests.serving.definitions import ENTITY, SOURCE, feature_view, on_demand_view
 
 NOW = 1_700_000_000_000

@@ -19,7 +19,7 @@ from core.domain.layout import (
     feature_key,
     feature_time_field,
 )
-from sinks.redis_writer import OLDEST_TIME_REFRESH_MS, FeatureRow, RedisFeatureStore
+from sinks.online_store import OLDEST_TIME_REFRESH_MS, FeatureRow, RedisOnlineStore
 
 VIEW, NAMESPACE = "writer_model", "v1"
 GROUPS = [("a", "b"), ("c",), ("d", "e")]
@@ -57,7 +57,7 @@ def model(rows: list[FeatureRow]) -> dict[str, dict[str, Any]]:
 def test_random_histories_match_the_model_and_keep_the_oldest_time(
         stream_redis: redis.Redis, stream_redis_url: str) -> None:
     rng = random.Random(11)
-    store = RedisFeatureStore(redis.Redis.from_url(stream_redis_url))
+    store = RedisOnlineStore(stream_redis_url)
     entities = [f"e{i}" for i in range(40)]
     history: list[FeatureRow] = []
     for _ in range(30):
@@ -97,7 +97,7 @@ def test_a_hash_written_before_the_oldest_time_existed_gets_it_on_its_next_row(
     stream_redis.hset(key, mapping={"a": "1", feature_time_field("a"): 5_000,
                                     "d": "2", feature_time_field("d"): 9_000,
                                     EVENT_TIME_FIELD: 9_000})
-    store = RedisFeatureStore(redis.Redis.from_url(stream_redis_url))
+    store = RedisOnlineStore(stream_redis_url)
     store.apply({(VIEW, NAMESPACE): [FeatureRow("legacy", 10_000, {"c": 3}, True, False, True)]})
     stored = stored_hash(stream_redis, key)
     assert (stored[OLDEST_TIME_FIELD], stored[OLDEST_TIME_AT_FIELD]) == ("5000", "10000")
