@@ -1,67 +1,82 @@
-"""RFC 9457 problem responses for every error the platform raises, shared by all HTTP apps."""
+"""RFC 9457 problem responses for every error the platform raises, shared by all HTTP apps.
+
+:func:`answer_error` is the one place an exception becomes a problem: the Litestar apps
+answer through :data:`EXCEPTION_HANDLERS`, and a path that bypasses Litestar (the serving
+API's short batch path) calls it directly, so both give the same status, headers and body.
+A platform error is answered from its class (``status``, ``title``, ``code``; see
+:mod:`core.errors`), an HTTP error of Litestar's from its status.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
 
-from core.errors import (
-    AuthenticationError,
-    ConcurrencyConflictError,
-    FeaturePlatformError,
-    InfrastructureError,
-    InvalidDefinitionError,
-    NotFoundError,
-)
+from core.errors import FeaturePlatformError
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
-_STATUS: list[tuple[type[FeaturePlatformError], int, str]] = [
-    (InvalidDefinitionError, 422, "Invalid definition"),
-    (NotFoundError, 404, "Not found"),
-    (ConcurrencyConflictError, 409, "Concurrent change"),
-    (AuthenticationError, 401, "Unauthorized"),
-    (InfrastructureError, 503, "Dependency unavailable"),
-]
+
+@dataclass(frozen=True, slots=True)
+class ProblemAnswer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> Response[dict[str, Any]]:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return Response({"type": "about:blank", "title": title, "status": status, "detail": detail,
-                     **extra}, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+def _answer(status: int, title: str, detail: str, code: str,
+            members: dict[str, Any]) -> ProblemAnswer:
+    # RFC 9110: a 401 must say which authentication scheme would be accepted.
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    return ProblemAnswer(status, {"type": "about:blank", "title": title, "status": status,
+                                  "detail": detail, "code": code, **members}, headers)
 
 
-def _platform_error(_: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
-    for error_type, status, title in _STATUS:
-        if isinstance(error, error_type):
-            extra: dict[str, Any] = {}
-            if isinstance(error, InvalidDefinitionError):
-                extra["errors"] = [{"definition": p.definition, "path": p.path,
-                                    "message": p.message} for p in error.problems]
-            return problem(status, title, str(error), **extra)
-    return problem(400, "Bad request", str(error))
+def answer_error(error: Exception, method: str, path: str) -> ProblemAnswer:
+    """How an API answers ``error`` raised while serving ``method path``."""
+    if isinstance(error, FeaturePlatformError):
+        return _answer(error.status, error.title, str(error), error.code,
+                       error.problem_members())
+    if isinstance(error, HTTPException):
+        # Litestar's validation errors say what is wrong only in `extra`: the detail names it
+        # too, so that a client showing the detail alone still tells the user which field.
+        # The key of the body as a whole is the handler parameter it decodes into, `data`.
+        reasons = [e["message"] if e.get("key") in (None, "data") else
+                   f"{e['key']}: {e['message']}"
+                   for e in error.extra if isinstance(e, dict) and "message" in e] \
+            if isinstance(error.extra, list) else []
+        detail = f"{error.detail}: {'; '.join(reasons)}" if reasons else error.detail
+        members = {"errors": error.extra} if error.extra else {}
+        return _answer(error.status_code, type(error).__name__, detail,
+                       _status_code_name(error.status_code), members)
+    logger.exception("unhandled error on %s %s", method, path)
+    return _answer(500, "Internal server error", f"{type(error).__name__}: see the server log",
+                   _status_code_name(500), {})
 
 
-def _http_error(_: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
-    assert isinstance(error, HTTPException)
-    extra = {"errors": error.extra} if error.extra else {}
-    return problem(error.status_code, type(error).__name__, error.detail, **extra)
+def _status_code_name(status: int) -> str:
+    """``not_found`` for 404: an HTTP error's code is its status phrase, so that the codes
+    of platform errors named after a status (``not_found``, ``unauthorized``) rebuild them."""
+    return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
 
 
-def _unexpected_error(request: Request[Any, Any, Any],
-                      error: Exception) -> Response[dict[str, Any]]:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem(500, "Internal server error", f"{type(error).__name__}: see the server log")
+def _problem_response(request: Request[Any, Any, Any], error: Exception
+                      ) -> Response[dict[str, Any]]:
+    answer = answer_error(error, request.method, request.url.path)
+    return Response(answer.body, status_code=answer.status, media_type=PROBLEM_MEDIA_TYPE,
+                    headers=answer.headers or None)
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
-    FeaturePlatformError: _platform_error,
-    HTTPException: _http_error,
-    Exception: _unexpected_error,
+    FeaturePlatformError: _problem_response,
+    HTTPException: _problem_response,
+    Exception: _problem_response,
 }

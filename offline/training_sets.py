@@ -51,7 +51,7 @@ from core.domain.definitions import (
 )
 from core.domain.layout import output_type, view_join_keys
 from core.domain.references import FeatureReference, parse_references
-from core.errors import FeaturePlatformError, InvalidFeatureRequestError, Problem
+from core.errors import InvalidFeatureRequestError, NotFoundError, Problem
 from offline import iceberg
 from offline.point_in_time import (
     Events,
@@ -140,7 +140,7 @@ def _as_of(registry: DefinitionReader, kind: Kind, name: str, position: int,
     versions = registry.versions(kind.value, name)
     eligible = [v for v in versions if v.position <= position] or versions[-1:]
     if not eligible:
-        raise FeaturePlatformError(f"{kind.value} {name!r} is not registered")
+        raise NotFoundError(f"{kind.value} {name!r} is not registered")
     record = eligible[-1]
     return parse_definition(dict(record.spec)), record.version
 
@@ -168,6 +168,7 @@ def resolve(texts: Sequence[str], registry: DefinitionReader,
     """
     references = parse_references(texts)
     problems: list[Problem] = []
+    unknown = False  # a view or version that does not exist: not found, as when serving
     versions: dict[str, int] = {}
     views: dict[tuple[str, int], ViewVersion] = {}
     for index, reference in enumerate(references):
@@ -175,6 +176,7 @@ def resolve(texts: Sequence[str], registry: DefinitionReader,
         record = registry.definition(Kind.FEATURE_VIEW.value, reference.view)
         if record is None:
             on_demand = registry.definition(Kind.ON_DEMAND_FEATURE_VIEW.value, reference.view)
+            unknown = unknown or on_demand is None
             problems.append(Problem(path, (
                 f"{reference.view!r} is an on-demand feature view: training sets take "
                 "feature views only" if on_demand else
@@ -185,6 +187,7 @@ def resolve(texts: Sequence[str], registry: DefinitionReader,
         if (reference.view, version) not in views:
             version_record = registry.version(Kind.FEATURE_VIEW.value, reference.view, version)
             if version_record is None:
+                unknown = True
                 problems.append(Problem(path, f"feature view {reference.view!r} has no version "
                                               f"{version} (versions 1..{record.latest_version})"))
                 continue
@@ -197,6 +200,8 @@ def resolve(texts: Sequence[str], registry: DefinitionReader,
                                           f"{known})"))
             continue
         versions[reference.text] = version
+    if unknown:  # still naming every problem found, the others too
+        raise NotFoundError("; ".join(str(p) for p in problems))
     if problems:
         raise InvalidFeatureRequestError(problems)
     return Resolution(references, versions, views)
@@ -286,12 +291,12 @@ def _read_source(catalog: Catalog, source: str, need: _SourceNeeds, label_ms: In
         current = table.current_snapshot()
         snapshot_id = current.snapshot_id if current is not None else None
     elif table.metadata.snapshot_by_id(snapshot_id) is None:
-        raise FeaturePlatformError(f"snapshot {snapshot_id} of {name} no longer exists (expired "
+        raise NotFoundError(f"snapshot {snapshot_id} of {name} no longer exists (expired "
                                    "by maintenance): the training set cannot be reproduced")
     missing = sorted(need.columns - set(table.schema().column_names))
     if missing:
-        raise FeaturePlatformError(f"{name} has no column(s) {', '.join(missing)}: the archive "
-                                   "predates that contract version")
+        raise NotFoundError(f"{name} has no column(s) {', '.join(missing)}: the archive "
+                            "predates that contract version")
     columns = [*sorted(need.columns), iceberg.EVENT_TIME, iceberg.PARTITION, iceberg.OFFSET]
     seen = label_ms[label_ms > np.iinfo(np.int64).min]
     if snapshot_id is None or not len(seen):
@@ -366,8 +371,9 @@ class Reproduction:
     def of(cls, path: str | Path) -> Reproduction:
         metadata = pq.read_schema(str(path)).metadata or {}
         if METADATA_KEY not in metadata:
-            raise FeaturePlatformError(f"{path} is not a training set written by `fp dataset` "
-                                       "(no fp.dataset metadata)")
+            raise InvalidFeatureRequestError.single(
+                "reproduce", f"{path} is not a training set written by `fp dataset` "
+                             "(no fp.dataset metadata)")
         recorded = json.loads(metadata[METADATA_KEY])
         return cls(tuple(recorded["references"]),
                    {ref: f["version"] for ref, f in recorded["features"].items()},
@@ -450,11 +456,12 @@ def build_training_set(registry: DefinitionReader, catalog: Catalog, *, entities
     """Read label rows from ``entities``, write the training set to ``out``."""
     path = Path(entities)
     if not path.is_file():
-        raise FeaturePlatformError(f"{path}: no such file (expected the label rows as Parquet)")
+        raise NotFoundError(f"{path}: no such file (expected the label rows as Parquet)")
     try:
         rows = pq.read_table(str(path))
     except pa.ArrowInvalid as error:
-        raise FeaturePlatformError(f"{path} is not a readable Parquet file: {error}") from None
+        raise InvalidFeatureRequestError.single(
+            "entities", f"{path} is not a readable Parquet file: {error}") from None
     reproduction = Reproduction.of(reproduce) if reproduce else None
     with progress_bar(show_progress) as progress:
         training_set = TrainingSetBuilder(registry, catalog).build(rows, references,

@@ -8,12 +8,9 @@ import httpx
 
 from core.errors import (
     AuthenticationError,
-    ConcurrencyConflictError,
     FeaturePlatformError,
     InfrastructureError,
-    InvalidDefinitionError,
-    NotFoundError,
-    Problem,
+    error_class,
 )
 
 
@@ -55,20 +52,17 @@ class RegistryClient:
 
 
 def _error_from(response: httpx.Response) -> FeaturePlatformError:
+    """The error the registry answered, rebuilt from the problem body's ``code``."""
     try:
         body = response.json()
-        detail = str(body.get("detail", response.text))
     except ValueError:
-        body, detail = {}, response.text
-    status = response.status_code
-    if status == 422 and body.get("errors"):
-        return InvalidDefinitionError([
-            Problem(e.get("path") or "$", e.get("message") or "", e.get("definition"))
-            for e in body["errors"]])
-    if status == 409:
-        return ConcurrencyConflictError(detail)
-    if status == 401:
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    detail = str(body.get("detail", response.text))
+    error_type = error_class(body.get("code"))
+    if error_type is AuthenticationError:
         return AuthenticationError(f"{detail} (set FP_API_TOKEN to one of the registry's tokens)")
-    if status == 404:
-        return NotFoundError(detail)
-    return InfrastructureError(f"registry answered {status}: {detail}")
+    if error_type is None:  # not an answer of the platform's: a proxy's, say
+        return InfrastructureError(f"registry answered {response.status_code}: {detail}")
+    return error_type.from_problem(detail, body)

@@ -5,12 +5,11 @@ The API is described in docs/reference.md, "Serving API".
 Handlers read the raw body and encode the response with msgspec themselves: the batch
 endpoint moves thousands of values per request, and skipping Litestar's generic
 (de)serialisation layers is a large part of keeping it at a few milliseconds.  A request to
-the batch endpoint that succeeds does not even enter Litestar (:func:`with_fast_batch_path`).
+the batch endpoint does not even enter Litestar (:func:`with_fast_batch_path`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.enums import ScopeType
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath
 from litestar.plugins.prometheus import PrometheusController
@@ -26,13 +26,12 @@ from litestar.types import (
     HTTPResponseBodyEvent,
     HTTPResponseStartEvent,
     Receive,
-    ReceiveMessage,
     Scope,
     Send,
 )
 
 from core.errors import InvalidFeatureRequestError
-from core.problems import EXCEPTION_HANDLERS, problem
+from core.problems import EXCEPTION_HANDLERS, PROBLEM_MEDIA_TYPE, answer_error
 from serving.catalog import DefinitionHistory
 from serving.metrics import observe, request_metrics
 from serving.registry_source import RegistryEvents
@@ -55,12 +54,6 @@ _encoder = msgspec.json.Encoder()
 
 def _json(body: dict[str, Any]) -> Response[bytes]:
     return Response(_encoder.encode(body), media_type="application/json")
-
-
-def _invalid_request(_: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
-    assert isinstance(error, InvalidFeatureRequestError)
-    return problem(422, "Invalid feature request", str(error),
-                   errors=[{"path": p.path, "message": p.message} for p in error.problems])
 
 
 def _version_parameter(text: str | None) -> int | None:
@@ -103,8 +96,7 @@ def create_serving_app(registry_url: str, redis_url: str, *,
     app = Litestar(
         route_handlers=[one_entity, batch, healthz, PrometheusController],
         middleware=[request_metrics],
-        exception_handlers={**EXCEPTION_HANDLERS,
-                            InvalidFeatureRequestError: _invalid_request},
+        exception_handlers=EXCEPTION_HANDLERS,
         on_startup=[service.start],
         on_shutdown=[service.stop],
         openapi_config=OpenAPIConfig(title="Feature Platform serving", version="1"),
@@ -115,14 +107,16 @@ def create_serving_app(registry_url: str, redis_url: str, *,
 
 def with_fast_batch_path(app: Litestar, answer_batch: Callable[[bytes], Awaitable[bytes]]
                          ) -> ASGIApp:
-    """``app``, except that a batch read is first tried on a short path of its own.
+    """``app``, except that a batch read is answered on a short path of its own.
 
     Litestar's routing, signature and response layers cost about a sixth of a
     single-entity batch read.  The short path reads the body, answers it with the batch
-    handler's own ``answer_batch`` and sends the JSON; when anything goes wrong — a bad
-    request, an unknown view, Redis unavailable, a body over the limit — nothing has been
-    sent yet, and the request goes to ``app`` with its body replayed, so that errors, their
-    problem responses and the OpenAPI schema have one owner.
+    handler's own ``answer_batch`` and sends the JSON.  It answers every batch read, errors
+    included: a bad request, an unknown view, Redis unavailable or a body over the limit get
+    the problem response ``app`` would give (:func:`core.problems.answer_error`), so a
+    request runs once whatever happens — a failing batch is not tried again, and a Redis
+    outage costs one timeout, not two.  Every other request goes to ``app``, which also
+    describes the batch endpoint in the OpenAPI schema.
     """
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,44 +125,43 @@ def with_fast_batch_path(app: Litestar, answer_batch: Callable[[bytes], Awaitabl
             await app(scope, receive, send)
             return
         started = time.perf_counter()
-        chunks: list[bytes] = []
-        size, more = 0, True
-        while more and size <= MAX_BODY_BYTES:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left
+        try:
+            request = await _body(receive)
+            if request is None:  # the client left
                 return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-        body = None
-        if not more and size <= MAX_BODY_BYTES:  # else Litestar answers 413
-            with contextlib.suppress(Exception):
-                body = await answer_batch(b"".join(chunks))
-        if body is None:
-            await app(scope, _replaying(chunks, more, receive), send)
-            return
+            status, headers = 200, [(b"content-type", b"application/json")]
+            body = await answer_batch(request)
+        except Exception as error:  # answered as the app answers it, whatever it is
+            answer = answer_error(error, "POST", BATCH_PATH)
+            status, body = answer.status, _encoder.encode(answer.body)
+            headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                       *((name.lower().encode(), value.encode())
+                         for name, value in answer.headers.items())]
         start: HTTPResponseStartEvent = {
-            "type": "http.response.start", "status": 200,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", b"%d" % len(body))]}
+            "type": "http.response.start", "status": status,
+            "headers": [*headers, (b"content-length", b"%d" % len(body))]}
         await send(start)
         end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body,
                                       "more_body": False}
         await send(end)
-        observe("POST", BATCH_PATH, 200, started)
+        observe("POST", BATCH_PATH, status, started)
 
     return asgi
 
 
-def _replaying(chunks: list[bytes], more: bool, receive: Receive) -> Receive:
-    """A ``receive`` that gives the body chunks already read, then the rest of the stream."""
-    pending = list(chunks)
-
-    async def replay() -> ReceiveMessage:
-        if pending:
-            body = pending.pop(0)
-            return {"type": "http.request", "body": body, "more_body": bool(pending) or more}
-        return await receive()
-
-    return replay
+async def _body(receive: Receive) -> bytes | None:
+    """The request body; None when the client leaves before sending all of it.  A body
+    over :data:`MAX_BODY_BYTES` is refused as soon as it is, with Litestar's own error."""
+    chunks: list[bytes] = []
+    size, more = 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > MAX_BODY_BYTES:
+            raise RequestEntityTooLarge
+        more = message.get("more_body", False)
+    return b"".join(chunks)
 

@@ -11,7 +11,7 @@ import msgspec
 
 from core.domain.definitions import Field, ValueType
 from core.domain.layout import ENTITY_KEY_SEPARATOR
-from core.errors import InvalidFeatureRequestError, Problem
+from core.errors import InvalidFeatureRequestError, MalformedBodyError, Problem
 from serving.decoding import Scalar
 
 MAX_BATCH_ENTITIES = 10_000
@@ -42,8 +42,7 @@ def decode_batch_request(body: bytes) -> BatchRequest:
         assert match is not None  # the pattern matches any text
         raise InvalidFeatureRequestError.single(match["path"] or "$", match["message"]) from None
     except msgspec.DecodeError as error:
-        raise InvalidFeatureRequestError.single("$", f"the body is not valid JSON: {error}") \
-            from None
+        raise MalformedBodyError(f"the body is not valid JSON: {error}") from None
     problems = []
     if len(request.entities) > MAX_BATCH_ENTITIES:
         problems.append(Problem("entities", f"has {len(request.entities)} rows; at most "

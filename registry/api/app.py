@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Litestar, Request, Router, get, post
 from litestar.connection import ASGIConnection
-from litestar.exceptions import ClientException, NotAuthorizedException, ValidationException
+from litestar.exceptions import ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
-from litestar.params import FromPath, FromQuery, QueryParameter, RawBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from core.domain.definitions import Kind
 from core.domain.events import Provenance
+from core.errors import AuthenticationError
 from core.problems import EXCEPTION_HANDLERS
 from registry.service import RegistryService
 
 logger = logging.getLogger(__name__)
 
 MAX_EVENTS_PAGE = 10_000
-_APPLY_KEYS = {"definitions", "dry_run", "message"}
 COLLECTION_PATHS = {
     Kind.ENTITY: "/v1/entities",
     Kind.SOURCE: "/v1/sources",
@@ -44,10 +44,10 @@ def bearer_guard(tokens: Collection[str]) -> Callable[[ASGIConnection[Any, Any, 
             return
         scheme, _, token = connection.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise NotAuthorizedException("this write needs 'Authorization: Bearer <token>'")
+            raise AuthenticationError("this write needs 'Authorization: Bearer <token>'")
         # Compare against every token so the time taken does not reveal which one matched.
         if not sum(hmac.compare_digest(token.strip().encode(), t) for t in allowed):
-            raise NotAuthorizedException("the bearer token is not valid")
+            raise AuthenticationError("the bearer token is not valid")
 
     return guard
 
@@ -56,40 +56,19 @@ def actor_of(request: Request[Any, Any, Any]) -> str:
     return request.headers.get("x-fp-actor") or "api"
 
 
-def _parse_apply_body(raw: bytes) -> tuple[list[object], bool, str | None]:
-    try:
-        body = json.loads(raw)
-    except ValueError as error:
-        raise ClientException(f"the body is not valid JSON: {error}") from None
-    if not isinstance(body, dict):
-        raise ValidationException("the body must be a JSON object with 'definitions'")
-    unknown = sorted(set(body) - _APPLY_KEYS)
-    if unknown:
-        raise ValidationException(f"unknown keys in the body: {', '.join(unknown)} "
-                                  f"(known: {', '.join(sorted(_APPLY_KEYS))})")
-    definitions = body.get("definitions")
-    if not isinstance(definitions, list):
-        raise ValidationException("'definitions' must be an array of definition objects")
-    dry_run = body.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise ValidationException("'dry_run' must be true or false")
-    message = body.get("message")
-    if message is not None and not isinstance(message, str):
-        raise ValidationException("'message' must be a string")
-    return definitions, dry_run, message
+class ApplyRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /v1/apply``.  Each definition is an object the domain validates
+    (unknown keys and all: a 422 naming the definition), not this schema."""
+
+    definitions: list[dict[str, Any]]
+    dry_run: bool = False
+    message: str | None = None
 
 
-def _parse_rollback_body(raw: bytes) -> int:
-    try:
-        body = json.loads(raw)
-    except ValueError as error:
-        raise ClientException(f"the body is not valid JSON: {error}") from None
-    if not isinstance(body, dict) or set(body) != {"to_version"}:
-        raise ValidationException('the body must be {"to_version": N}')
-    version = body["to_version"]
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValidationException("'to_version' must be a version number >= 1")
-    return version
+class RollbackRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /v1/feature-views/{name}/rollback``."""
+
+    to_version: Annotated[int, msgspec.Meta(ge=1)]
 
 
 def _definition_routes(kind: Kind, path: str, service: RegistryService) -> Router:
@@ -142,20 +121,19 @@ def create_registry_app(
 
     @post("/v1/apply", sync_to_thread=True, guards=[write_guard], status_code=200,
           summary="Validate and register definitions, all or nothing")
-    def apply(request: Request[Any, Any, Any], body: RawBody) -> dict[str, Any]:
-        definitions, dry_run, message = _parse_apply_body(body)
-        changes = service.apply(definitions, Provenance(actor=actor_of(request), message=message),
-                                dry_run=dry_run)
-        return {"dry_run": dry_run, "changes": [c.to_json() for c in changes]}
+    def apply(request: Request[Any, Any, Any], data: JSONBody[ApplyRequest]) -> dict[str, Any]:
+        changes = service.apply(data.definitions,
+                                Provenance(actor=actor_of(request), message=data.message),
+                                dry_run=data.dry_run)
+        return {"dry_run": data.dry_run, "changes": [c.to_json() for c in changes]}
 
     @post("/v1/feature-views/{name:str}/rollback", sync_to_thread=True, guards=[write_guard],
           status_code=202, summary="Make an earlier version active again (through the deployer)")
     def rollback(request: Request[Any, Any, Any], name: FromPath[str],
-                 body: RawBody) -> dict[str, Any]:
-        to_version = _parse_rollback_body(body)
-        position = service.request_rollback(name, to_version,
+                 data: JSONBody[RollbackRequest]) -> dict[str, Any]:
+        position = service.request_rollback(name, data.to_version,
                                             Provenance(actor=actor_of(request)))
-        return {"view": name, "to_version": to_version, "position": position}
+        return {"view": name, "to_version": data.to_version, "position": position}
 
     @get("/v1/feature-views/{name:str}/deployments", sync_to_thread=True,
          summary="Deployment history: state, jobs, timings, errors")

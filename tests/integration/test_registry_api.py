@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from core.errors import AuthenticationError, error_class
 from registry.api.app import create_registry_app
 from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore
@@ -182,16 +183,40 @@ def test_removing_a_column_a_registered_view_uses_is_refused(client: TestClient[
 
 
 @pytest.mark.parametrize(("body", "status", "detail"), [
-    (b"{not json", 400, "not valid JSON"),
-    (b"[]", 400, "must be a JSON object"),
-    (b'{"definitions": [], "force": true}', 400, "unknown keys in the body: force"),
-    (b'{"definitions": {}}', 400, "'definitions' must be an array"),
+    (b"{not json", 400, "JSON is malformed"),
+    (b"[]", 400, "Expected `object`, got `array`"),
+    (b'{"definitions": [], "force": true}', 400, "unknown field `force`"),
+    (b'{"definitions": {}}', 400, "definitions: Expected `array`, got `object`"),
+    (b'{"definitions": [], "message": 3}', 400, "message: Expected `str | null`, got `int`"),
 ])
 def test_malformed_apply_bodies_get_a_problem(client: TestClient[Any], body: bytes,
                                               status: int, detail: str) -> None:
     response = client.post("/v1/apply", content=body)
     assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/problem+json")
     assert detail in response.json()["detail"]
+
+
+@pytest.mark.parametrize(("body", "detail"), [
+    (b'{"to_version": 0}', "to_version: Expected `int` >= 1"),
+    (b'{"to_version": 1, "force": true}', "unknown field `force`"),
+    (b"{}", "missing required field `to_version`"),
+])
+def test_malformed_rollback_bodies_get_a_problem(client: TestClient[Any], body: bytes,
+                                                 detail: str) -> None:
+    response = client.post("/v1/feature-views/user_clicks/rollback", content=body)
+    assert response.status_code == 400
+    assert detail in response.json()["detail"]
+
+
+def test_unknown_keys_of_a_definition_are_refused_by_the_domain(
+        client: TestClient[Any], definitions: Definitions) -> None:
+    definitions[0]["colour"] = "blue"
+    response = client.post("/v1/apply", json={"definitions": definitions})
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_definition"
+    assert any("colour" in e["message"] or "colour" in e["path"]
+               for e in response.json()["errors"])
 
 
 @pytest.mark.parametrize("path", [
@@ -212,7 +237,12 @@ def test_writes_need_a_valid_token_when_tokens_are_configured(
     app = create_registry_app(RegistryService(store), api_tokens=["s3cret", "other"])
     with TestClient(app) as client:
         body = {"definitions": definitions}
-        assert client.post("/v1/apply", json=body).status_code == 401
+        missing = client.post("/v1/apply", json=body)
+        assert missing.status_code == 401
+        assert missing.headers["content-type"].startswith("application/problem+json")
+        assert missing.headers["www-authenticate"] == "Bearer"
+        assert missing.json()["code"] == "unauthorized"
+        assert error_class(missing.json()["code"]) is AuthenticationError
         wrong = client.post("/v1/apply", json=body, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
         assert client.get("/v1/events").json()["events"] == []
@@ -222,8 +252,19 @@ def test_writes_need_a_valid_token_when_tokens_are_configured(
 
 
 def test_openapi_health_and_metrics_are_served(client: TestClient[Any]) -> None:
-    paths = client.get("/schema/openapi.json").json()["paths"]
+    document = client.get("/schema/openapi.json").json()
+    paths = document["paths"]
     assert {"/v1/apply", "/v1/events", "/v1/feature-views/{name}/diff"} <= set(paths)
+    schemas = document["components"]["schemas"]
+    for path, fields in [("/v1/apply", {"definitions", "dry_run", "message"}),
+                         ("/v1/feature-views/{name}/rollback", {"to_version"})]:
+        body = paths[path]["post"]["requestBody"]
+        assert body["required"] is True
+        reference = body["content"]["application/json"]["schema"]["$ref"]
+        schema = schemas[reference.rsplit("/", 1)[-1]]
+        assert set(schema["properties"]) == fields
+    assert schemas["ApplyRequest"]["required"] == ["definitions"]
+    assert schemas["ApplyRequest"]["properties"]["definitions"]["type"] == "array"
     assert client.get("/healthz").json() == {"status": "ok"}
     client.get("/v1/feature-views")
     assert "fp_registry_requests_total" in client.get("/metrics").text

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog import Catalog
 
-from core.errors import InvalidFeatureRequestError
+from core.errors import NotFoundError
 from offline import iceberg
 from offline.training_sets import METADATA_KEY, TrainingSetBuilder
 from registry.store.postgres import PostgresRegistryStore
@@ -213,5 +213,5 @@ def test_a_source_never_archived_is_a_clear_error(store: PostgresRegistryStore,
                      "event_timestamp": pa.array([datetime.now(UTC)], pa.timestamp("us"))})
     with pytest.raises(iceberg.ArchiveError, match="fp archiver run"):
         TrainingSetBuilder(store, catalog).build(rows, [f"{VIEW}:amount_1m"])
-    with pytest.raises(InvalidFeatureRequestError, match="'ghost' is not registered"):
+    with pytest.raises(NotFoundError, match="'ghost' is not registered"):
         TrainingSetBuilder(store, catalog).build(rows, ["ghost:amount_1m"])

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from core.domain.definitions import Field, ValueType
 from core.domain.layout import encode_entity_key
 from core.domain.references import FeatureReference, parse_reference, parse_references
-from core.errors import InvalidFeatureRequestError
+from core.errors import InvalidFeatureRequestError, MalformedBodyError
 from serving.requests import (
     MAX_BATCH_ENTITIES,
     check_entity_rows,
@@ -48,7 +48,9 @@ def test_a_batch_body_is_decoded_and_bounded() -> None:
     request = decode_batch_request(b'{"entities": [{"user_id": "u1"}], "features": ["v:a"],'
                                    b' "request_context": {"x": [1]}}')
     assert request.entities == [{"user_id": "u1"}] and request.request_context == {"x": [1]}
-    for body, message in [(b"{", "not valid JSON"), (b'{"features": []}', "entities"),
+    with pytest.raises(MalformedBodyError, match="not valid JSON"):
+        decode_batch_request(b"{")
+    for body, message in [(b'{"features": []}', "entities"),
                           (b'{"entities": [], "features": [], "extra": 1}', "extra"),
                           (b'{"entities": {}, "features": []}', "entities")]:
         with pytest.raises(InvalidFeatureRequestError, match=message):

@@ -344,7 +344,7 @@ def test_health_and_metrics(serving: httpx.Client, deployed: Deployed) -> None:
     single = 'fp_serving_requests_total{method="GET",' \
              'path="/v1/features/{view}/{entity_key}",status_code="%d"}'
     assert single % 200 in text and single % 404 in text
-    # The batch endpoint: a success on its short path, an error through Litestar.
+    # The batch endpoint: a success and an error, both answered on its short path.
     batched = 'fp_serving_requests_total{method="POST",path="/v1/features/batch",' \
               'status_code="%d"} '
     counted = {status: _counter(text, batched % status) for status in (200, 422)}
