@@ -1,4 +1,6 @@
-"""Python SDK for feature definitions: one class per JSON object of the contract (§3).
+"""Python SDK for feature definitions: one class per definition kind.
+
+The JSON objects they build are described in docs/reference.md, "Definitions".
 
 Definitions written in the ``*.py`` files of a features repository::
 

@@ -21,6 +21,7 @@ from core.domain.definitions import (
 
 VERSIONS_CHANNEL = "fp:versions"
 ACTIVE_FIELD = "active"
+# Reserved fields start with "__": no feature can take them, since names start with a letter.
 EVENT_TIME_FIELD = "__ts"
 OLDEST_TIME_FIELD = "__ts_min"
 """In hashes with per-feature times: a lower bound of them (never above the oldest), so that

@@ -27,8 +27,6 @@ from core.errors import ExpressionError, InvalidDefinitionError, Problem
 Catalog = Mapping[str, Definition]
 """Definitions by ``kind:name``."""
 
-RESERVED_FEATURE_PREFIX = "__"
-
 _TIMESTAMP_TYPES = {
     TimestampFormat.EPOCH_MILLIS: {ValueType.LONG, ValueType.INT},
     TimestampFormat.EPOCH_SECONDS: {ValueType.LONG, ValueType.INT, ValueType.DOUBLE},
@@ -125,8 +123,6 @@ def _feature_view_problems(view: FeatureView, catalog: Catalog) -> list[tuple[st
                                      f"required field of source {source.name!r}"))
     for index, feature in enumerate(view.features):
         path = f"features[{index}]"
-        if feature.name.startswith(RESERVED_FEATURE_PREFIX):
-            problems.append((f"{path}.name", "names starting with '__' are reserved"))
         if not isinstance(source, Source) or feature.column is None:
             continue
         column = source.field_named(feature.column)
