@@ -24,11 +24,9 @@ from litestar.types import ASGIApp
 from sqlalchemy import text
 
 from core.domain.layout import (
-    ACTIVE_FIELD,
     EVENT_TIME_FIELD,
     OLDEST_TIME_AT_FIELD,
     OLDEST_TIME_FIELD,
-    VERSIONS_CHANNEL,
     feature_key,
     feature_time_field,
     versions_key,
@@ -39,6 +37,7 @@ from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
 from serving.app import create_serving_app
 from serving.service import Intervals
+from sinks.online_store import RedisOnlineStore
 
 SHARED_REDIS = "redis://127.0.0.1:6379/14"
 REGISTRY_TABLES = "fp_events, fp_definitions, fp_definition_versions"
@@ -128,10 +127,12 @@ def registry(registry_url: str) -> Iterator[httpx.Client]:
 
 
 class OnlineStore:
-    """Writes feature hashes and version maps the way the stream sink and deployer do."""
+    """Writes feature hashes as the stream sink does, or as an older sink did (raw, so that a
+    test chooses every field), and switches version maps through the deployer's store."""
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
+        self.versions = RedisOnlineStore(url)
         self.views: set[str] = set()
 
     def write(self, view: str, namespace: str, entity_key: str, values: Mapping[str, str],
@@ -149,12 +150,8 @@ class OnlineStore:
         self.client.hset(feature_key(view, namespace, entity_key), mapping=fields)
 
     def switch(self, view: str, active: int, namespaces: Mapping[int, str]) -> None:
-        """One atomic HSET of the version map, then the publish, as docs/reference.md says."""
         self.views.add(view)
-        mapping: dict[str, str | int] = {ACTIVE_FIELD: active,
-                                         **{str(n): ns for n, ns in namespaces.items()}}
-        self.client.hset(versions_key(view), mapping=mapping)
-        self.client.publish(VERSIONS_CHANNEL, view)
+        self.versions.switch(view, active, namespaces)
 
     def remove_everything(self) -> None:
         for view in self.views:
