@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core.domain.layout import (
@@ -191,7 +191,7 @@ class InMemoryOnlineStore:
         with self._lock:
             return {view: self._version_map(view) for view in views}
 
-    async def version_switches(self) -> AsyncIterator[str]:
+    async def version_switches(self) -> AsyncGenerator[str, None]:
         subscriber = _Subscriber(asyncio.get_running_loop())
         self._subscribers.append(subscriber)
         try:

@@ -24,7 +24,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar, cast
@@ -251,7 +251,7 @@ class FeatureReader(Protocol):
     async def version_maps(self, views: Iterable[str]) -> dict[str, VersionMap | None]:
         """The current version map of each view (None: no map, the view is not deployed)."""
 
-    def version_switches(self) -> AsyncIterator[str]:
+    def version_switches(self) -> AsyncGenerator[str, None]:
         """Names of views whose version map changed.  Yields ``""`` once subscribed (and after
         each resubscription), meaning "re-read every map": switches made while not
         subscribed were missed."""
@@ -634,7 +634,7 @@ class RedisOnlineStore:
         return {name: parse_version_map(reply) for name, reply in zip(names, replies,
                                                                         strict=True)}
 
-    async def version_switches(self) -> AsyncIterator[str]:
+    async def version_switches(self) -> AsyncGenerator[str, None]:
         """As published on ``fp:versions``; a lost subscription is renewed."""
         while True:
             try:

@@ -160,7 +160,7 @@ def test_a_switch_replaces_the_whole_map_and_is_announced(
         store.switch(view, 3, {2: "v2", 3: "v2"})
         assert await next_switch(switches, view) == view
         assert await store.version_maps([view]) == {view: VersionMap(3, {2: "v2", 3: "v2"})}
-        await switches.aclose()  # type: ignore[attr-defined]
+        await switches.aclose()
 
     runner.run(switch_and_watch())
 
@@ -202,7 +202,7 @@ def test_purging_a_namespace_deletes_its_hashes_and_progress_and_unmaps_it(
         assert await anext(switches) == ""
         deleted = store.clear_namespace(view, "v1")
         assert await next_switch(switches, view) == view
-        await switches.aclose()  # type: ignore[attr-defined]
+        await switches.aclose()
         return deleted
 
     assert runner.run(purge_and_watch()) == 3
