@@ -24,7 +24,7 @@ from core.domain.events import (
 )
 from core.errors import ConcurrencyConflictError
 from registry.store.base import DefinitionRecord, VersionRecord
-from registry.store.projection import VersionActivated, VersionRegistered, projection_change
+from registry.store.projection import ActivateVersion, AddVersion, projection_change
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,11 @@ class MemoryRegistryStore:
     def _project(self, event: RecordedEvent) -> None:
         change = projection_change(event)
         now = datetime.now(UTC)
-        if isinstance(change, VersionRegistered):
+        if isinstance(change, AddVersion):
             key = (change.version.kind, change.version.name)
             self._versions.setdefault(key, []).append(change.version)
             self._definitions[key] = change.definition_after(self._definitions.get(key), now)
-        elif isinstance(change, VersionActivated):
+        elif isinstance(change, ActivateVersion):
             key = (change.kind, change.view)
             current = self._definitions.get(key)
             if current is not None:

@@ -33,7 +33,7 @@ from core.domain.events import (
 )
 from core.errors import ConcurrencyConflictError, InfrastructureError
 from registry.store.base import DefinitionRecord, VersionRecord
-from registry.store.projection import VersionActivated, VersionRegistered, projection_change
+from registry.store.projection import ActivateVersion, AddVersion, projection_change
 from registry.store.tables import definition_versions, definitions, events
 
 NOTIFY_CHANNEL = "fp_events"
@@ -150,7 +150,7 @@ def _project(conn: Connection, event: RecordedEvent) -> None:
     """Keep the definition projections current, in the transaction of the append."""
     change = projection_change(event)
     now = datetime.now(UTC)
-    if isinstance(change, VersionRegistered):
+    if isinstance(change, AddVersion):
         conn.execute(definition_versions.insert().values(**vars(change.version)))
         # The row a first registration inserts; a later one keeps the active version
         # unless this one activates at once.
@@ -162,7 +162,7 @@ def _project(conn: Connection, event: RecordedEvent) -> None:
         if change.activates:
             update["active_version"] = upsert.excluded.active_version
         conn.execute(upsert.on_conflict_do_update(index_elements=["kind", "name"], set_=update))
-    elif isinstance(change, VersionActivated):
+    elif isinstance(change, ActivateVersion):
         conn.execute(definitions.update()
                      .where(definitions.c.kind == change.kind,
                             definitions.c.name == change.view)

@@ -11,18 +11,18 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core.domain.definitions import Kind
-from core.domain.events import EventType, RecordedEvent
+from core.domain.events import DefinitionRegistered, RecordedEvent, VersionActivated
 from registry.store.base import DefinitionRecord, VersionRecord
 
 
 @dataclass(frozen=True)
-class VersionRegistered:
+class AddVersion:
     """A new version row, and the definition's latest version moved to it."""
 
     version: VersionRecord
     activates: bool
     """Whether the new version is also the active one at once.  Feature views become
-    active only when the deployer has rolled them out (:class:`VersionActivated`)."""
+    active only when the deployer has rolled them out (:class:`ActivateVersion`)."""
 
     def definition_after(self, current: DefinitionRecord | None,
                          now: datetime) -> DefinitionRecord:
@@ -36,7 +36,7 @@ class VersionRegistered:
 
 
 @dataclass(frozen=True)
-class VersionActivated:
+class ActivateVersion:
     """A feature view's active version moved (an existing definition row only)."""
 
     view: str
@@ -44,20 +44,20 @@ class VersionActivated:
     kind: str = Kind.FEATURE_VIEW.value
 
 
-ProjectionChange = VersionRegistered | VersionActivated
+ProjectionChange = AddVersion | ActivateVersion
 
 
 def projection_change(event: RecordedEvent) -> ProjectionChange | None:
     """What ``event`` changes in the definition projections; None for the other events."""
-    if event.type == EventType.DEFINITION_REGISTERED:
-        data = event.data
-        return VersionRegistered(
-            VersionRecord(kind=data["kind"], name=data["name"], version=data["version"],
-                          spec=data["spec"], spec_hash=data["spec_hash"],
-                          change_class=data.get("change_class"),
+    payload = event.payload
+    if isinstance(payload, DefinitionRegistered):
+        return AddVersion(
+            VersionRecord(kind=payload.kind, name=payload.name, version=payload.version,
+                          spec=payload.spec, spec_hash=payload.spec_hash,
+                          change_class=payload.change_class,
                           provenance=dict(event.metadata), registered_at=event.recorded_at,
                           position=event.position),
-            activates=data["kind"] != Kind.FEATURE_VIEW)
-    if event.type == EventType.VERSION_ACTIVATED:
-        return VersionActivated(view=event.data["view"], version=event.data["version"])
+            activates=payload.kind != Kind.FEATURE_VIEW)
+    if isinstance(payload, VersionActivated):
+        return ActivateVersion(view=payload.view, version=payload.version)
     return None

@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from core.domain.definitions import Kind
-from core.domain.events import EventType, NewEvent, Provenance, StreamAppend
+from core.domain.events import (
+    DefinitionRegistered,
+    NewEvent,
+    Provenance,
+    RecordedEvent,
+    RollbackRequested,
+    StreamAppend,
+    VersionActivated,
+)
 from core.errors import ConcurrencyConflictError
 from registry.service import RegistryService
 from registry.store.base import RegistryStore
@@ -36,12 +44,23 @@ def registry_store(request: pytest.FixtureRequest) -> Iterator[RegistryStore]:
 
 
 def _event(n: int = 0) -> NewEvent:
-    return NewEvent(EventType.DEPLOYMENT_STARTED, {"n": n}, {"actor": "test"})
+    """An event telling appends apart by ``n``, of a type the projections ignore."""
+    return NewEvent(RollbackRequested(view="v", to_version=n), {"actor": "test"})
+
+
+def _n(event: RecordedEvent) -> int:
+    return int(event.data["to_version"])
+
+
+def _registered(spec: dict[str, Any]) -> NewEvent:
+    return NewEvent(DefinitionRegistered(kind="entity", name="e", version=1, from_version=None,
+                                         spec=spec, spec_hash="h", change_class=None),
+                    {"actor": "test"})
 
 
 def _activated(view: str, version: int) -> NewEvent:
-    return NewEvent(EventType.VERSION_ACTIVATED, {"view": view, "version": version},
-                    {"actor": "deployer"})
+    return NewEvent(VersionActivated(view=view, deployment=version, version=version,
+                                     namespace=f"n{version}"), {"actor": "deployer"})
 
 
 def _apply(store: RegistryStore, description: str | None = None) -> None:
@@ -63,26 +82,26 @@ def test_append_assigns_contiguous_stream_versions(registry_store: RegistryStore
     first = registry_store.append([StreamAppend("s", 0, (_event(1), _event(2)))])
     second = registry_store.append([StreamAppend("s", 2, (_event(3),))])
     assert [e.version for e in first + second] == [1, 2, 3]
-    assert [e.data["n"] for e in registry_store.read_stream("s")] == [1, 2, 3]
+    assert [_n(e) for e in registry_store.read_stream("s")] == [1, 2, 3]
     assert registry_store.last_position() == second[-1].position
 
 
 def test_an_event_reads_back_as_it_was_appended(registry_store: RegistryStore) -> None:
-    [appended] = registry_store.append([StreamAppend("s", 0, (NewEvent(
-        EventType.DEPLOYMENT_STARTED, {"n": 1, "nested": {"list": [1, "two", None]}},
-        {"actor": "test"}),))])
-    [read] = registry_store.read_stream("s")
+    event = _registered({"nested": {"list": [1, "two", None]}})
+    [appended] = registry_store.append([StreamAppend("entity:e", 0, (event,))])
+    [read] = registry_store.read_stream("entity:e")
     assert read == appended
-    assert (read.stream, read.version, read.type) == ("s", 1, "DeploymentStarted")
-    assert read.data == {"n": 1, "nested": {"list": [1, "two", None]}}
+    assert (read.stream, read.version, read.type) == ("entity:e", 1, "DefinitionRegistered")
+    assert read.payload == event.payload
     assert read.metadata == {"actor": "test"}
     assert read.recorded_at.tzinfo is not None
 
 
 def test_changing_a_read_event_does_not_change_the_store(registry_store: RegistryStore) -> None:
-    registry_store.append([StreamAppend("s", 0, (_event(1),))])
-    registry_store.read_stream("s")[0].data["n"] = 99  # type: ignore[index]
-    assert registry_store.read_stream("s")[0].data["n"] == 1
+    registry_store.append([StreamAppend("entity:e", 0, (_registered({"a": 1}),))])
+    registry_store.read_stream("entity:e")[0].data["spec"]["a"] = 99
+    assert registry_store.read_stream("entity:e")[0].data["spec"] == {"a": 1}
+    assert registry_store.versions("entity", "e")[0].spec == {"a": 1}
 
 
 def test_conflicting_append_writes_nothing_in_any_stream(registry_store: RegistryStore) -> None:
@@ -122,7 +141,7 @@ def test_positions_grow_across_streams_in_commit_order(registry_store: RegistryS
     b = registry_store.append([StreamAppend("a", 1, (_event(4),))])
     positions = [e.position for e in a + b]
     assert positions == sorted(positions) and len(set(positions)) == 4
-    assert [e.data["n"] for e in registry_store.read_events()] == [1, 2, 3, 4]
+    assert [_n(e) for e in registry_store.read_events()] == [1, 2, 3, 4]
 
 
 def test_read_events_pages_by_position(registry_store: RegistryStore) -> None:
@@ -130,7 +149,7 @@ def test_read_events_pages_by_position(registry_store: RegistryStore) -> None:
         registry_store.append([StreamAppend(f"s{n}", 0, (_event(n),))])
     pages, after = [], 0
     while page := registry_store.read_events(after, limit=3):
-        pages.append([e.data["n"] for e in page])
+        pages.append([_n(e) for e in page])
         after = page[-1].position
     assert pages == [[0, 1, 2], [3, 4, 5], [6]]
     assert registry_store.read_events(registry_store.last_position()) == []

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import registry.store.postgres as postgres_module
-from core.domain.events import EventType, NewEvent, Provenance, RecordedEvent, StreamAppend
+from core.domain.events import NewEvent, Provenance, RecordedEvent, RollbackRequested, StreamAppend
 from core.errors import ConcurrencyConflictError
 from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
@@ -26,7 +26,7 @@ CONTRACT_DEFINITIONS: list[dict[str, Any]] = json.loads(
 
 
 def _event(n: int = 0) -> NewEvent:
-    return NewEvent(EventType.DEPLOYMENT_STARTED, {"n": n}, {"actor": "test"})
+    return NewEvent(RollbackRequested(view="v", to_version=n), {"actor": "test"})
 
 
 def _apply_description(database_url: str, writer: int, start_at: float) -> str:

@@ -1,0 +1,173 @@
+"""What the deployer needs besides the registry's log: a durable checkpoint, and one leader
+among its workers that wakes early when events are appended.
+
+Each need is an interface with a PostgreSQL adapter (production) and an in-memory one (tests,
+one process); tests/contracts/test_deployer_coordination.py runs one suite over both.
+Leadership in PostgreSQL is a session advisory lock: it dies with its connection, so a killed
+leader hands over at once.  Wake-ups there are ``LISTEN`` on the registry store's NOTIFY
+channel — a hint only: the worker still polls the log by position.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import psycopg
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import OperationalError
+
+from core.errors import InfrastructureError
+from registry.store.memory import MemoryRegistryStore
+from registry.store.postgres import NOTIFY_CHANNEL
+from registry.store.tables import deployer_checkpoints
+
+LEADER_LOCK_KEY = 7_214_002
+CHECKPOINT_NAME = "deployer"
+
+
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    position: int
+    """The last event position folded into ``state``."""
+    state: dict[str, Any]
+    """JSON: the rollout state of each view at ``position``."""
+
+
+class CheckpointStore(Protocol):
+    def load(self) -> SavedCheckpoint | None:
+        """The last checkpoint saved; None before the first."""
+        ...
+
+    def save(self, checkpoint: SavedCheckpoint) -> None:
+        """Replace the checkpoint, durably."""
+        ...
+
+
+class Leadership(Protocol):
+    def wait_for_events(self, timeout: float) -> None:
+        """Return once events may have been appended since leadership began or since the
+        last return (spurious returns allowed), else after ``timeout`` seconds."""
+        ...
+
+
+class LeaderElection(Protocol):
+    def try_lead(self) -> AbstractContextManager[Leadership | None]:
+        """Leadership while the context is open, or None when another worker leads.
+        Leaving the context — or the process dying — hands leadership over."""
+        ...
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+class PostgresCheckpointStore:
+    def __init__(self, engine: Engine, name: str = CHECKPOINT_NAME) -> None:
+        self.engine = engine
+        self.name = name
+
+    def load(self) -> SavedCheckpoint | None:
+        query = select(deployer_checkpoints).where(deployer_checkpoints.c.name == self.name)
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(query).mappings().one_or_none()
+        except OperationalError as error:
+            raise InfrastructureError(f"deployer checkpoint unavailable: {error.orig}") from error
+        return SavedCheckpoint(row["position"], row["state"]) if row else None
+
+    def save(self, checkpoint: SavedCheckpoint) -> None:
+        now = datetime.now(UTC)
+        upsert = insert(deployer_checkpoints).values(name=self.name,
+                                                     position=checkpoint.position,
+                                                     state=checkpoint.state, updated_at=now)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(upsert.on_conflict_do_update(
+                    index_elements=["name"], set_={"position": checkpoint.position,
+                                                   "state": checkpoint.state, "updated_at": now}))
+        except OperationalError as error:
+            raise InfrastructureError(f"deployer checkpoint unavailable: {error.orig}") from error
+
+
+class PostgresLeaderElection:
+    def __init__(self, engine: Engine, lock_key: int = LEADER_LOCK_KEY) -> None:
+        # A psycopg connection of its own, outside the engine's pool: the lock lives as long
+        # as that one session.
+        self.url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.lock_key = lock_key
+
+    @contextmanager
+    def try_lead(self) -> Iterator[Leadership | None]:
+        try:
+            with psycopg.connect(self.url, autocommit=True) as connection:
+                locked = connection.execute("SELECT pg_try_advisory_lock(%s)",
+                                            (self.lock_key,)).fetchone()
+                if not locked or not locked[0]:
+                    yield None
+                    return
+                connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                yield _ListeningLeadership(connection)
+        except psycopg.Error as error:
+            raise InfrastructureError(f"deployer leadership lost: {error}") from error
+
+
+class _ListeningLeadership:
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self.connection = connection
+
+    def wait_for_events(self, timeout: float) -> None:
+        for _ in self.connection.notifies(timeout=timeout, stop_after=1):
+            pass
+
+
+# --------------------------------------------------------------------------- in memory
+
+class MemoryCheckpointStore:
+    """Kept as JSON text, so state that would not survive the database fails here too."""
+
+    def __init__(self) -> None:
+        self._saved: tuple[int, str] | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> SavedCheckpoint | None:
+        with self._lock:
+            saved = self._saved
+        return SavedCheckpoint(saved[0], json.loads(saved[1])) if saved else None
+
+    def save(self, checkpoint: SavedCheckpoint) -> None:
+        encoded = json.dumps(checkpoint.state)
+        with self._lock:
+            self._saved = (checkpoint.position, encoded)
+
+
+class MemoryLeaderElection:
+    """One leader among the workers sharing this object, woken by appends to ``store``."""
+
+    def __init__(self, store: MemoryRegistryStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def try_lead(self) -> Iterator[Leadership | None]:
+        if not self._lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            yield _PositionLeadership(self.store)
+        finally:
+            self._lock.release()
+
+
+class _PositionLeadership:
+    def __init__(self, store: MemoryRegistryStore) -> None:
+        self.store = store
+        self._seen = store.last_position()
+        """Appends past this position are the pending wake-ups, like queued notifications."""
+
+    def wait_for_events(self, timeout: float) -> None:
+        self._seen = self.store.wait_for_append(self._seen, timeout)

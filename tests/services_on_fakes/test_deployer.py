@@ -1,0 +1,217 @@
+"""The deployer worker over in-memory adapters: the registry store, its coordination, the
+online store, and stand-ins for Flink and Kafka administration.  Blue/green rollouts run
+through the real worker, rollout rules and green runner in about a second, where
+tests/deployer runs them on real services in minutes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from core.domain.definitions import Kind
+from core.domain.events import Provenance
+from deployer.coordination import MemoryCheckpointStore, MemoryLeaderElection
+from deployer.green import GreenRunner
+from deployer.rollout import RolloutConfig
+from deployer.worker import DeployerWorker
+from registry.service import RegistryService
+from registry.store.memory import MemoryRegistryStore
+from sinks.compiler import JobSpec
+from sinks.flink import FlinkClient, JobStatus
+from sinks.kafka_admin import KafkaAdmin
+from sinks.online_memory import InMemoryOnlineStore
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+VIEW = "user_clicks"
+
+
+class FakeFlink:
+    """The calls the deployer makes of :class:`FlinkClient`: a submitted job runs at once with
+    every task running, and stops or cancels at once."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobStatus] = {}
+        self.savepoints: list[str] = []
+
+    def submit(self, spec: JobSpec) -> str:
+        self.jobs[spec.job_id] = JobStatus(spec.job_id, spec.job_name, "RUNNING", ("RUNNING",),
+                                           int(time.time() * 1000))
+        return spec.job_id
+
+    def status(self, job_id: str) -> JobStatus | None:
+        return self.jobs.get(job_id)
+
+    def exceptions(self, job_id: str) -> list[str]:
+        return []
+
+    def restarts(self, job_id: str) -> int:
+        return 0
+
+    def stop_with_savepoint(self, job_id: str) -> str | None:
+        if job_id not in self.jobs:
+            return None
+        self._end(job_id, "FINISHED")
+        self.savepoints.append(f"file:///savepoints/{job_id}")
+        return self.savepoints[-1]
+
+    def wait_until_terminal(self, job_id: str) -> JobStatus | None:
+        return self.jobs.get(job_id)
+
+    def cancel(self, job_id: str) -> None:
+        self._end(job_id, "CANCELED")
+
+    def _end(self, job_id: str, state: str) -> None:
+        job = self.jobs[job_id]
+        self.jobs[job_id] = JobStatus(job_id, job.name, state, (), job.start_time_ms)
+
+    def running(self) -> list[str]:
+        return [job.job_id for job in self.jobs.values() if job.state == "RUNNING"]
+
+
+class FakeKafkaAdmin:
+    """Topics as a set; every consumer group is caught up."""
+
+    bootstrap_servers = "fake-kafka:9092"
+
+    def __init__(self, topics: set[str]) -> None:
+        self.topics = topics
+
+    def topic_exists(self, topic: str) -> bool:
+        return topic in self.topics
+
+    def ensure_topics(self, topics: list[str]) -> None:
+        self.topics.update(topics)
+
+    def delete_topics(self, topics: list[str]) -> None:
+        self.topics.difference_update(topics)
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        return {0: 0}
+
+    def committed_offsets(self, group: str, topic: str, partitions: Any) -> dict[int, int]:
+        return dict.fromkeys(partitions, 0)
+
+    def caught_up(self, group: str, topic: str, frontier: dict[int, int]) -> bool:
+        return True
+
+
+class Deployment:
+    """A registry and one deployer worker, running on a thread, sharing in-memory state."""
+
+    def __init__(self) -> None:
+        self.store = MemoryRegistryStore()
+        self.service = RegistryService(self.store)
+        self.checkpoints = MemoryCheckpointStore()
+        self.election = MemoryLeaderElection(self.store)
+        self.flink = FakeFlink()
+        self.kafka = FakeKafkaAdmin({"clicks"})
+        self.online = InMemoryOnlineStore()
+        self.definitions: list[dict[str, Any]] = json.loads(
+            (FIXTURES / "contract_definitions.json").read_text())
+        self._workers: list[tuple[DeployerWorker, threading.Thread]] = []
+
+    def start_worker(self) -> DeployerWorker:
+        flink = cast(FlinkClient, self.flink)
+        green = GreenRunner(self.store, flink, self.online, cast(KafkaAdmin, self.kafka))
+        worker = DeployerWorker(store=self.store, checkpoints=self.checkpoints,
+                                election=self.election, flink=flink, versions=self.online,
+                                green=green, config=RolloutConfig(), poll_interval=0.05)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        self._workers.append((worker, thread))
+        return worker
+
+    def stop_workers(self) -> None:
+        for worker, thread in self._workers:
+            worker.stop()
+            thread.join(timeout=10)
+        self._workers.clear()
+
+    def apply(self) -> None:
+        self.service.apply(self.definitions, Provenance(actor="test"))
+
+    def active_version(self) -> int | None:
+        record = self.store.definition(Kind.FEATURE_VIEW.value, VIEW)
+        return record.active_version if record else None
+
+    def served_namespace(self) -> str | None:
+        version_map = asyncio.run(self.online.version_maps([VIEW]))[VIEW]
+        if version_map is None or version_map.active is None:
+            return None
+        return version_map.namespace(version_map.active)
+
+
+@pytest.fixture
+def deployment() -> Iterator[Deployment]:
+    running = Deployment()
+    yield running
+    running.stop_workers()
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the deployer did not get there in time"
+        time.sleep(0.02)
+
+
+def test_a_first_version_is_deployed_and_activated(deployment: Deployment) -> None:
+    deployment.apply()
+    deployment.start_worker()
+    eventually(lambda: deployment.active_version() == 1)
+    [job] = deployment.flink.running()
+    assert deployment.served_namespace() is not None
+    [history] = deployment.service.deployments(VIEW)
+    assert (history["version"], history["job_id"]) == (1, job)
+
+
+def test_a_breaking_version_goes_blue_green_and_retires_blue(deployment: Deployment) -> None:
+    deployment.apply()
+    deployment.start_worker()
+    eventually(lambda: deployment.active_version() == 1)
+    [blue] = deployment.flink.running()
+    blue_namespace = deployment.served_namespace()
+
+    deployment.definitions[2]["features"][0]["window"] = "2h"
+    deployment.apply()
+    eventually(lambda: deployment.active_version() == 2 and blue not in
+               deployment.flink.running())
+    [green] = deployment.flink.running()
+    assert green != blue
+    assert deployment.flink.savepoints == [f"file:///savepoints/{blue}"]
+    assert deployment.served_namespace() not in {None, blue_namespace}
+
+
+def test_a_rollback_request_is_carried_out(deployment: Deployment) -> None:
+    deployment.apply()
+    deployment.start_worker()
+    eventually(lambda: deployment.active_version() == 1)
+    deployment.definitions[2]["description"] = "edited"
+    deployment.apply()
+    eventually(lambda: deployment.active_version() == 2)
+    deployment.service.request_rollback(VIEW, 1, Provenance(actor="test"))
+    eventually(lambda: deployment.active_version() == 1)
+
+
+def test_only_one_of_two_workers_leads_and_a_successor_resumes(deployment: Deployment) -> None:
+    deployment.apply()
+    deployment.start_worker()
+    deployment.start_worker()
+    eventually(lambda: deployment.active_version() == 1)
+    assert len(deployment.flink.jobs) == 1, "one leader submitted one job"
+    deployment.stop_workers()
+    saved = deployment.checkpoints.load()
+    assert saved is not None and saved.position == deployment.store.last_position()
+
+    deployment.start_worker()
+    deployment.definitions[2]["features"][0]["window"] = "2h"
+    deployment.apply()
+    eventually(lambda: deployment.active_version() == 2)
+    assert len(deployment.flink.jobs) == 2, "the successor resumed; it redid nothing"
