@@ -147,7 +147,9 @@ def test_replacing_a_value_gives_a_new_settings() -> None:
 
 def test_every_fp_variable_named_in_the_product_is_in_the_settings_table() -> None:
     declared = {variable.name for variable in VARIABLES}
-    named = {name for package in PRODUCT_PACKAGES for path in (ROOT / package).rglob("*.py")
+    sources = [path for package in PRODUCT_PACKAGES for path in (ROOT / package).rglob("*.py")]
+    sources += [ROOT / "Dockerfile", ROOT / "docker-compose.yml"]
+    named = {name for path in sources
              for name in re.findall(r"\bFP_[A-Z][A-Z_]*[A-Z]\b", path.read_text())}
     assert named <= declared, f"read outside core/settings.py's table: {named - declared}"
 
