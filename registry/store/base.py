@@ -56,6 +56,8 @@ class RegistryStore(Protocol):
     stream in ``preconditions`` (streams the caller read to decide, e.g. a view's source)
     at the version given, else ConcurrencyConflictError and nothing is written.  Positions of
     committed events only grow in commit order, so ``read_events(after=p)`` never skips.
+    Adapters: :mod:`.postgres`, :mod:`.memory`; tests/contracts/test_registry_store.py holds
+    both to this contract.
     """
 
     def append(self, appends: Sequence[StreamAppend],
