@@ -18,15 +18,15 @@ different times, so "green's watermark reached blue's" may never hold for a corr
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from core.domain.definitions import Definition, FeatureView, Source, parse_definition
+from core.domain.deployments import Deployment
+from core.domain.events import Readiness
 from core.domain.layout import WRITER_GROUP, result_topic, source_group
 from core.errors import ConfigurationError, FeaturePlatformError
 from deployer.faults import crash_point
-from deployer.rollout import Deployment, ViewState
+from deployer.rollout import ViewState
 from registry.store.base import RegistryStore
 from sinks.compiler import JobSpec, KafkaOptions, StartPosition, compile_view
 from sinks.flink import FlinkClient
@@ -41,9 +41,9 @@ WINDOW = "window"
 
 @dataclass(frozen=True)
 class GreenOutcome:
-    ready: bool = False
+    readiness: Readiness | None = None
+    """Set once green is ready: what it was checked against."""
     failure: str | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 WAITING = GreenOutcome()
@@ -138,7 +138,7 @@ class GreenRunner:
         written = self.kafka.end_offsets(results)
         if not self.kafka.caught_up(WRITER_GROUP, results, written):
             return WAITING
-        return GreenOutcome(ready=True, details={
+        return GreenOutcome(readiness={
             "source_offsets": {str(p): o for p, o in target.items()},
             "green_watermark": self.versions.progress(state.view, deployment.namespace).watermark,
             "blue_watermark": self.versions.progress(state.view,

@@ -14,22 +14,41 @@ its outcome as the next event, so a worker that dies at any point resumes from t
 
 A metadata-only change (relative to the *active* version) is a ``flip``: it shares the
 active namespace and needs no job.  Any other change is blue/green into a fresh namespace.
+The deployment in flight is the registry's projection of it
+(:func:`core.domain.deployments.deployment_after`), so the deployer and the deployment
+history name the same states.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypedDict
 
 from core.domain.changes import ChangeClass, classify, diff_specs
 from core.domain.definitions import Kind
-from core.domain.events import DEPLOYMENT_STREAM_PREFIX, EventType
+from core.domain.deployments import (
+    Deployment,
+    DeploymentState,
+    at_epoch_ms,
+    deployment_after,
+    epoch_ms,
+)
+from core.domain.events import (
+    DEPLOYMENT_STREAM_PREFIX,
+    DefinitionRegistered,
+    DeploymentFailed,
+    DeploymentKind,
+    DeploymentReady,
+    DeploymentStarted,
+    NamespacePurged,
+    Readiness,
+    RecordedEvent,
+    RollbackRequested,
+    VersionActivated,
+    VersionRetired,
+)
 from core.domain.layout import job_id, namespace_of
-
-BLUE_GREEN = "blue_green"
-FLIP = "flip"
-STARTED, READY, ACTIVATED = "started", "ready", "activated"
 
 
 @dataclass(frozen=True)
@@ -42,20 +61,6 @@ class RolloutConfig:
     """Namespaces (with every version sharing them) kept serveable for pinned reads."""
     purge_grace_ms: int = 600_000
     """How long a namespace that left the version map keeps its data."""
-
-
-@dataclass(frozen=True)
-class Deployment:
-    number: int
-    version: int
-    kind: str
-    namespace: str
-    job_id: str | None
-    blue_version: int | None
-    blue_namespace: str | None
-    blue_job_id: str | None
-    started_at_ms: int
-    phase: str = STARTED
 
 
 @dataclass(frozen=True)
@@ -91,69 +96,53 @@ def view_of(stream: str) -> str | None:
 
 # --------------------------------------------------------------------------- evolve
 
-@dataclass(frozen=True)
-class Event:
-    """The part of a recorded registry event the state machine reads."""
-
-    stream: str
-    stream_version: int
-    type: str
-    data: Mapping[str, Any]
-    recorded_at_ms: int
-
-
-def evolve(state: ViewState, event: Event, config: RolloutConfig) -> ViewState:
+def evolve(state: ViewState, event: RecordedEvent, config: RolloutConfig) -> ViewState:
     """The state after one event of the view's streams."""
-    data, event_type, recorded_at_ms = event.data, event.type, event.recorded_at_ms
+    payload = event.payload
     if event.stream.startswith(DEPLOYMENT_STREAM_PREFIX):
-        state = replace(state, stream_version=event.stream_version)
-    if event_type == EventType.DEFINITION_REGISTERED:
-        return replace(state, specs={**state.specs, data["version"]: data["spec"]},
-                       desired=data["version"])
-    if event_type == EventType.ROLLBACK_REQUESTED:
-        return replace(state, desired=data["to_version"], failed=state.failed - {
-            data["to_version"]})
-    if event_type == EventType.DEPLOYMENT_STARTED:
-        if data["kind"] == BLUE_GREEN:  # green rebuilds its namespace: nobody may read it
-            state = replace(state, serveable={v: ns for v, ns in state.serveable.items()
-                                              if ns != data["namespace"]})
-        return replace(state, deployments=state.deployments + 1, in_flight=Deployment(
-            number=data["deployment"], version=data["version"], kind=data["kind"],
-            namespace=data["namespace"], job_id=data.get("job_id"),
-            blue_version=data.get("blue_version"), blue_namespace=data.get("blue_namespace"),
-            blue_job_id=data.get("blue_job_id"), started_at_ms=recorded_at_ms))
-    deployment = state.in_flight
-    if event_type == EventType.DEPLOYMENT_READY and deployment is not None:
-        return replace(state, in_flight=replace(deployment, phase=READY))
-    if event_type == EventType.VERSION_ACTIVATED:
-        return _activated(state, data, recorded_at_ms, config)
-    if event_type == EventType.VERSION_RETIRED:
-        jobs = {ns: job for ns, job in state.jobs.items() if job != data.get("job_id")}
-        return replace(state, jobs=jobs, in_flight=None)
-    if event_type == EventType.DEPLOYMENT_FAILED:
-        return replace(state, failed=state.failed | {data["version"]}, in_flight=None)
-    if event_type == EventType.NAMESPACE_PURGED:
-        unmapped = {ns: t for ns, t in state.unmapped_since.items() if ns != data["namespace"]}
+        state = replace(state, stream_version=event.version)
+    if isinstance(payload, DefinitionRegistered):
+        return replace(state, specs={**state.specs, payload.version: payload.spec},
+                       desired=payload.version)
+    if isinstance(payload, RollbackRequested):
+        return replace(state, desired=payload.to_version,
+                       failed=state.failed - {payload.to_version})
+    if isinstance(payload, NamespacePurged):
+        unmapped = {ns: t for ns, t in state.unmapped_since.items() if ns != payload.namespace}
         return replace(state, unmapped_since=unmapped)
-    return state
+    if isinstance(payload, DeploymentStarted):
+        state = replace(state, deployments=state.deployments + 1)
+        if payload.kind is DeploymentKind.BLUE_GREEN:
+            # green rebuilds its namespace: nobody may read it
+            state = replace(state, serveable={v: ns for v, ns in state.serveable.items()
+                                              if ns != payload.namespace})
+    elif isinstance(payload, VersionActivated):
+        state = _activated(state, payload, epoch_ms(event.recorded_at), config)
+    elif isinstance(payload, VersionRetired):
+        state = replace(state, jobs={ns: job for ns, job in state.jobs.items()
+                                     if job != payload.job_id})
+    elif isinstance(payload, DeploymentFailed):
+        state = replace(state, failed=state.failed | {payload.version})
+    deployment = deployment_after(state.in_flight, event)
+    if deployment is None:
+        return state
+    return replace(state, in_flight=deployment if deployment.in_flight else None)
 
 
-def _activated(state: ViewState, data: Mapping[str, Any], now_ms: int,
+def _activated(state: ViewState, activated: VersionActivated, now_ms: int,
                config: RolloutConfig) -> ViewState:
     deployment = state.in_flight
     jobs = dict(state.jobs)
-    if deployment is not None and deployment.kind == BLUE_GREEN and deployment.job_id:
+    if deployment is not None and deployment.kind is DeploymentKind.BLUE_GREEN \
+            and deployment.job_id:
         jobs[deployment.namespace] = deployment.job_id
-    serveable = version_map_after(state.serveable, data["version"], data["namespace"],
+    serveable = version_map_after(state.serveable, activated.version, activated.namespace,
                                   config.keep_namespaces)
     dropped = set(state.serveable.values()) - set(serveable.values())
     unmapped = {ns: t for ns, t in state.unmapped_since.items() if ns not in serveable.values()}
     unmapped |= {ns: now_ms for ns in dropped}
-    retiring = None
-    if deployment is not None and deployment.kind == BLUE_GREEN and deployment.blue_job_id:
-        retiring = replace(deployment, phase=ACTIVATED)
-    return replace(state, active=data["version"], serveable=serveable, jobs=jobs,
-                   unmapped_since=unmapped, in_flight=retiring)
+    return replace(state, active=activated.version, serveable=serveable, jobs=jobs,
+                   unmapped_since=unmapped)
 
 
 def version_map_after(serveable: Mapping[int, str], version: int, namespace: str,
@@ -241,14 +230,14 @@ def decide(state: ViewState, now_ms: int, config: RolloutConfig) -> Action | Non
 
 
 def _continue(state: ViewState, deployment: Deployment, config: RolloutConfig) -> Action:
-    if deployment.phase == STARTED:
+    if deployment.state is DeploymentState.STARTED:
         if deployment.version != state.desired:
             return Abandon(deployment, f"superseded by version {state.desired}")
-        if deployment.kind == FLIP:
+        if deployment.kind is DeploymentKind.FLIP:
             return MarkReady(deployment)
         return AdvanceGreen(deployment, deployment.started_at_ms + config.ready_deadline_ms,
                             config.max_restarts)
-    if deployment.phase == READY:
+    if deployment.state is DeploymentState.READY:
         return Activate(deployment, version_map_after(
             state.serveable, deployment.version, deployment.namespace, config.keep_namespaces))
     return RetireBlue(deployment)
@@ -259,13 +248,13 @@ def _plan_deployment(state: ViewState, version: int, now_ms: int) -> Deployment:
     active_namespace = state.active_namespace
     shared = _shared_namespace(state, version)
     if shared is not None:
-        return Deployment(number, version, FLIP, shared, None, state.active, active_namespace,
-                          None, now_ms)
+        return Deployment(number, version, DeploymentKind.FLIP, shared, None, state.active,
+                          active_namespace, None, at_epoch_ms(now_ms))
     namespace = namespace_of(version)
     blue_job = state.jobs.get(active_namespace) if active_namespace else None
-    return Deployment(number, version, BLUE_GREEN, namespace,
+    return Deployment(number, version, DeploymentKind.BLUE_GREEN, namespace,
                       job_id(state.view, namespace, number), state.active,
-                      active_namespace, blue_job, now_ms)
+                      active_namespace, blue_job, at_epoch_ms(now_ms))
 
 
 def _shared_namespace(state: ViewState, version: int) -> str | None:
@@ -283,28 +272,60 @@ def _shared_namespace(state: ViewState, version: int) -> str | None:
 
 
 # --------------------------------------------------------------------------- events out
+# What the worker records for each step of a deployment.
 
-def event_data(view: str, deployment: Deployment, event_type: str, **extra: Any,
-               ) -> dict[str, Any]:
-    """The data of a rollout event; every one names the view, deployment and version."""
-    data: dict[str, Any] = {"view": view, "deployment": deployment.number,
-                            "version": deployment.version, "namespace": deployment.namespace}
-    if event_type == EventType.DEPLOYMENT_STARTED:
-        data |= {"kind": deployment.kind, "job_id": deployment.job_id,
-                 "blue_version": deployment.blue_version,
-                 "blue_namespace": deployment.blue_namespace,
-                 "blue_job_id": deployment.blue_job_id}
-    return data | extra
+class _Names(TypedDict):
+    view: str
+    deployment: int
+    version: int
+    namespace: str
+
+
+def _names(view: str, deployment: Deployment) -> _Names:
+    return {"view": view, "deployment": deployment.number, "version": deployment.version,
+            "namespace": deployment.namespace}
+
+
+def deployment_started(view: str, deployment: Deployment) -> DeploymentStarted:
+    return DeploymentStarted(**_names(view, deployment), kind=deployment.kind,
+                             job_id=deployment.job_id, blue_version=deployment.blue_version,
+                             blue_namespace=deployment.blue_namespace,
+                             blue_job_id=deployment.blue_job_id)
+
+
+def deployment_ready(view: str, deployment: Deployment,
+                     readiness: Readiness | None = None) -> DeploymentReady:
+    """Green caught up as ``readiness`` says; a flip has no green and no readiness."""
+    if readiness is None:
+        return DeploymentReady(**_names(view, deployment))
+    return DeploymentReady(**_names(view, deployment), **readiness)
+
+
+def version_activated(view: str, deployment: Deployment) -> VersionActivated:
+    return VersionActivated(**_names(view, deployment))
+
+
+def version_retired(view: str, deployment: Deployment, savepoint: str | None,
+                    ) -> VersionRetired:
+    return VersionRetired(**_names(view, deployment), retired_version=deployment.blue_version,
+                          retired_namespace=deployment.blue_namespace,
+                          job_id=deployment.blue_job_id, savepoint=savepoint)
+
+
+def deployment_failed(view: str, deployment: Deployment, reason: str) -> DeploymentFailed:
+    return DeploymentFailed(**_names(view, deployment), reason=reason, job_id=deployment.job_id)
 
 
 # --------------------------------------------------------------------------- checkpoints
 
 def state_to_json(state: ViewState) -> dict[str, Any]:
-    body = asdict(state)
-    body["specs"] = {str(v): spec for v, spec in state.specs.items()}
-    body["serveable"] = {str(v): ns for v, ns in state.serveable.items()}
-    body["failed"] = sorted(state.failed)
-    return body
+    return {"view": state.view, "stream_version": state.stream_version,
+            "specs": {str(v): spec for v, spec in state.specs.items()},
+            "desired": state.desired, "active": state.active,
+            "serveable": {str(v): ns for v, ns in state.serveable.items()},
+            "jobs": dict(state.jobs), "failed": sorted(state.failed),
+            "in_flight": state.in_flight.to_json() if state.in_flight else None,
+            "deployments": state.deployments, "unmapped_since": dict(state.unmapped_since)}
 
 
 def state_from_json(body: Mapping[str, Any]) -> ViewState:
@@ -315,6 +336,20 @@ def state_from_json(body: Mapping[str, Any]) -> ViewState:
         desired=body["desired"], active=body["active"],
         serveable={int(v): ns for v, ns in body["serveable"].items()},
         jobs=dict(body["jobs"]), failed=frozenset(body["failed"]),
-        in_flight=Deployment(**deployment) if deployment else None,
+        in_flight=_in_flight_from_json(deployment) if deployment else None,
         deployments=body["deployments"], unmapped_since=dict(body["unmapped_since"]),
     )
+
+
+def _in_flight_from_json(body: Mapping[str, Any]) -> Deployment:
+    if "phase" not in body:
+        return Deployment.from_json(body)
+    # Written before the deployer shared the registry's deployment record: the plan and a
+    # phase, which is the state.  The timings of steps taken are not in it, but nothing
+    # the deployer decides depends on them.
+    return Deployment(number=body["number"], version=body["version"],
+                      kind=DeploymentKind(body["kind"]), namespace=body["namespace"],
+                      job_id=body["job_id"], blue_version=body["blue_version"],
+                      blue_namespace=body["blue_namespace"], blue_job_id=body["blue_job_id"],
+                      started_at=at_epoch_ms(body["started_at_ms"]),
+                      state=DeploymentState(body["phase"]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,8 +22,10 @@ import psycopg
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert
 
+from core.domain.deployments import Deployment
 from core.domain.events import (
-    EventType,
+    EventPayload,
+    NamespacePurged,
     NewEvent,
     RecordedEvent,
     StreamAppend,
@@ -37,8 +39,6 @@ from deployer.rollout import (
     Action,
     Activate,
     AdvanceGreen,
-    Deployment,
-    Event,
     MarkReady,
     PurgeNamespace,
     RetireBlue,
@@ -46,10 +46,14 @@ from deployer.rollout import (
     StartDeployment,
     ViewState,
     decide,
-    event_data,
+    deployment_failed,
+    deployment_ready,
+    deployment_started,
     evolve,
     state_from_json,
     state_to_json,
+    version_activated,
+    version_retired,
     view_of,
 )
 from registry.store.postgres import NOTIFY_CHANNEL, PostgresRegistryStore
@@ -150,16 +154,16 @@ class DeployerWorker:
         if isinstance(action, StartDeployment):
             logger.info("%s: deploying v%s (%s)", view, action.deployment.version,
                         action.deployment.kind)
-            return self._record(state, EventType.DEPLOYMENT_STARTED, action.deployment)
+            return self._record(state, deployment_started(view, action.deployment))
         if isinstance(action, MarkReady):
-            return self._record(state, EventType.DEPLOYMENT_READY, action.deployment)
+            return self._record(state, deployment_ready(view, action.deployment))
         if isinstance(action, AdvanceGreen):
             return self._advance(state, action)
         if isinstance(action, Activate):
             self.versions.switch(view, action.deployment.version, action.version_map)
             crash_point("switched")
             logger.info("%s: v%s active", view, action.deployment.version)
-            return self._record(state, EventType.VERSION_ACTIVATED, action.deployment)
+            return self._record(state, version_activated(view, action.deployment))
         if isinstance(action, RetireBlue):
             return self._retire(state, action.deployment)
         if isinstance(action, Abandon):
@@ -170,9 +174,9 @@ class DeployerWorker:
         deployment = action.deployment
         outcome: GreenOutcome = self.green.advance(state, deployment, _now_ms(),
                                                    action.deadline_ms, action.max_restarts)
-        if outcome.ready:
-            return self._record(state, EventType.DEPLOYMENT_READY, deployment,
-                                **outcome.details)
+        if outcome.readiness is not None:
+            return self._record(state, deployment_ready(state.view, deployment,
+                                                        outcome.readiness))
         if outcome.failure is not None:
             return self._fail(state, deployment, outcome.failure)
         return False
@@ -183,8 +187,7 @@ class DeployerWorker:
             self.flink.wait_until_terminal(deployment.job_id)
         logger.warning("%s: deployment of v%s failed: %s", state.view, deployment.version,
                        reason)
-        return self._record(state, EventType.DEPLOYMENT_FAILED, deployment, reason=reason,
-                            job_id=deployment.job_id)
+        return self._record(state, deployment_failed(state.view, deployment, reason))
 
     def _retire(self, state: ViewState, deployment: Deployment) -> bool:
         job = deployment.blue_job_id
@@ -197,27 +200,19 @@ class DeployerWorker:
                                state.view, job, error)
                 self.flink.cancel(job)
             self.flink.wait_until_terminal(job)
-        return self._record(state, EventType.VERSION_RETIRED, deployment,
-                            retired_version=deployment.blue_version,
-                            retired_namespace=deployment.blue_namespace, job_id=job,
-                            savepoint=savepoint)
+        return self._record(state, version_retired(state.view, deployment, savepoint))
 
     def _purge(self, state: ViewState, action: PurgeNamespace) -> bool:
         deleted = self.versions.clear_namespace(state.view, action.namespace)
         self.green.drop_result_topic(state.view, action.namespace)
-        return self._append(state, EventType.NAMESPACE_PURGED, {"view": state.view,
-                                                       "namespace": action.namespace,
-                                                       "keys_deleted": deleted})
+        return self._record(state, NamespacePurged(view=state.view, namespace=action.namespace,
+                                                   keys_deleted=deleted))
 
-    def _record(self, state: ViewState, event_type: EventType, deployment: Deployment,
-                **extra: Any) -> bool:
-        return self._append(state, event_type, event_data(state.view, deployment, event_type,
-                                                          **extra))
-
-    def _append(self, state: ViewState, event_type: EventType, data: Mapping[str, Any]) -> bool:
+    def _record(self, state: ViewState, event: EventPayload) -> bool:
+        """Append ``event`` to the view's deployment stream at the version ``state`` folded."""
         self.store.append([StreamAppend(deployment_stream(state.view), state.stream_version,
-                                        (NewEvent(event_type, data, ACTOR),))])
-        crash_point(event_type)
+                                        (NewEvent(event, ACTOR),))])
+        crash_point(event.TYPE)
         return True
 
     # ------------------------------------------------------------------ checkpoint
@@ -249,9 +244,7 @@ def _fold(checkpoint: Checkpoint, event: RecordedEvent, config: RolloutConfig) -
     if view is None:
         return
     state = checkpoint.states.get(view, ViewState(view))
-    recorded_ms = int(event.recorded_at.timestamp() * 1000)
-    checkpoint.states[view] = evolve(state, Event(event.stream, event.version, event.type,
-                                                  event.data, recorded_ms), config)
+    checkpoint.states[view] = evolve(state, event, config)
 
 
 def _now_ms() -> int:

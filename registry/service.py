@@ -23,9 +23,10 @@ from core.domain.changes import (
 from core.domain.definitions import Definition, Kind, parse_definition, parse_definitions
 from core.domain.deployments import deployment_history
 from core.domain.events import (
-    EventType,
+    DefinitionRegistered,
     NewEvent,
     Provenance,
+    RollbackRequested,
     StreamAppend,
     deployment_stream,
 )
@@ -109,8 +110,7 @@ class RegistryService:
         stream = deployment_stream(view)
         for _ in range(ROLLBACK_APPEND_ATTEMPTS):
             current = len(self.store.read_stream(stream))
-            event = NewEvent(EventType.ROLLBACK_REQUESTED, {"view": view,
-                                                            "to_version": to_version},
+            event = NewEvent(RollbackRequested(view=view, to_version=to_version),
                              provenance.to_metadata())
             try:
                 return self.store.append([StreamAppend(stream, current, (event,))])[0].position
@@ -119,8 +119,10 @@ class RegistryService:
         raise ConcurrencyConflictError(f"{stream} kept changing; retry the rollback")
 
     def deployments(self, view: str) -> list[dict[str, Any]]:
+        """The view's deployments, newest first, as the registry API serves them."""
         self.definition(Kind.FEATURE_VIEW, view)
-        return deployment_history(self.store.read_stream(deployment_stream(view)))
+        return [deployment.to_json() for deployment in
+                deployment_history(self.store.read_stream(deployment_stream(view)))]
 
     def diff(self, kind: Kind, name: str, from_version: int, to_version: int) -> VersionDiff:
         old = self.version(kind, name, from_version)
@@ -131,12 +133,12 @@ class RegistryService:
 
 
 def _registered_event(change: Change, provenance: Provenance) -> NewEvent:
-    return NewEvent(EventType.DEFINITION_REGISTERED, {
-        "kind": change.kind.value, "name": change.name, "version": change.to_version,
-        "from_version": change.from_version, "spec": dict(change.spec),
-        "spec_hash": change.spec_hash,
-        "change_class": change.change_class.value if change.change_class else None,
-    }, provenance.to_metadata())
+    assert change.to_version is not None, "only a changed definition gets a new version"
+    return NewEvent(DefinitionRegistered(
+        kind=change.kind.value, name=change.name, version=change.to_version,
+        from_version=change.from_version, spec=dict(change.spec), spec_hash=change.spec_hash,
+        change_class=change.change_class.value if change.change_class else None,
+    ), provenance.to_metadata())
 
 
 def _read_set(catalog: dict[str, Definition], changed: list[Change],

@@ -1,18 +1,31 @@
-"""The registry's event types and stream names.
+"""The registry's event types, their stored form and stream names.
 
 Two stream families keep writers out of each other's way: ``{kind}:{name}`` holds only the
 ``DefinitionRegistered`` events of one definition (so its stream version *is* the definition
 version), and ``deployment:{view}`` holds the rollout of one feature view, written by the
 deployer.  A registry apply therefore never conflicts with a deployment in progress.
+
+Every event type is a frozen :class:`msgspec.Struct`, stored as the JSON of its fields under
+the type's name, with its schema version in the metadata (``schema_version``).  Reading
+validates the stored data into the Struct after upcasting it from the version it was written
+in: a shape can change by adding a version and the step from the one before (events stored
+before versions existed have no marker and are version 1).  An event whose type this code
+does not know (written by a newer writer) reads as :class:`UnknownEvent`, its data as stored:
+the event log still serves it and every fold of the log skips it.  A known type whose data
+does not validate is a broken log, not a newer one: reading it raises
+:class:`UnreadableEventError` rather than letting a fold silently skip a step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar, TypedDict
+
+import msgspec
+from msgspec import UNSET, UnsetType
 
 
 class EventType(StrEnum):
@@ -33,11 +46,189 @@ def deployment_stream(view: str) -> str:
     return f"{DEPLOYMENT_STREAM_PREFIX}{view}"
 
 
+class DeploymentKind(StrEnum):
+    BLUE_GREEN = "blue_green"
+    """A new job fills a fresh namespace (green) while the active one (blue) keeps serving."""
+    FLIP = "flip"
+    """A metadata-only change: the version shares a maintained namespace and needs no job."""
+
+
+# --------------------------------------------------------------------------- payloads
+
+class EventPayload(msgspec.Struct, frozen=True):
+    """What one event says; the subclass is the event type."""
+
+    TYPE: ClassVar[EventType]
+
+
+class DefinitionRegistered(EventPayload, frozen=True, kw_only=True):
+    TYPE = EventType.DEFINITION_REGISTERED
+    kind: str
+    name: str
+    version: int
+    from_version: int | None
+    spec: dict[str, Any]
+    spec_hash: str
+    change_class: str | None
+
+
+class RollbackRequested(EventPayload, frozen=True, kw_only=True):
+    TYPE = EventType.ROLLBACK_REQUESTED
+    view: str
+    to_version: int
+
+
+class NamespacePurged(EventPayload, frozen=True, kw_only=True):
+    TYPE = EventType.NAMESPACE_PURGED
+    view: str
+    namespace: str
+    keys_deleted: int
+
+
+class DeploymentEvent(EventPayload, frozen=True):
+    """A step of one deployment; every one names the view, deployment, version and namespace."""
+
+    view: str
+    deployment: int
+    """The deployment's number, counting the view's deployments from 1."""
+    version: int
+    namespace: str
+
+
+class DeploymentStarted(DeploymentEvent, frozen=True, kw_only=True):
+    TYPE = EventType.DEPLOYMENT_STARTED
+    kind: DeploymentKind
+    job_id: str | None
+    """Green's job (None for a flip)."""
+    blue_version: int | None
+    blue_namespace: str | None
+    blue_job_id: str | None
+    """The job maintaining the active namespace, retired once the version is active."""
+
+
+class Readiness(TypedDict):
+    """What a green job was checked against when it was found ready."""
+
+    source_offsets: dict[str, int]
+    """Source partition → the offset green had to read up to: blue's committed offset, or
+    with no blue the end of the partition, when green first ran."""
+    green_watermark: int | None
+    blue_watermark: int | None
+
+
+class DeploymentReady(DeploymentEvent, frozen=True, kw_only=True):
+    """The version may be activated.  A blue/green records its :class:`Readiness`; a flip,
+    having no green, none (the fields are then absent from the stored data)."""
+
+    TYPE = EventType.DEPLOYMENT_READY
+    source_offsets: dict[str, int] | UnsetType = UNSET
+    green_watermark: int | UnsetType | None = UNSET
+    blue_watermark: int | UnsetType | None = UNSET
+
+    @property
+    def readiness(self) -> dict[str, Any]:
+        """The readiness recorded, as stored (empty for a flip)."""
+        recorded = {"source_offsets": self.source_offsets,
+                    "green_watermark": self.green_watermark,
+                    "blue_watermark": self.blue_watermark}
+        return {name: value for name, value in recorded.items() if value is not UNSET}
+
+
+class VersionActivated(DeploymentEvent, frozen=True, kw_only=True):
+    TYPE = EventType.VERSION_ACTIVATED
+
+
+class VersionRetired(DeploymentEvent, frozen=True, kw_only=True):
+    TYPE = EventType.VERSION_RETIRED
+    retired_version: int | None
+    retired_namespace: str | None
+    job_id: str | None
+    """The blue job stopped."""
+    savepoint: str | None
+    """Where blue's state was saved; None when stopping with a savepoint failed."""
+
+
+class DeploymentFailed(DeploymentEvent, frozen=True, kw_only=True):
+    TYPE = EventType.DEPLOYMENT_FAILED
+    reason: str
+    job_id: str | None
+    """Green's job, cancelled."""
+
+
+@dataclass(frozen=True)
+class UnknownEvent:
+    """An event of a type this code does not know, kept as stored."""
+
+    type: str
+    data: Mapping[str, Any]
+    schema_version: int
+
+
+# --------------------------------------------------------------------------- schemas
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class EventSchema:
+    """How one event type is read: its payload Struct and, in order, the steps that turn
+    data stored in version n into version n + 1 (``upcasters[n - 1]``)."""
+
+    payload: type[EventPayload]
+    upcasters: tuple[Upcaster, ...] = ()
+
+    @property
+    def version(self) -> int:
+        """The version written now."""
+        return len(self.upcasters) + 1
+
+    def read(self, data: dict[str, Any], version: int) -> EventPayload:
+        """The payload of data stored in ``version``.  Data from a newer writer is read as the
+        current version: fields this version does not know are ignored."""
+        for upcast in self.upcasters[version - 1:]:
+            data = upcast(data)
+        return msgspec.convert(data, self.payload)
+
+
+def _frontier_offsets_are_source_offsets(data: dict[str, Any]) -> dict[str, Any]:
+    """DeploymentReady 1 → 2.  Before readiness compared input offsets with blue's, a green
+    with no blue recorded the input's end offsets when it started as ``frontier_offsets``:
+    the same target that ``source_offsets`` holds now."""
+    if "frontier_offsets" not in data:
+        return data
+    upcast = {name: value for name, value in data.items() if name != "frontier_offsets"}
+    return upcast | {"source_offsets": data["frontier_offsets"]}
+
+
+EVENT_SCHEMAS: Mapping[str, EventSchema] = {
+    str(schema.payload.TYPE): schema for schema in (
+        EventSchema(DefinitionRegistered),
+        EventSchema(RollbackRequested),
+        EventSchema(NamespacePurged),
+        EventSchema(DeploymentStarted),
+        EventSchema(DeploymentReady, (_frontier_offsets_are_source_offsets,)),
+        EventSchema(VersionActivated),
+        EventSchema(VersionRetired),
+        EventSchema(DeploymentFailed),
+    )
+}
+SCHEMA_VERSION_KEY = "schema_version"
+"""The metadata key holding the schema version an event's data was written in."""
+UNVERSIONED = 1
+"""The version of events stored before the schema version was recorded."""
+
+
+class UnreadableEventError(ValueError):
+    """A stored event of a known type whose data does not fit any version of its schema."""
+
+
+# --------------------------------------------------------------------------- events
+
 @dataclass(frozen=True)
 class NewEvent:
-    type: EventType
-    data: Mapping[str, Any]
+    payload: EventPayload
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    """Who caused the event and from where (:meth:`Provenance.to_metadata`)."""
 
 
 @dataclass(frozen=True)
@@ -55,16 +246,36 @@ class RecordedEvent:
     position: int
     stream: str
     version: int
-    type: str
-    data: Mapping[str, Any]
+    payload: EventPayload | UnknownEvent
+    """Upcast to the current schema version of its type."""
     metadata: Mapping[str, Any]
     recorded_at: datetime
+
+    @property
+    def type(self) -> str:
+        return self.payload.type if isinstance(self.payload, UnknownEvent) \
+            else str(self.payload.TYPE)
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of :attr:`data`."""
+        if isinstance(self.payload, UnknownEvent):
+            return self.payload.schema_version
+        return EVENT_SCHEMAS[self.type].version
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The payload as JSON: the stored data, upcast to the current schema version."""
+        if isinstance(self.payload, UnknownEvent):
+            return dict(self.payload.data)
+        data: dict[str, Any] = msgspec.to_builtins(self.payload)
+        return data
 
     def to_json(self) -> dict[str, Any]:
         return {
             "position": self.position, "stream": self.stream, "version": self.version,
-            "type": self.type, "data": dict(self.data), "metadata": dict(self.metadata),
-            "recorded_at": self.recorded_at.isoformat(),
+            "type": self.type, "schema_version": self.schema_version, "data": self.data,
+            "metadata": dict(self.metadata), "recorded_at": self.recorded_at.isoformat(),
         }
 
 
@@ -80,15 +291,29 @@ class StoredEvent:
 
 
 def encode_event(event: NewEvent) -> StoredEvent:
-    """The stored form of an event about to be appended."""
-    return StoredEvent(str(event.type), dict(event.data), dict(event.metadata))
+    """The stored form of an event about to be appended: its current schema version."""
+    event_type = str(event.payload.TYPE)
+    return StoredEvent(event_type, msgspec.to_builtins(event.payload),
+                       {**event.metadata, SCHEMA_VERSION_KEY: EVENT_SCHEMAS[event_type].version})
 
 
 def decode_event(position: int, stream: str, version: int, stored: StoredEvent,
                  recorded_at: datetime) -> RecordedEvent:
-    """An event read back from a store."""
-    return RecordedEvent(position=position, stream=stream, version=version, type=stored.type,
-                         data=stored.data, metadata=stored.metadata, recorded_at=recorded_at)
+    """An event read back from a store, validated and upcast to the current schema."""
+    metadata = {k: v for k, v in stored.metadata.items() if k != SCHEMA_VERSION_KEY}
+    schema_version = int(stored.metadata.get(SCHEMA_VERSION_KEY, UNVERSIONED))
+    schema = EVENT_SCHEMAS.get(stored.type)
+    payload: EventPayload | UnknownEvent
+    if schema is None:
+        payload = UnknownEvent(stored.type, stored.data, schema_version)
+    else:
+        try:
+            payload = schema.read(stored.data, schema_version)
+        except msgspec.ValidationError as error:
+            raise UnreadableEventError(f"event {position} ({stored.type} version "
+                                       f"{schema_version} in {stream}): {error}") from error
+    return RecordedEvent(position=position, stream=stream, version=version, payload=payload,
+                         metadata=metadata, recorded_at=recorded_at)
 
 
 @dataclass(frozen=True)

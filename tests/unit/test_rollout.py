@@ -20,17 +20,30 @@ from hypothesis import strategies as st
 
 from core.domain.changes import ChangeClass, classify, diff_specs
 from core.domain.definitions import Kind, canonical_spec, parse_definition
-from core.domain.events import EventType, deployment_stream
+from core.domain.deployments import Deployment, DeploymentState, at_epoch_ms, epoch_ms
+from core.domain.events import (
+    DefinitionRegistered,
+    DeploymentFailed,
+    DeploymentKind,
+    DeploymentReady,
+    EventPayload,
+    EventType,
+    NamespacePurged,
+    NewEvent,
+    Readiness,
+    RecordedEvent,
+    RollbackRequested,
+    UnknownEvent,
+    VersionActivated,
+    VersionRetired,
+    deployment_stream,
+    encode_event,
+)
 from core.domain.layout import job_id, namespace_of
 from deployer.rollout import (
-    BLUE_GREEN,
-    FLIP,
-    STARTED,
     Action,
     Activate,
     AdvanceGreen,
-    Deployment,
-    Event,
     MarkReady,
     PurgeNamespace,
     RetireBlue,
@@ -38,19 +51,26 @@ from deployer.rollout import (
     StartDeployment,
     ViewState,
     decide,
-    event_data,
+    deployment_failed,
+    deployment_ready,
+    deployment_started,
     evolve,
     state_from_json,
     state_to_json,
+    version_activated,
     version_map_after,
+    version_retired,
     view_of,
 )
 from tests.unit.test_definitions import VIEW, Edits, contract, edited
+from tests.unit.test_events import FIXTURE, fixture_events
 
 VIEW_NAME = contract()[VIEW]["name"]
 DEFINITION_STREAM = f"{Kind.FEATURE_VIEW}:{VIEW_NAME}"
 DEPLOYMENT_STREAM = deployment_stream(VIEW_NAME)
 CONFIG = RolloutConfig()
+BLUE_GREEN, FLIP = DeploymentKind.BLUE_GREEN, DeploymentKind.FLIP
+DEPLOYER = {"actor": "deployer"}
 T0 = 1_700_000_000_000
 TICK = 1_000
 """The simulated worker's clock moves one tick per decision."""
@@ -128,7 +148,7 @@ class Step:
     state: ViewState
     """The state the action was decided on."""
     action: Action
-    event: Event | None
+    event: RecordedEvent | None
     """What the worker recorded (None: a green still on its way)."""
 
 
@@ -151,7 +171,7 @@ def describe(action: Action) -> str:
     return f"abandon v{d.version}: {action.reason}"
 
 
-def fold(events: Sequence[Event], config: RolloutConfig = CONFIG,
+def fold(events: Sequence[RecordedEvent], config: RolloutConfig = CONFIG,
          state: ViewState | None = None) -> ViewState:
     for event in events:
         state = evolve(state or ViewState(VIEW_NAME), event, config)
@@ -163,7 +183,7 @@ def round_trip(state: ViewState) -> ViewState:
     return state_from_json(json.loads(json.dumps(state_to_json(state))))
 
 
-def revive(log: Sequence[Event], config: RolloutConfig) -> ViewState:
+def revive(log: Sequence[RecordedEvent], config: RolloutConfig) -> ViewState:
     """A new worker's state: a checkpoint saved halfway, then the rest of the log."""
     checkpoint = round_trip(fold(log[:len(log) // 2], config))
     return fold(log[len(log) // 2:], config, checkpoint)
@@ -177,7 +197,7 @@ class Sim:
     config: RolloutConfig = CONFIG
     green: Green = field(default_factory=Green)
     crash_after: int | None = None
-    log: list[Event] = field(default_factory=list)
+    log: list[RecordedEvent] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     state: ViewState = field(default_factory=lambda: ViewState(VIEW_NAME))
     now: int = T0
@@ -189,14 +209,15 @@ class Sim:
 
     def register(self, spec: Mapping[str, Any]) -> int:
         self.registered += 1
-        self._append(DEFINITION_STREAM, self.registered, EventType.DEFINITION_REGISTERED, {
-            "kind": Kind.FEATURE_VIEW.value, "name": VIEW_NAME, "version": self.registered,
-            "spec": dict(spec)})
+        self._append(DEFINITION_STREAM, self.registered, DefinitionRegistered(
+            kind=Kind.FEATURE_VIEW.value, name=VIEW_NAME, version=self.registered,
+            from_version=self.registered - 1 or None, spec=dict(spec),
+            spec_hash=f"hash of v{self.registered}", change_class=None))
         return self.registered
 
     def request_rollback(self, version: int) -> None:
         self._append(DEPLOYMENT_STREAM, self._deployment_stream_version() + 1,
-                     EventType.ROLLBACK_REQUESTED, {"view": VIEW_NAME, "to_version": version})
+                     RollbackRequested(view=VIEW_NAME, to_version=version))
 
     def wait(self, ms: int) -> None:
         self.now += ms
@@ -211,12 +232,12 @@ class Sim:
         if action is None:
             return None
         self._check_action(state, action)
-        event_type, data = self._outcome(action, outcome)
+        payload = self._outcome(action, outcome)
         event = None
-        if event_type is not None:
+        if payload is not None:
             assert self._deployment_stream_version() == state.stream_version, \
                 "the worker appends at the stream version it folded"
-            event = self._append(DEPLOYMENT_STREAM, state.stream_version + 1, event_type, data)
+            event = self._append(DEPLOYMENT_STREAM, state.stream_version + 1, payload)
         self.steps.append(Step(self.now, logged, state, action, event))
         if isinstance(action, Activate):
             assert self.state.serveable == action.version_map, "the map written is the map held"
@@ -232,58 +253,47 @@ class Sim:
             taken.append(describe(action))
         raise AssertionError(f"no quiescence after {max_steps} steps: {taken[-10:]}")
 
-    def _outcome(self, action: Action, outcome: str | None,
-                 ) -> tuple[EventType | None, dict[str, Any]]:
+    def _outcome(self, action: Action, outcome: str | None) -> EventPayload | None:
         """The event the worker records for ``action`` (as deployer.worker does)."""
         if isinstance(action, PurgeNamespace):
-            return EventType.NAMESPACE_PURGED, {"view": VIEW_NAME,
-                                                "namespace": action.namespace,
-                                                "keys_deleted": 7}
+            return NamespacePurged(view=VIEW_NAME, namespace=action.namespace, keys_deleted=7)
         d = action.deployment
         if isinstance(action, StartDeployment):
-            return EventType.DEPLOYMENT_STARTED, self._data(d, EventType.DEPLOYMENT_STARTED)
+            return deployment_started(VIEW_NAME, d)
         if isinstance(action, MarkReady):
-            return EventType.DEPLOYMENT_READY, self._data(d, EventType.DEPLOYMENT_READY)
+            return deployment_ready(VIEW_NAME, d)
         if isinstance(action, AdvanceGreen):
             found, reason = self.green.outcome(action, self.now)
             if outcome is not None:
                 found, reason = outcome, f"green job {d.job_id} is FAILED: scripted"
             if found == GREEN_READY:
-                return EventType.DEPLOYMENT_READY, self._data(
-                    d, EventType.DEPLOYMENT_READY, green_watermark=self.now,
-                    blue_watermark=self.now)
+                return deployment_ready(VIEW_NAME, d, {
+                    "source_offsets": {"0": self.now}, "green_watermark": self.now,
+                    "blue_watermark": self.now})
             if found == GREEN_FAILED:
-                return EventType.DEPLOYMENT_FAILED, self._data(
-                    d, EventType.DEPLOYMENT_FAILED, reason=reason, job_id=d.job_id)
-            return None, {}
+                assert reason is not None
+                return deployment_failed(VIEW_NAME, d, reason)
+            return None
         if isinstance(action, Activate):
-            return EventType.VERSION_ACTIVATED, self._data(d, EventType.VERSION_ACTIVATED)
+            return version_activated(VIEW_NAME, d)
         if isinstance(action, RetireBlue):
-            return EventType.VERSION_RETIRED, self._data(
-                d, EventType.VERSION_RETIRED, retired_version=d.blue_version,
-                retired_namespace=d.blue_namespace, job_id=d.blue_job_id,
-                savepoint=f"file:///savepoints/{d.blue_job_id}")
-        return EventType.DEPLOYMENT_FAILED, self._data(
-            d, EventType.DEPLOYMENT_FAILED, reason=action.reason, job_id=d.job_id)
-
-    @staticmethod
-    def _data(deployment: Deployment, event_type: EventType, **extra: Any) -> dict[str, Any]:
-        return event_data(VIEW_NAME, deployment, event_type, **extra)
+            return version_retired(VIEW_NAME, d, f"file:///savepoints/{d.blue_job_id}")
+        return deployment_failed(VIEW_NAME, d, action.reason)
 
     # ----------------------------------------------------------- the log
 
     def _deployment_stream_version(self) -> int:
         return sum(e.stream == DEPLOYMENT_STREAM for e in self.log)
 
-    def _append(self, stream: str, version: int, event_type: EventType,
-                data: dict[str, Any]) -> Event:
-        event = Event(stream, version, event_type, data, self.now)
+    def _append(self, stream: str, version: int, payload: EventPayload) -> RecordedEvent:
+        event = RecordedEvent(len(self.log) + 1, stream, version, payload, DEPLOYER,
+                              at_epoch_ms(self.now))
         self.log.append(event)
         self.state = evolve(self.state, event, self.config)
-        if event_type == EventType.DEPLOYMENT_FAILED:
-            self.blocked.add(data["version"])
-        if event_type == EventType.ROLLBACK_REQUESTED:
-            self.blocked.discard(data["to_version"])
+        if isinstance(payload, DeploymentFailed):
+            self.blocked.add(payload.version)
+        if isinstance(payload, RollbackRequested):
+            self.blocked.discard(payload.to_version)
         if len(self.log) == self.crash_after:
             self.state = revive(self.log, self.config)
         check_state(self.state, self.log, self.config)
@@ -316,13 +326,14 @@ class Sim:
                 self.config.purge_grace_ms
 
 
-def check_state(state: ViewState, log: Sequence[Event], config: RolloutConfig) -> None:
+def check_state(state: ViewState, log: Sequence[RecordedEvent], config: RolloutConfig,
+                ) -> None:
     """What holds after every recorded event."""
-    activations = [e for e in log if e.type == EventType.VERSION_ACTIVATED]
+    activations = [e.payload for e in log if isinstance(e.payload, VersionActivated)]
     if activations:
-        last = activations[-1].data
-        assert state.active == last["version"], "active is the last activated version"
-        assert state.serveable.get(last["version"]) == last["namespace"], "the map holds active"
+        last = activations[-1]
+        assert state.active == last.version, "active is the last activated version"
+        assert state.serveable.get(last.version) == last.namespace, "the map holds active"
         assert state.active_namespace in state.jobs, "the active namespace is maintained"
     else:
         assert state.active is None and not state.serveable
@@ -442,10 +453,10 @@ def test_a_breaking_version_goes_blue_green_and_retires_blue() -> None:
                                        blue_job_id=job("v1", 1))
     activate = sim.steps[-2].action
     assert isinstance(activate, Activate) and activate.version_map == {1: "v1", 2: "v2"}
-    retired = sim.log[-1]
-    assert retired.type == EventType.VERSION_RETIRED
-    assert retired.data["job_id"] == job("v1", 1)
-    assert retired.data["retired_version"] == 1
+    retired = sim.log[-1].payload
+    assert isinstance(retired, VersionRetired)
+    assert retired.job_id == job("v1", 1)
+    assert retired.retired_version == 1
     state = sim.state
     assert (state.active, state.in_flight) == (2, None)
     assert state.serveable == {1: "v1", 2: "v2"}, "v1 stays serveable for pinned reads"
@@ -536,10 +547,10 @@ def test_a_failed_green_leaves_blue_active_and_is_not_retried() -> None:
 
     assert sim.run() == ["start blue_green v2 in v2", "advance green v2"]
 
-    failed = sim.log[-1]
-    assert failed.type == EventType.DEPLOYMENT_FAILED
-    assert failed.data["reason"] == f"green job {job('v2', 2)} is FAILED: boom"
-    assert failed.data["job_id"] == job("v2", 2)
+    failed = sim.log[-1].payload
+    assert isinstance(failed, DeploymentFailed)
+    assert failed.reason == f"green job {job('v2', 2)} is FAILED: boom"
+    assert failed.job_id == job("v2", 2)
     state = sim.state
     assert (state.desired, state.active, state.in_flight) == (2, 1, None)
     assert state.failed == frozenset({2})
@@ -583,13 +594,14 @@ def test_a_deployment_superseded_while_starting_is_abandoned(
     sim.register(BREAKING)
     assert [describe(a) for a in (sim.step(), sim.step()) if a] == [
         "start blue_green v2 in v2", "advance green v2"]
-    assert sim.state.in_flight is not None and sim.state.in_flight.phase == STARTED
+    assert sim.state.in_flight is not None
+    assert sim.state.in_flight.state is DeploymentState.STARTED
 
     supersede(sim)
 
     assert sim.run() == expected
-    abandoned = next(e for e in sim.log if e.type == EventType.DEPLOYMENT_FAILED)
-    assert abandoned.data["job_id"] == job("v2", 2), "green is cancelled"
+    abandoned = next(e.payload for e in sim.log if isinstance(e.payload, DeploymentFailed))
+    assert abandoned.job_id == job("v2", 2), "green is cancelled"
     assert sim.state.active == sim.state.desired
     assert 2 in sim.state.failed
 
@@ -613,14 +625,14 @@ def test_the_green_deadline_is_counted_from_when_the_deployment_started() -> Non
     assert sim.run() == ["start blue_green v2 in v2"] + ["advance green v2"] * 5
 
     started = next(e for e in sim.log if e.type == EventType.DEPLOYMENT_STARTED
-                   and e.data["version"] == 2)
+                   and e.payload.version == 2)
     advances = [s.action for s in sim.steps if isinstance(s.action, AdvanceGreen)
                 and s.action.deployment.version == 2]
     assert {(a.deadline_ms, a.max_restarts) for a in advances} == {
-        (started.recorded_at_ms + config.ready_deadline_ms, config.max_restarts)}
-    failed = sim.log[-1]
-    assert failed.type == EventType.DEPLOYMENT_FAILED
-    assert failed.data["reason"] == "green was not ready within 4 s"
+        (epoch_ms(started.recorded_at) + config.ready_deadline_ms, config.max_restarts)}
+    failed = sim.log[-1].payload
+    assert isinstance(failed, DeploymentFailed)
+    assert failed.reason == "green was not ready within 4 s"
     assert (sim.state.active, sim.state.failed) == (1, frozenset({2}))
 
 
@@ -629,14 +641,15 @@ def test_advance_green_carries_started_at_plus_the_ready_deadline(decided_at: in
     planned = decide(ViewState(VIEW_NAME, specs={1: V1}, desired=1), T0 - 50, CONFIG)
     assert isinstance(planned, StartDeployment)
     deployment = planned.deployment
-    started = Event(DEPLOYMENT_STREAM, 1, EventType.DEPLOYMENT_STARTED,
-                    event_data(VIEW_NAME, deployment, EventType.DEPLOYMENT_STARTED), T0 - 5)
+    started = RecordedEvent(1, DEPLOYMENT_STREAM, 1, deployment_started(VIEW_NAME, deployment),
+                            DEPLOYER, at_epoch_ms(T0 - 5))
     state = evolve(ViewState(VIEW_NAME, specs={1: V1}, desired=1), started, CONFIG)
 
     action = decide(state, decided_at, CONFIG)
 
-    assert action == AdvanceGreen(replace(deployment, started_at_ms=T0 - 5),
-                                  T0 - 5 + CONFIG.ready_deadline_ms, CONFIG.max_restarts)
+    assert action == AdvanceGreen(
+        replace(deployment, started_at=at_epoch_ms(T0 - 5), requested_by="deployer"),
+        T0 - 5 + CONFIG.ready_deadline_ms, CONFIG.max_restarts)
 
 
 # --------------------------------------------------------------------------- namespaces
@@ -753,35 +766,43 @@ def test_view_of(stream: str, view: str | None) -> None:
     assert view_of(stream) == view
 
 
-DEPLOYMENT = Deployment(4, 3, BLUE_GREEN, "v3", "green", 2, "v2", "blue", T0)
+DEPLOYMENT = Deployment(4, 3, BLUE_GREEN, "v3", "green", 2, "v2", "blue", at_epoch_ms(T0))
+READINESS: Readiness = {"source_offsets": {"0": 12}, "green_watermark": 5,
+                        "blue_watermark": None}
 
 
-@pytest.mark.parametrize(("event_type", "extra", "expected_extra"), [
-    pytest.param(EventType.DEPLOYMENT_STARTED, {}, {
-        "kind": BLUE_GREEN, "job_id": "green", "blue_version": 2, "blue_namespace": "v2",
+@pytest.mark.parametrize(("event", "expected_extra"), [
+    pytest.param(deployment_started(VIEW_NAME, DEPLOYMENT), {
+        "kind": "blue_green", "job_id": "green", "blue_version": 2, "blue_namespace": "v2",
         "blue_job_id": "blue"}, id="started names the jobs"),
-    pytest.param(EventType.DEPLOYMENT_READY, {"green_watermark": 5},
-                 {"green_watermark": 5}, id="ready"),
-    pytest.param(EventType.VERSION_ACTIVATED, {}, {}, id="activated"),
-    pytest.param(EventType.DEPLOYMENT_FAILED, {"reason": "x", "job_id": "green"},
-                 {"reason": "x", "job_id": "green"}, id="failed"),
+    pytest.param(deployment_ready(VIEW_NAME, DEPLOYMENT, READINESS), dict(READINESS),
+                 id="ready"),
+    pytest.param(deployment_ready(VIEW_NAME, DEPLOYMENT), {}, id="ready without a green"),
+    pytest.param(version_activated(VIEW_NAME, DEPLOYMENT), {}, id="activated"),
+    pytest.param(version_retired(VIEW_NAME, DEPLOYMENT, "file:///sp"), {
+        "retired_version": 2, "retired_namespace": "v2", "job_id": "blue",
+        "savepoint": "file:///sp"}, id="retired names blue"),
+    pytest.param(deployment_failed(VIEW_NAME, DEPLOYMENT, "x"),
+                 {"reason": "x", "job_id": "green"}, id="failed names green"),
 ])
-def test_event_data_names_view_deployment_version_and_namespace(
-        event_type: EventType, extra: dict[str, Any], expected_extra: dict[str, Any]) -> None:
-    assert event_data(VIEW_NAME, DEPLOYMENT, event_type, **extra) == {
+def test_rollout_events_name_view_deployment_version_and_namespace(
+        event: EventPayload, expected_extra: dict[str, Any]) -> None:
+    """As stored: the keys every reader of the event log knows."""
+    assert encode_event(NewEvent(event)).data == {
         "view": VIEW_NAME, "deployment": 4, "version": 3, "namespace": "v3", **expected_extra}
 
 
-@pytest.mark.parametrize(("event_type", "data"), [
-    pytest.param(EventType.DEPLOYMENT_READY, {"deployment": 1, "version": 1},
+@pytest.mark.parametrize("payload", [
+    pytest.param(DeploymentReady(view=VIEW_NAME, deployment=1, version=1, namespace="v1"),
                  id="ready without a deployment"),
-    pytest.param("SomethingElse", {}, id="unknown type"),
+    pytest.param(UnknownEvent("SomethingElse", {}, 1), id="unknown type"),
 ])
-def test_evolve_ignores_events_that_do_not_apply(event_type: str,
-                                                 data: dict[str, Any]) -> None:
+def test_evolve_ignores_events_that_do_not_apply(payload: EventPayload | UnknownEvent,
+                                                 ) -> None:
     state = fold(play(V1_ACTIVE).log)
-    event = Event(DEPLOYMENT_STREAM, state.stream_version + 1, event_type, data, T0)
-    assert evolve(state, event, CONFIG) == replace(state, stream_version=event.stream_version)
+    event = RecordedEvent(99, DEPLOYMENT_STREAM, state.stream_version + 1, payload, DEPLOYER,
+                          at_epoch_ms(T0))
+    assert evolve(state, event, CONFIG) == replace(state, stream_version=event.version)
 
 
 def test_only_deployment_stream_events_move_the_stream_version() -> None:
@@ -823,11 +844,32 @@ def test_checkpoints_are_plain_json(name: str) -> None:
     assert json.loads(json.dumps(body)) == body
 
 
+@pytest.mark.parametrize("saved", ["in_flight", "settled"])
+def test_a_checkpoint_written_before_the_shared_deployment_record_resumes_alike(
+        saved: str) -> None:
+    """The fixture's checkpoints were written by the deployer of the fixture's events, with
+    the deployment in flight as a plan and a phase."""
+    checkpoint = FIXTURE["checkpoints"][saved]
+    log = [e for e in fixture_events() if view_of(e.stream) == VIEW_NAME]
+    folded = [e for e in log if e.position <= checkpoint["position"]]
+    fresh = fold(folded)
+
+    revived = state_from_json(checkpoint["state"])
+
+    if fresh.in_flight is not None:  # what the old checkpoint had no room for
+        assert revived.in_flight is not None
+        assert revived.in_flight.started_at_ms == fresh.in_flight.started_at_ms
+        fresh = replace(fresh, in_flight=replace(
+            fresh.in_flight, started_at=revived.in_flight.started_at, requested_by=None))
+    assert revived == fresh
+    assert fold(log[len(folded):], state=revived) == fold(log)
+
+
 def test_the_version_map_always_holds_the_one_active_version() -> None:
     """Every scenario's every event was checked by ``check_state``; spot-check one trace."""
     sim = scenario("rollback by flip")
     actives = [fold(sim.log[:k]).active for k in range(len(sim.log) + 1)]
-    activated = [e.data["version"] for e in sim.log if e.type == EventType.VERSION_ACTIVATED]
+    activated = [e.payload.version for e in sim.log if isinstance(e.payload, VersionActivated)]
     assert activated == [1, 2, 3, 2]
     assert [a for i, a in enumerate(actives) if i == 0 or a != actives[i - 1]] == [
         None, 1, 2, 3, 2]
