@@ -1,20 +1,22 @@
 """Turning stored JSON scalars into values of their declared type, and judging their status.
 
-The stream sink writes every value as a JSON scalar.  Decoding parses it *and* checks it
-against the type the definition declares, so a client never receives ``"12"`` for a long
-or ``1`` for a boolean; a stored value that does not fit its type is reported as ``ERROR``
-rather than passed on.  The common numeric cases go through ``int``/``float`` directly,
-which accept the bytes Redis returns and are several times faster than a JSON parser.
+The stream sink writes every value as a JSON scalar.  Decoding parses it *and* judges it
+by the type the definition declares, with the platform's one rule (:mod:`core.values`), so
+a client never receives ``"12"`` for a long, ``1`` for a boolean or ``12.0`` for a long; a
+stored value that does not fit its type is reported as ``ERROR`` rather than passed on.  The
+common case decodes whole rows at once (:class:`RowDecoder`); the per-value decoders are the
+fallback for a row holding a value that does not fit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 from core.domain.definitions import ValueType
+from core.values import INTEGER_RANGES, judge
 
 Scalar = str | int | float | bool
 Decoder = Callable[[bytes], Scalar]
@@ -52,54 +54,18 @@ def _parse_json(raw: bytes) -> Scalar:
     return value
 
 
-def _integer(raw: bytes) -> Scalar:
-    try:
-        return int(raw)
-    except ValueError:
-        value = _parse_json(raw)
-    # An integral float (12.0) is how some writers spell a long; anything else is not one.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise DecodeError(f"{raw[:40]!r} is not an integer")
+def _judged(value_type: ValueType) -> Decoder:
+    def decode(raw: bytes) -> Scalar:
+        value = judge(value_type, _parse_json(raw))
+        if value is None:
+            raise DecodeError(f"{raw[:40]!r} is not a {value_type}")
+        return value
+
+    return decode
 
 
-def _real(raw: bytes) -> Scalar:
-    try:
-        return float(raw)
-    except ValueError:
-        raise DecodeError(f"{raw[:40]!r} is not a number") from None
-
-
-def _string(raw: bytes) -> Scalar:
-    value = _parse_json(raw)
-    if not isinstance(value, str):
-        raise DecodeError(f"{raw[:40]!r} is not a JSON string")
-    return value
-
-
-_BOOLEANS = {b"true": True, b"false": False}
-
-
-def _boolean(raw: bytes) -> Scalar:
-    try:
-        return _BOOLEANS[raw]
-    except KeyError:
-        raise DecodeError(f"{raw[:40]!r} is not true or false") from None
-
-
-def _timestamp(raw: bytes) -> Scalar:
-    """Epoch millis (a JSON number) or an ISO-8601 string, served as written."""
-    value = _parse_json(raw)
-    if isinstance(value, bool):
-        raise DecodeError(f"{raw[:40]!r} is not a timestamp")
-    return value
-
-
-_DECODERS: dict[ValueType, Decoder] = {
-    ValueType.LONG: _integer, ValueType.INT: _integer,
-    ValueType.DOUBLE: _real, ValueType.FLOAT: _real,
-    ValueType.STRING: _string, ValueType.BOOLEAN: _boolean, ValueType.TIMESTAMP: _timestamp,
-}
+_DECODERS: dict[ValueType, Decoder] = {value_type: _judged(value_type)
+                                       for value_type in ValueType}
 
 
 def decoder_for(value_type: ValueType | None) -> Decoder:
@@ -107,9 +73,17 @@ def decoder_for(value_type: ValueType | None) -> Decoder:
     return _parse_json if value_type is None else _DECODERS[value_type]
 
 
+def _bounded(value_type: ValueType) -> Any:
+    low, high = INTEGER_RANGES[value_type]
+    return Annotated[int, msgspec.Meta(ge=low, le=high)]
+
+
+# The table of core.values as msgspec types: a row decodes only when every value is judged
+# as the per-value decoders judge it (msgspec's float takes an integer and widens it too).
 _ROW_TYPES: dict[ValueType | None, Any] = {
-    ValueType.LONG: int, ValueType.INT: int, ValueType.DOUBLE: float, ValueType.FLOAT: float,
-    ValueType.STRING: str, ValueType.BOOLEAN: bool, ValueType.TIMESTAMP: int | str,
+    ValueType.LONG: _bounded(ValueType.LONG), ValueType.INT: _bounded(ValueType.INT),
+    ValueType.DOUBLE: float, ValueType.FLOAT: float, ValueType.STRING: str,
+    ValueType.BOOLEAN: bool, ValueType.TIMESTAMP: _bounded(ValueType.LONG) | str,
     None: str | int | float | bool,
 }
 
@@ -120,9 +94,9 @@ class RowDecoder:
 
     Parsing ten doubles with ``float()`` costs ≈2.7 µs; joining the row into one JSON array
     for msgspec, which checks each position against its type, ≈0.5 µs, and joining all rows
-    into one document saves a call per row.  It is stricter than the per-value decoders (a
-    long stored as ``12.0``, a double stored as ``NaN``): a row it refuses is
-    :data:`UNDECODED`, for the caller to decode value by value.
+    into one document saves a call per row.  It judges as the per-value decoders do; a row
+    it refuses is :data:`UNDECODED`, for the caller to decode value by value, so that one
+    bad value is an error of its own.
     """
 
     def __init__(self, types: Sequence[ValueType | None], times: int) -> None:
@@ -198,25 +172,12 @@ def is_expired(event_time: int | None, ttl_ms: int | None, now_ms: int) -> bool:
 
 
 def coerce_to_type(value: object, value_type: ValueType) -> Scalar | None:
-    """An on-demand result as its declared type; TypeError when it does not fit.
-
-    Numbers widen (a long result of a double feature becomes a float) and an integral float
-    narrows to a long, as in decoding; strings, booleans and numbers never turn into each
-    other.
-    """
+    """An on-demand result as its declared type, judged as any value is
+    (:func:`core.values.judge`: an integer widens to a double, ``4.0`` is no long); TypeError
+    when it does not fit."""
     if value is None:
         return None
-    if isinstance(value, bool):
-        if value_type is ValueType.BOOLEAN:
-            return value
-    elif isinstance(value, int | float):
-        if value_type in (ValueType.DOUBLE, ValueType.FLOAT):
-            return float(value)
-        if value_type in (ValueType.LONG, ValueType.INT, ValueType.TIMESTAMP):
-            if isinstance(value, int):
-                return value
-            if value.is_integer():
-                return int(value)
-    elif isinstance(value, str) and value_type in (ValueType.STRING, ValueType.TIMESTAMP):
-        return value
-    raise TypeError(f"{type(value).__name__} result {value!r:.40} is not a {value_type}")
+    typed = judge(value_type, value)
+    if typed is None:
+        raise TypeError(f"{type(value).__name__} result {value!r:.40} is not a {value_type}")
+    return typed

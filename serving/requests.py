@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,6 +11,7 @@ import msgspec
 from core.domain.definitions import Field, ValueType
 from core.domain.layout import ENTITY_KEY_SEPARATOR
 from core.errors import InvalidFeatureRequestError, MalformedBodyError, Problem
+from core.values import json_type_name, judge
 from serving.decoding import Scalar
 
 MAX_BATCH_ENTITIES = 10_000
@@ -81,7 +81,7 @@ def check_entity_rows(rows: Sequence[Mapping[str, Any]], join_keys: Sequence[str
         for key, value in row.items():
             if key in expected and type(value) is not str and type(value) is not int:
                 found.append(f"key column {key} must be a string or an integer, got "
-                             f"{_json_type(value)}")
+                             f"{json_type_name(value)}")
         for message in found:
             if len(problems) < MAX_PROBLEMS_LISTED:
                 problems.append(Problem(f"entities[{index}]", message))
@@ -110,17 +110,17 @@ def decode_entity_key(entity_key: str) -> list[str]:
 
 # --------------------------------------------------------------------------- request context
 
-_NUMERIC = (ValueType.DOUBLE, ValueType.FLOAT)
-_INTEGRAL = (ValueType.LONG, ValueType.INT)
-
-
 def checked_request_value(spec: Field, value: object) -> Scalar | None:
-    """``value`` of request field ``spec``; ValueError saying why it does not fit."""
+    """``value`` of request field ``spec``, judged by the platform's one rule
+    (:mod:`core.values`: ``3.0`` is no long); ValueError saying why it does not fit."""
     if value is None:
         if spec.required:
             raise ValueError("is required")
         return None
-    typed = _typed(spec.type, value)
+    typed = judge(spec.type, value)
+    if typed is None:
+        raise ValueError(f"must be of type {spec.type}, got {json_type_name(value)} "
+                         f"{value!r:.40}")
     if isinstance(typed, int | float) and not isinstance(typed, bool):
         if spec.min is not None and typed < spec.min:
             raise ValueError(f"{typed} is below the minimum {spec.min}")
@@ -129,33 +129,6 @@ def checked_request_value(spec: Field, value: object) -> Scalar | None:
     if spec.allowed is not None and typed not in spec.allowed:
         raise ValueError(f"{typed!r} is not one of {', '.join(map(repr, spec.allowed))}")
     return typed
-
-
-def _typed(value_type: ValueType, value: object) -> Scalar:
-    if value_type in _NUMERIC and isinstance(value, int | float) and not isinstance(value, bool):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{value} is not a finite number")
-        return value
-    if value_type in _INTEGRAL and isinstance(value, int | float) and not isinstance(value, bool):
-        if isinstance(value, int):
-            return value
-        if value.is_integer():
-            return int(value)
-    if value_type is ValueType.STRING and isinstance(value, str):
-        return value
-    if value_type is ValueType.BOOLEAN and isinstance(value, bool):
-        return value
-    if value_type is ValueType.TIMESTAMP and isinstance(value, int | str) \
-            and not isinstance(value, bool):
-        return value
-    raise ValueError(f"must be of type {value_type}, got {_json_type(value)} {value!r:.40}")
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-            dict: "object"}.get(type(value), type(value).__name__)
 
 
 def request_columns(context: Mapping[str, object], fields: Sequence[Field], rows: int
@@ -201,15 +174,21 @@ def request_columns(context: Mapping[str, object], fields: Sequence[Field], rows
     return columns
 
 
+_query_number = msgspec.json.Decoder(int | float)
+
+
 def parse_query_value(spec: Field, text: str) -> Scalar:
-    """A request field given as a query parameter (single-entity GET): text → its type."""
-    try:
-        if spec.type in _NUMERIC:
-            return float(text)
-        if spec.type in _INTEGRAL:
-            return int(text)
-        if spec.type is ValueType.BOOLEAN:
+    """A request field given as a query parameter (single-entity GET): the JSON value its
+    text spells for a number or a boolean (``7``, ``2.5``, ``true``), else the text; judged
+    afterwards like any request value."""
+    if spec.type.is_numeric:
+        try:
+            return _query_number.decode(text)
+        except msgspec.DecodeError:
+            raise ValueError(f"must be of type {spec.type}, got {text!r:.40}") from None
+    if spec.type is ValueType.BOOLEAN:
+        try:
             return {"true": True, "false": False}[text.lower()]
-    except (ValueError, KeyError):
-        raise ValueError(f"must be of type {spec.type}, got {text!r:.40}") from None
+        except KeyError:
+            raise ValueError(f"must be of type {spec.type}, got {text!r:.40}") from None
     return text

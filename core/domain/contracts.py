@@ -5,9 +5,9 @@ The archiver judges every event exactly as the streaming job does (:mod:`sinks.c
 
 - the payload must be a JSON object (UTF-8; ``NaN``/``Infinity`` are not JSON);
 - then, field by field in contract order: a required field must be present and not null;
-  a present value must have the field's JSON type (``long``/``int``: an integer in range,
-  ``double``/``float``: any number, ``string``, ``boolean``, ``timestamp``: a readable
-  date-time string); then ``min``, ``max`` and ``allowed``;
+  a present value must be of the field's type as :func:`core.values.judge` decides it (so
+  ``3.0`` is no long), except that a ``timestamp`` field must be a readable date-time string,
+  since the stream casts its text; then ``min``, ``max`` and ``allowed``;
 - the first broken rule is the event's violation, worded as the stream's dead letters word it;
 - the event time must be readable from ``timestamp_field`` (the stream sends an event without
   one to the dead-letter topic as late, since it lands at epoch 0).
@@ -26,12 +26,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.domain.definitions import Field, Scalar, Source, TimestampFormat, ValueType
+from core.values import judge
 
 NOT_AN_OBJECT = "payload is not a JSON object"
 UNREADABLE_EVENT_TIME = "event time is missing or unreadable"
-
-_LONG_RANGE = (-(2**63), 2**63 - 1)
-_INT_RANGE = (-(2**31), 2**31 - 1)
 
 
 class _NotJsonError(ValueError):
@@ -65,34 +63,11 @@ def parse_timestamp_text(text: str) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _integer(value: object, low: int, high: int) -> int | None:
-    """A JSON integer in [low, high] (a JSON boolean is not one)."""
-    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
-        return value
-    return None
-
-
-def _real(value: object) -> float | None:
-    """Any JSON number, as a double."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
 def _typed(field: Field, value: object) -> Any:
     """``value`` in the field's type, or None when it does not have that type."""
-    kind = field.type
-    if kind is ValueType.STRING:
-        return value if isinstance(value, str) else None
-    if kind is ValueType.LONG:
-        return _integer(value, *_LONG_RANGE)
-    if kind is ValueType.INT:
-        return _integer(value, *_INT_RANGE)
-    if kind in (ValueType.DOUBLE, ValueType.FLOAT):
-        return _real(value)
-    if kind is ValueType.BOOLEAN:
-        return value if isinstance(value, bool) else None
-    return parse_timestamp_text(value) if isinstance(value, str) else None
+    if field.type is ValueType.TIMESTAMP:
+        return parse_timestamp_text(value) if isinstance(value, str) else None
+    return judge(field.type, value)
 
 
 def _allowed_set(field: Field, allowed: Sequence[Scalar]) -> frozenset[object]:
@@ -143,10 +118,11 @@ def _event_millis(source: Source) -> Callable[[object], int | None]:
 
     def read(raw: object) -> int | None:
         if fmt is TimestampFormat.EPOCH_MILLIS:
-            return _integer(raw, *_LONG_RANGE)
+            millis = judge(ValueType.LONG, raw)
+            return millis if isinstance(millis, int) else None
         if fmt is TimestampFormat.EPOCH_SECONDS:
-            seconds = _real(raw)
-            if seconds is None or not math.isfinite(seconds):
+            seconds = judge(ValueType.DOUBLE, raw)
+            if not isinstance(seconds, float) or not math.isfinite(seconds):
                 return None
             return int(seconds * 1000)  # truncates, as the stream's CAST(... AS BIGINT)
         parsed = parse_timestamp_text(raw) if isinstance(raw, str) else None

@@ -114,13 +114,22 @@ def test_bad_request_context_is_reported_by_field_and_row(
     assert message in caught.value.problems[0].message
 
 
-def test_integral_floats_are_longs_and_query_text_is_typed() -> None:
-    assert checked_request_value(ITEMS, 3.0) == 3
+def test_integral_floats_are_not_longs_and_query_text_is_typed() -> None:
+    assert checked_request_value(ITEMS, 3) == 3
+    with pytest.raises(ValueError, match=r"must be of type long, got number 3\.0"):
+        checked_request_value(ITEMS, 3.0)
+    with pytest.raises(ValueError, match="must be of type int"):
+        checked_request_value(Field("n", ValueType.INT), 2**31)
+    assert type(checked_request_value(CART, 3)) is float
     assert parse_query_value(CART, "2.5") == 2.5
     assert parse_query_value(ITEMS, "7") == 7
     assert parse_query_value(Field("flag", ValueType.BOOLEAN), "True") is True
     with pytest.raises(ValueError, match="must be of type long"):
         parse_query_value(ITEMS, "seven")
+    with pytest.raises(ValueError, match="must be of type double"):
+        parse_query_value(CART, "nan")
+    with pytest.raises(ValueError, match="must be of type long"):
+        checked_request_value(ITEMS, parse_query_value(ITEMS, "7.0"))
 
 
 def test_redis_passwords_stay_out_of_error_messages() -> None:

@@ -187,7 +187,7 @@ def test_the_single_entity_endpoint_plans_every_feature_of_the_version() -> None
 # --------------------------------------------------------------------------- decoding
 
 @pytest.mark.parametrize(("value_type", "raw", "value"), [
-    (ValueType.LONG, b"12", 12), (ValueType.LONG, b"12.0", 12), (ValueType.INT, b"-3", -3),
+    (ValueType.LONG, b"12", 12), (ValueType.INT, b"-3", -3),
     (ValueType.DOUBLE, b"3", 3.0), (ValueType.FLOAT, b"1e3", 1000.0),
     (ValueType.STRING, b'"caf\\u00e9"', "café"), (ValueType.BOOLEAN, b"false", False),
     (ValueType.TIMESTAMP, b"1700000000000", 1_700_000_000_000),
@@ -202,6 +202,7 @@ def test_stored_json_is_decoded_to_the_declared_type(value_type: ValueType | Non
 
 @pytest.mark.parametrize(("value_type", "raw"), [
     (ValueType.LONG, b"1.5"), (ValueType.LONG, b"true"), (ValueType.LONG, b'"1"'),
+    (ValueType.LONG, b"12.0"), (ValueType.INT, b"2147483648"), (ValueType.TIMESTAMP, b"1.5"),
     (ValueType.DOUBLE, b'"1.5"'), (ValueType.DOUBLE, b"true"), (ValueType.STRING, b"12"),
     (ValueType.BOOLEAN, b"1"), (ValueType.TIMESTAMP, b"true"), (None, b"[1]"),
 ])
@@ -221,10 +222,12 @@ def test_event_times_and_ttl() -> None:
 
 def test_on_demand_results_are_coerced_to_their_declared_type() -> None:
     assert coerce_to_type(3, ValueType.DOUBLE) == 3.0
-    assert coerce_to_type(4.0, ValueType.LONG) == 4
+    assert type(coerce_to_type(3, ValueType.DOUBLE)) is float
+    assert coerce_to_type(4, ValueType.LONG) == 4
     assert coerce_to_type(None, ValueType.STRING) is None
-    for value, value_type in [(4.5, ValueType.LONG), ("x", ValueType.DOUBLE),
-                              (True, ValueType.DOUBLE), (1, ValueType.BOOLEAN)]:
+    for value, value_type in [(4.5, ValueType.LONG), (4.0, ValueType.LONG),
+                              ("x", ValueType.DOUBLE), (True, ValueType.DOUBLE),
+                              (1, ValueType.BOOLEAN), (2**63, ValueType.LONG)]:
         with pytest.raises(TypeError):
             coerce_to_type(value, value_type)
 

@@ -94,9 +94,10 @@ def test_features_missing_from_a_found_entity_are_not_found(serving: httpx.Clien
 
 def test_stored_values_are_decoded_to_their_declared_types(
         serving: httpx.Client, deployed: Deployed, online_store: OnlineStore) -> None:
-    # Writers may spell a long 7.0 or a double 3; a value of the wrong kind is an ERROR.
+    # A double stored as 3 widens; a long stored as 7.0 is of the wrong kind (core.values),
+    # like a string: an ERROR.
     online_store.write(deployed.view, namespace_of(1), "typed",
-                       {"clicks_1h": "12.0", "amount_1h": "3", "quantity_1h": '"seven"',
+                       {"clicks_1h": "12", "amount_1h": "3", "quantity_1h": "7.0",
                         "amount_avg_1d": "1e2", "last_page": '"caf\\u00e9"',
                         "premium": "false"}, now_millis())
     body = serving.get(f"/v1/features/{deployed.view}/typed").json()
