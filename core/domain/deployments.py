@@ -104,7 +104,7 @@ class Deployment:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Deployment:
-        def time(key: str) -> datetime | None:
+        def moment(key: str) -> datetime | None:
             return datetime.fromisoformat(body[key]) if key in body else None
 
         return cls(number=body["deployment"], version=body["version"],
@@ -113,9 +113,9 @@ class Deployment:
                    blue_namespace=body["blue_namespace"], blue_job_id=body["blue_job_id"],
                    started_at=datetime.fromisoformat(body["started_at"]),
                    state=DeploymentState(body["state"]), requested_by=body["requested_by"],
-                   ready_at=time("ready_at"), readiness=dict(body.get("readiness", {})),
-                   activated_at=time("activated_at"), retired_at=time("retired_at"),
-                   savepoint=body.get("savepoint"), failed_at=time("failed_at"),
+                   ready_at=moment("ready_at"), readiness=dict(body.get("readiness", {})),
+                   activated_at=moment("activated_at"), retired_at=moment("retired_at"),
+                   savepoint=body.get("savepoint"), failed_at=moment("failed_at"),
                    error=body.get("error"))
 
 
