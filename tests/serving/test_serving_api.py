@@ -380,4 +380,8 @@ def test_an_unreachable_online_store_is_503_not_404(registry_url: str,
             as server, httpx.Client(base_url=server.url, timeout=30) as client:
         wait_for(lambda: client.get("/healthz").json()["catalog_loaded"], "the registry read")
         assert "Redis" in problem(client.get(f"/v1/features/{deployed.view}/u1"), 503)
+        batched = client.post("/v1/features/batch", json={
+            "entities": [{"user_id": "u1"}], "features": [deployed.ref("clicks_1h")]})
+        assert "Redis" in problem(batched, 503)  # answered on the short path
+        assert batched.json()["code"] == "dependency_unavailable"
         assert client.get("/healthz").json()["version_maps_loaded"] is False
