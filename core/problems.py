@@ -65,7 +65,11 @@ def answer_error(error: Exception, method: str, path: str) -> ProblemAnswer:
 def _status_code_name(status: int) -> str:
     """``not_found`` for 404: an HTTP error's code is its status phrase, so that the codes
     of platform errors named after a status (``not_found``, ``unauthorized``) rebuild them."""
-    return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:  # a status outside the standard's list
+        return f"http_{status}"
+    return phrase.lower().replace(" ", "_").replace("-", "_")
 
 
 def _problem_response(request: Request[Any, Any, Any], error: Exception
