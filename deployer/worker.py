@@ -1,10 +1,11 @@
-"""`fp deployer run`: one worker; several may run, the one holding the advisory lock leads.
+"""`fp deployer run`: one worker; several may run, the one elected leads
+(:mod:`deployer.coordination`).
 
 The leader folds registry events (in position order, from a durable checkpoint) into the
 per-view rollout state of :mod:`deployer.rollout`, asks it for the next action, performs the
-action through the adapters and appends the outcome as an event.  NOTIFY on ``fp_events``
-only wakes it early; polling by position is the truth.  A worker killed at any moment leaves
-the log as the whole truth: the next leader resumes from the checkpoint and the log.
+action through the adapters and appends the outcome as an event.  A wake-up on appended events
+only makes it look early; polling by position is the truth.  A worker killed at any moment
+leaves the log as the whole truth: the next leader resumes from the checkpoint and the log.
 """
 
 from __future__ import annotations
@@ -12,15 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
-
-import psycopg
-from sqlalchemy import Engine, select
-from sqlalchemy.dialects.postgresql import insert
 
 from core.domain.deployments import Deployment
 from core.domain.events import (
@@ -32,6 +25,7 @@ from core.domain.events import (
     deployment_stream,
 )
 from core.errors import ConcurrencyConflictError, FeaturePlatformError
+from deployer.coordination import CheckpointStore, LeaderElection, Leadership, SavedCheckpoint
 from deployer.faults import crash_point
 from deployer.green import GreenOutcome, GreenRunner
 from deployer.rollout import (
@@ -56,15 +50,12 @@ from deployer.rollout import (
     version_retired,
     view_of,
 )
-from registry.store.postgres import NOTIFY_CHANNEL, PostgresRegistryStore
-from registry.store.tables import deployer_checkpoints
+from registry.store.base import RegistryStore
 from sinks.flink import FlinkClient
 from sinks.online_store import NamespaceControl
 
 logger = logging.getLogger(__name__)
 
-LEADER_LOCK_KEY = 7_214_002
-CHECKPOINT_NAME = "deployer"
 ACTOR = {"actor": "deployer"}
 
 
@@ -75,11 +66,13 @@ class Checkpoint:
 
 
 class DeployerWorker:
-    def __init__(self, engine: Engine, flink: FlinkClient, versions: NamespaceControl,
-                 green: GreenRunner, config: RolloutConfig, *,
-                 poll_interval: float = 1.0) -> None:
-        self.engine = engine
-        self.store = PostgresRegistryStore(engine)
+    def __init__(self, *, store: RegistryStore, checkpoints: CheckpointStore,
+                 election: LeaderElection, flink: FlinkClient, versions: NamespaceControl,
+                 green: GreenRunner, config: RolloutConfig, poll_interval: float = 1.0,
+                 ) -> None:
+        self.store = store
+        self.checkpoints = checkpoints
+        self.election = election
         self.flink = flink
         self.versions = versions
         self.green = green
@@ -91,34 +84,20 @@ class DeployerWorker:
         self.stopping.set()
 
     def run(self) -> None:
-        """Lead when the lock is free, else wait for it; until :meth:`stop`."""
+        """Lead when elected, else wait to be; until :meth:`stop`."""
         while not self.stopping.is_set():
             try:
-                with self._leadership() as connection:
-                    if connection is None:
+                with self.election.try_lead() as leadership:
+                    if leadership is None:
                         self.stopping.wait(self.poll_interval)
                         continue
                     logger.info("deployer leads")
-                    self._lead(connection)
-            except (psycopg.Error, FeaturePlatformError) as error:
+                    self._lead(leadership)
+            except FeaturePlatformError as error:
                 logger.warning("deployer loop interrupted, retrying: %s", error)
                 self.stopping.wait(self.poll_interval)
 
-    @contextmanager
-    def _leadership(self) -> Iterator[psycopg.Connection[Any] | None]:
-        """A connection holding the session advisory lock, or None when another leads.
-        The lock dies with the connection, so a killed leader hands over at once."""
-        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(url, autocommit=True) as connection:
-            locked = connection.execute("SELECT pg_try_advisory_lock(%s)",
-                                        (LEADER_LOCK_KEY,)).fetchone()
-            if not locked or not locked[0]:
-                yield None
-                return
-            connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            yield connection
-
-    def _lead(self, connection: psycopg.Connection[Any]) -> None:
+    def _lead(self, leadership: Leadership) -> None:
         checkpoint = self._load_checkpoint()
         while not self.stopping.is_set():
             events = self.store.read_events(checkpoint.position, limit=1000)
@@ -133,8 +112,7 @@ class DeployerWorker:
                 if action is not None:
                     acted |= self._perform(state, action)
             if not acted:
-                for _ in connection.notifies(timeout=self.poll_interval, stop_after=1):
-                    pass
+                leadership.wait_for_events(self.poll_interval)
 
     # ------------------------------------------------------------------ actions
 
@@ -218,24 +196,15 @@ class DeployerWorker:
     # ------------------------------------------------------------------ checkpoint
 
     def _load_checkpoint(self) -> Checkpoint:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(deployer_checkpoints).where(
-                deployer_checkpoints.c.name == CHECKPOINT_NAME)).mappings().one_or_none()
-        if row is None:
+        saved = self.checkpoints.load()
+        if saved is None:
             return Checkpoint()
-        return Checkpoint(row["position"], {view: state_from_json(body)
-                                            for view, body in row["state"].items()})
+        return Checkpoint(saved.position, {view: state_from_json(body)
+                                           for view, body in saved.state.items()})
 
     def _save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        state = {view: state_to_json(s) for view, s in checkpoint.states.items()}
-        now = datetime.now(UTC)
-        upsert = insert(deployer_checkpoints).values(name=CHECKPOINT_NAME,
-                                                     position=checkpoint.position, state=state,
-                                                     updated_at=now)
-        with self.engine.begin() as conn:
-            conn.execute(upsert.on_conflict_do_update(
-                index_elements=["name"],
-                set_={"position": checkpoint.position, "state": state, "updated_at": now}))
+        self.checkpoints.save(SavedCheckpoint(checkpoint.position, {
+            view: state_to_json(state) for view, state in checkpoint.states.items()}))
 
 
 def _fold(checkpoint: Checkpoint, event: RecordedEvent, config: RolloutConfig) -> None:
