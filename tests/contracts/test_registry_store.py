@@ -7,9 +7,7 @@ processes, lock ordering) stays in tests/integration/test_event_store.py.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,10 +26,9 @@ from core.errors import ConcurrencyConflictError
 from registry.service import RegistryService
 from registry.store.base import RegistryStore
 from registry.store.memory import MemoryRegistryStore
+from tests.reference_definitions import reference_definitions
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-CONTRACT_DEFINITIONS: list[dict[str, Any]] = json.loads(
-    (FIXTURES / "contract_definitions.json").read_text())
+CONTRACT_DEFINITIONS = reference_definitions()
 VIEW = "user_clicks"
 
 

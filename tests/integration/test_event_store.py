@@ -5,11 +5,9 @@ contract suite in tests/contracts/test_registry_store.py."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +17,9 @@ from core.domain.events import NewEvent, Provenance, RecordedEvent, RollbackRequ
 from core.errors import ConcurrencyConflictError
 from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
+from tests.reference_definitions import reference_definitions
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-CONTRACT_DEFINITIONS: list[dict[str, Any]] = json.loads(
-    (FIXTURES / "contract_definitions.json").read_text())
+CONTRACT_DEFINITIONS = reference_definitions()
 
 
 def _event(n: int = 0) -> NewEvent:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,15 +14,14 @@ from core.errors import AuthenticationError, error_class
 from registry.api.app import create_registry_app
 from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore
+from tests.reference_definitions import reference_definitions
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 Definitions = list[dict[str, Any]]
 
 
 @pytest.fixture
 def definitions() -> Definitions:
-    loaded: Definitions = json.loads((FIXTURES / "contract_definitions.json").read_text())
-    return loaded
+    return reference_definitions()
 
 
 @pytest.fixture

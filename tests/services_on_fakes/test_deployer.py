@@ -6,11 +6,9 @@ tests/deployer runs them on real services in minutes."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -27,8 +25,8 @@ from sinks.compiler import JobSpec
 from sinks.flink import FlinkClient, JobStatus
 from sinks.kafka_admin import KafkaAdmin
 from sinks.online_memory import InMemoryOnlineStore
+from tests.reference_definitions import reference_definitions
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 VIEW = "user_clicks"
 
 
@@ -113,8 +111,7 @@ class Deployment:
         self.flink = FakeFlink()
         self.kafka = FakeKafkaAdmin({"clicks"})
         self.online = InMemoryOnlineStore()
-        self.definitions: list[dict[str, Any]] = json.loads(
-            (FIXTURES / "contract_definitions.json").read_text())
+        self.definitions: list[dict[str, Any]] = reference_definitions()
         self._workers: list[tuple[DeployerWorker, threading.Thread]] = []
 
     def start_worker(self) -> DeployerWorker:

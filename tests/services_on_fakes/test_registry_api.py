@@ -7,9 +7,7 @@ the database.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +23,8 @@ from core.domain.events import (
 from registry.api.app import create_registry_app
 from registry.service import RegistryService
 from registry.store.memory import MemoryRegistryStore
+from tests.reference_definitions import reference_definitions
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TOKEN = "s3cret"
 AUTHORIZED = {"Authorization": f"Bearer {TOKEN}", "X-FP-Actor": "alice"}
 Definitions = list[dict[str, Any]]
@@ -34,8 +32,7 @@ Definitions = list[dict[str, Any]]
 
 @pytest.fixture
 def definitions() -> Definitions:
-    loaded: Definitions = json.loads((FIXTURES / "contract_definitions.json").read_text())
-    return loaded
+    return reference_definitions()
 
 
 @pytest.fixture

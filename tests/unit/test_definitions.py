@@ -11,7 +11,6 @@ import hashlib
 import json
 import random
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,8 +33,8 @@ from core.domain.definitions import (
     spec_hash,
 )
 from core.errors import InvalidDefinitionError, Problem
+from tests.reference_definitions import reference_definitions
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "contract_definitions.json"
 ENTITY, SOURCE, VIEW, ON_DEMAND = range(4)
 """Positions of the contract's examples in the fixture (and in ``contract()``)."""
 
@@ -49,7 +48,7 @@ appends."""
 
 def contract() -> list[dict[str, Any]]:
     """Fresh copies of the contract's examples: user, clicks, user_clicks, user_ratios."""
-    definitions: list[dict[str, Any]] = json.loads(FIXTURE.read_text())
+    definitions: list[dict[str, Any]] = reference_definitions()
     return definitions
 
 
