@@ -24,7 +24,8 @@ from core.domain.definitions import Definition, FeatureView, Source, parse_defin
 from core.domain.deployments import Deployment
 from core.domain.events import Readiness
 from core.domain.layout import WRITER_GROUP, result_topic, source_group
-from core.errors import ConfigurationError, FeaturePlatformError
+from core.errors import FeaturePlatformError
+from core.settings import DeployerStart
 from deployer.faults import crash_point
 from deployer.rollout import ViewState
 from registry.store.base import RegistryStore
@@ -34,10 +35,6 @@ from sinks.kafka_admin import KafkaAdmin
 from sinks.online_store import NamespaceControl
 
 logger = logging.getLogger(__name__)
-
-EARLIEST = "earliest"
-WINDOW = "window"
-
 
 @dataclass(frozen=True)
 class GreenOutcome:
@@ -51,11 +48,8 @@ WAITING = GreenOutcome()
 
 class GreenRunner:
     def __init__(self, store: RegistryStore, flink: FlinkClient, versions: NamespaceControl,
-                 kafka: KafkaAdmin, *, start_policy: str = WINDOW,
+                 kafka: KafkaAdmin, *, start_policy: DeployerStart = "window",
                  start_margin_ms: int = 60_000) -> None:
-        if start_policy not in {EARLIEST, WINDOW}:
-            raise ConfigurationError(f"FP_DEPLOYER_START must be {EARLIEST!r} or {WINDOW!r}, "
-                                     f"got {start_policy!r}")
         self.store = store
         self.flink = flink
         self.versions = versions
@@ -121,7 +115,7 @@ class GreenRunner:
     def _start(self, view: FeatureView, source: Source, now_ms: int) -> StartPosition:
         """Early enough in Kafka to fill the longest window (``last`` needs all history)."""
         windows = [f.window_ms for f in view.features if f.window_ms is not None]
-        if self.start_policy == EARLIEST or len(windows) < len(view.features):
+        if self.start_policy == "earliest" or len(windows) < len(view.features):
             return StartPosition()
         span = max(windows) + source.watermark_delay_ms + self.start_margin_ms
         return StartPosition(now_ms - span)

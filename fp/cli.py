@@ -11,12 +11,21 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from core.errors import FeaturePlatformError, InvalidDefinitionError
 from core.settings import Settings
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a usage error exits 1 like every other error: argparse's own
+    2 would read as "changes" to a script calling `fp plan`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -145,9 +154,7 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_registry_serve(args: argparse.Namespace, settings: Settings) -> int:
     from registry.bootstrap import build, serve
 
-    app = build(settings)
-    configure_logging(args.verbose)  # building a Litestar app took over the root logger
-    serve(app, args.host, args.port)
+    serve(build(settings), args.host, args.port)
     return EXIT_OK
 
 
@@ -189,9 +196,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serving_serve(args: argparse.Namespace, settings: Settings) -> int:
     from serving.bootstrap import build, serve
 
-    app = build(settings)
-    configure_logging(args.verbose)  # building a Litestar app took over the root logger
-    serve(app, args.host, args.port)
+    serve(build(settings), args.host, args.port)
     return EXIT_OK
 
 
@@ -250,7 +255,7 @@ def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fp", description="Feature platform command line")
+    parser = ArgumentParser(prog="fp", description="Feature platform command line")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, the libraries' included")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

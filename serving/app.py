@@ -101,6 +101,7 @@ def create_serving_app(registry_url: str, redis_url: str, *,
         on_shutdown=[service.stop],
         openapi_config=OpenAPIConfig(title="Feature Platform serving", version="1"),
         request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # the command line configures logging (fp -v)
     )
     return with_fast_batch_path(app, answer_batch)
 

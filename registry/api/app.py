@@ -162,4 +162,5 @@ def create_registry_app(
         openapi_config=OpenAPIConfig(title="Feature Platform registry", version="1"),
         request_max_body_size=32 * 1024 * 1024,
         lifespan=list(lifespan),
+        logging_config=None,  # the command line configures logging (fp -v)
     )

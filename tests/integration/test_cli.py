@@ -80,3 +80,10 @@ def test_client_commands_print_their_answer_and_no_log_lines(registry_server: Ru
 
     verbose = fp(registry_server, "-v", "status")
     assert "HTTP Request: GET" in verbose.stderr
+
+
+def test_a_usage_error_exits_1_never_the_plan_exit_for_changes() -> None:
+    mistyped = subprocess.run([sys.executable, "-m", "fp.cli", "plan", "--dry"],
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert mistyped.returncode == 1
+    assert "unrecognized arguments: --dry" in mistyped.stderr
