@@ -96,9 +96,3 @@ def judge(value_type: ValueType, value: object) -> Scalar | None:
     return _JUDGES[value_type](value)
 
 
-def json_type_name(value: object) -> str:
-    """The JSON name of a parsed value's kind, for messages: ``number`` for 3.0."""
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-            dict: "object"}.get(type(value), type(value).__name__)

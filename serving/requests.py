@@ -8,10 +8,10 @@ from typing import Any
 
 import msgspec
 
-from core.domain.definitions import Field, ValueType
+from core.domain.definitions import Field, ValueType, json_type_name
 from core.domain.layout import ENTITY_KEY_SEPARATOR
 from core.errors import InvalidFeatureRequestError, MalformedBodyError, Problem
-from core.values import json_type_name, judge
+from core.values import judge
 from serving.decoding import Scalar
 
 MAX_BATCH_ENTITIES = 10_000

@@ -185,7 +185,7 @@ class _ObjectReader:
         self.data: dict[str, Any] = value if isinstance(value, dict) else {}
         self.read: set[str] = set()
         if not self.valid:
-            self.fail("", f"must be an object, got {_json_type(value)}")
+            self.fail("", f"must be an object, got {json_type_name(value)}")
 
     def fail(self, key: str, message: str) -> None:
         self.problems.append(Problem(self.join(key), message))
@@ -223,7 +223,8 @@ class _ParseError(Exception):
         self.problems = problems
 
 
-def _json_type(value: object) -> str:
+def json_type_name(value: object) -> str:
+    """The JSON name of a parsed value's kind, for messages: ``number`` for 3.0."""
     if value is None:
         return "null"
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
@@ -232,7 +233,7 @@ def _json_type(value: object) -> str:
 
 def _string(value: object, _path: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string, got {_json_type(value)}")
+        raise ValueError(f"must be a string, got {json_type_name(value)}")
     return value
 
 
@@ -255,13 +256,13 @@ def _name(value: object, path: str) -> str:
 
 def _boolean(value: object, _path: str) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, got {_json_type(value)}")
+        raise ValueError(f"must be true or false, got {json_type_name(value)}")
     return value
 
 
 def _number(value: object, _path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"must be a number, got {_json_type(value)}")
+        raise ValueError(f"must be a number, got {json_type_name(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be a finite number")
     # One spelling per number (0.0 -> 0), so that the spec hash does not depend on it.
@@ -288,7 +289,7 @@ def _list_of(item: Callable[[object, str], T], *, unique: bool = False,
              non_empty: bool = False) -> Callable[[object, str], tuple[T, ...]]:
     def parse(value: object, path: str) -> tuple[T, ...]:
         if not isinstance(value, list):
-            raise ValueError(f"must be an array, got {_json_type(value)}")
+            raise ValueError(f"must be an array, got {json_type_name(value)}")
         if non_empty and not value:
             raise ValueError("must not be empty")
         problems: list[Problem] = []
@@ -341,7 +342,7 @@ def _nested(build: Callable[[_ObjectReader], T]) -> Callable[[object, str], T]:
 
 def _scalar(value: object, _path: str) -> Scalar:
     if not isinstance(value, str | int | float | bool):
-        raise ValueError(f"must be a string, number or boolean, got {_json_type(value)}")
+        raise ValueError(f"must be a string, number or boolean, got {json_type_name(value)}")
     return value
 
 

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.domain.contracts import ContractChecker
-from core.domain.definitions import Field, Source, ValueType
-from core.values import INT32_RANGE, INT64_RANGE, json_type_name, judge
+from core.domain.definitions import Field, Source, ValueType, json_type_name
+from core.values import INT32_RANGE, INT64_RANGE, judge
 from serving.decoding import DecodeError, RowDecoder, coerce_to_type, decoder_for
 from serving.requests import checked_request_value
 from sinks import compiler
