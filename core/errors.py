@@ -41,6 +41,15 @@ class ConfigurationError(FeaturePlatformError):
     title = "Server misconfigured"
 
 
+class UnreadableEventError(FeaturePlatformError):
+    """A stored event of a known type whose data does not fit any version of its schema: the
+    log holds something this release cannot read, and no reader may skip it silently."""
+
+    status = 500
+    code = "unreadable_event"
+    title = "Unreadable event"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One reason a definition is invalid: where (a JSON path) and why."""

@@ -27,6 +27,8 @@ from typing import Any, ClassVar, TypedDict
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from core.errors import UnreadableEventError
+
 
 class EventType(StrEnum):
     DEFINITION_REGISTERED = "DefinitionRegistered"
@@ -216,10 +218,6 @@ SCHEMA_VERSION_KEY = "schema_version"
 """The metadata key holding the schema version an event's data was written in."""
 UNVERSIONED = 1
 """The version of events stored before the schema version was recorded."""
-
-
-class UnreadableEventError(ValueError):
-    """A stored event of a known type whose data does not fit any version of its schema."""
 
 
 # --------------------------------------------------------------------------- events

@@ -31,13 +31,13 @@ from core.domain.events import (
     RollbackRequested,
     StoredEvent,
     UnknownEvent,
-    UnreadableEventError,
     VersionActivated,
     VersionRetired,
     decode_event,
     deployment_stream,
     encode_event,
 )
+from core.errors import UnreadableEventError
 
 FIXTURE: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[1] / "fixtures" / "events_before_schema_versions.json")
