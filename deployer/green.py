@@ -30,8 +30,8 @@ from deployer.faults import crash_point
 from deployer.rollout import ViewState
 from registry.store.base import RegistryStore
 from sinks.compiler import JobSpec, KafkaOptions, StartPosition, compile_view
-from sinks.flink import FlinkClient
-from sinks.kafka_admin import KafkaAdmin
+from sinks.flink import FlinkJobs
+from sinks.kafka_admin import KafkaTopics
 from sinks.online_store import NamespaceControl
 
 logger = logging.getLogger(__name__)
@@ -47,8 +47,8 @@ WAITING = GreenOutcome()
 
 
 class GreenRunner:
-    def __init__(self, store: RegistryStore, flink: FlinkClient, versions: NamespaceControl,
-                 kafka: KafkaAdmin, *, start_policy: DeployerStart = "window",
+    def __init__(self, store: RegistryStore, flink: FlinkJobs, versions: NamespaceControl,
+                 kafka: KafkaTopics, *, start_policy: DeployerStart = "window",
                  start_margin_ms: int = 60_000) -> None:
         self.store = store
         self.flink = flink

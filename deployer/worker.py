@@ -51,7 +51,7 @@ from deployer.rollout import (
     view_of,
 )
 from registry.store.base import RegistryStore
-from sinks.flink import FlinkClient
+from sinks.flink import FlinkJobs
 from sinks.online_store import NamespaceControl
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class Checkpoint:
 
 class DeployerWorker:
     def __init__(self, *, store: RegistryStore, checkpoints: CheckpointStore,
-                 election: LeaderElection, flink: FlinkClient, versions: NamespaceControl,
+                 election: LeaderElection, flink: FlinkJobs, versions: NamespaceControl,
                  green: GreenRunner, config: RolloutConfig, poll_interval: float = 1.0,
                  ) -> None:
         self.store = store

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -38,6 +38,25 @@ class JobStatus:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+class FlinkJobs(Protocol):
+    """What the deployer needs of a Flink session cluster: run, watch, stop and cancel jobs
+    by the ids their specs name."""
+
+    def submit(self, spec: JobSpec) -> str: ...
+
+    def status(self, job_id: str) -> JobStatus | None: ...
+
+    def exceptions(self, job_id: str) -> list[str]: ...
+
+    def restarts(self, job_id: str) -> int: ...
+
+    def stop_with_savepoint(self, job_id: str) -> str | None: ...
+
+    def wait_until_terminal(self, job_id: str) -> JobStatus | None: ...
+
+    def cancel(self, job_id: str) -> None: ...
 
 
 class FlinkError(InfrastructureError):

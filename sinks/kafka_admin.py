@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -10,6 +11,26 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from core.errors import InfrastructureError
 
 TIMEOUT_S = 15.0
+
+
+class KafkaTopics(Protocol):
+    """What the deployer needs of Kafka: its topics, and how far consumer groups have read."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+
+    def topic_exists(self, topic: str) -> bool: ...
+
+    def ensure_topics(self, topics: Iterable[str], partitions: int = 4) -> None: ...
+
+    def delete_topics(self, topics: Iterable[str]) -> None: ...
+
+    def end_offsets(self, topic: str) -> dict[int, int]: ...
+
+    def committed_offsets(self, group: str, topic: str, partitions: Iterable[int],
+                          ) -> dict[int, int]: ...
+
+    def caught_up(self, group: str, topic: str, frontier: dict[int, int]) -> bool: ...
 
 
 class KafkaAdmin:

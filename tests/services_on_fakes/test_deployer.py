@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
 
@@ -22,8 +22,7 @@ from deployer.worker import DeployerWorker
 from registry.service import RegistryService
 from registry.store.memory import MemoryRegistryStore
 from sinks.compiler import JobSpec
-from sinks.flink import FlinkClient, JobStatus
-from sinks.kafka_admin import KafkaAdmin
+from sinks.flink import JobStatus
 from sinks.online_memory import InMemoryOnlineStore
 from tests.reference_definitions import reference_definitions
 
@@ -31,7 +30,7 @@ VIEW = "user_clicks"
 
 
 class FakeFlink:
-    """The calls the deployer makes of :class:`FlinkClient`: a submitted job runs at once with
+    """The Flink cluster as ``sinks.flink.FlinkJobs`` promises it: a submitted job runs at once with
     every task running, and stops or cancels at once."""
 
     def __init__(self) -> None:
@@ -74,7 +73,8 @@ class FakeFlink:
 
 
 class FakeKafkaAdmin:
-    """Topics as a set; every consumer group is caught up."""
+    """Kafka as ``sinks.kafka_admin.KafkaTopics`` promises it: topics as a set; every
+    consumer group is caught up."""
 
     bootstrap_servers = "fake-kafka:9092"
 
@@ -84,16 +84,17 @@ class FakeKafkaAdmin:
     def topic_exists(self, topic: str) -> bool:
         return topic in self.topics
 
-    def ensure_topics(self, topics: list[str]) -> None:
+    def ensure_topics(self, topics: Iterable[str], partitions: int = 4) -> None:
         self.topics.update(topics)
 
-    def delete_topics(self, topics: list[str]) -> None:
+    def delete_topics(self, topics: Iterable[str]) -> None:
         self.topics.difference_update(topics)
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         return {0: 0}
 
-    def committed_offsets(self, group: str, topic: str, partitions: Any) -> dict[int, int]:
+    def committed_offsets(self, group: str, topic: str, partitions: Iterable[int],
+                          ) -> dict[int, int]:
         return dict.fromkeys(partitions, 0)
 
     def caught_up(self, group: str, topic: str, frontier: dict[int, int]) -> bool:
@@ -115,10 +116,9 @@ class Deployment:
         self._workers: list[tuple[DeployerWorker, threading.Thread]] = []
 
     def start_worker(self) -> DeployerWorker:
-        flink = cast(FlinkClient, self.flink)
-        green = GreenRunner(self.store, flink, self.online, cast(KafkaAdmin, self.kafka))
+        green = GreenRunner(self.store, self.flink, self.online, self.kafka)
         worker = DeployerWorker(store=self.store, checkpoints=self.checkpoints,
-                                election=self.election, flink=flink, versions=self.online,
+                                election=self.election, flink=self.flink, versions=self.online,
                                 green=green, config=RolloutConfig(), poll_interval=0.05)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
