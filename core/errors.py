@@ -69,6 +69,15 @@ class Problem:
                    member.get("definition"))
 
 
+class LimitExceededError(FeaturePlatformError):
+    """A request is over one of the platform's stated limits (definitions per batch, size of
+    a spec, response cells, string length, ...); the message names the limit and its value."""
+
+    status = 413
+    code = "limit_exceeded"
+    title = "Limit exceeded"
+
+
 class MalformedBodyError(FeaturePlatformError):
     """A request body is not the JSON document its endpoint reads."""
 
