@@ -28,6 +28,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from core.domain.events import Provenance
+from core.domain.layout import versions_key
 from fp.demo import DEMO_TOPIC, stream_payments
 from fp.local.base import running
 from fp.local.flink import LocalFlink
@@ -86,7 +87,7 @@ def main() -> None:
                 started = time.monotonic()
                 changes = service.apply(breaking_variant(definitions, n), Provenance("bench"))
                 version = next(c.to_version for c in changes if c.name == VIEW)
-                while client.hget(f"fp:versions:{VIEW}", "active") != str(version):
+                while client.hget(versions_key(VIEW), "active") != str(version):
                     if time.monotonic() - started > 300:
                         raise SystemExit(f"v{version} not active after 300 s; logs in {logs}")
                     time.sleep(0.05)

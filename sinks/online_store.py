@@ -7,6 +7,8 @@ and purges namespaces (:class:`NamespaceControl`), serving reads hashes and foll
 switches (:class:`FeatureReader`).  :class:`RedisOnlineStore` is the production adapter and
 holds every line of Redis code of the online store; :mod:`sinks.online_memory` is the
 in-memory fake.  ``tests/contracts/test_online_store.py`` holds both to the same behaviour.
+Stores written by a release before the reserved ``_meta``/``_versions`` segments move to the
+current layout once, with :meth:`RedisOnlineStore.migrate_key_layout`.
 
 Writes are exactly-once in effect: a row is applied only when it is not older than what the
 hash holds (per feature when the view's windows close at different times), so replays and
@@ -39,6 +41,7 @@ from redis.exceptions import RedisError
 
 from core.domain.layout import (
     ACTIVE_FIELD,
+    EVENT_TIME_FIELD,
     VERSIONS_CHANNEL,
     feature_key,
     meta_key,
@@ -134,7 +137,7 @@ class NamespaceProgress:
 
 @dataclass(frozen=True, slots=True)
 class VersionMap:
-    """``fp:versions:{view}``: the active version and the namespace of every serveable one."""
+    """``fp:_versions:{view}``: the active version and the namespace of every serveable one."""
 
     active: int | None
     namespaces: Mapping[int, str]
@@ -167,7 +170,7 @@ def parse_version_map(fields: Mapping[bytes, bytes]) -> VersionMap | None:
 
 
 def version_map_fields(active: int, namespaces: Mapping[int, str]) -> dict[str, str]:
-    """The fields of ``fp:versions:{view}`` for a map (what :func:`parse_version_map` reads)."""
+    """The fields of ``fp:_versions:{view}`` for a map (what :func:`parse_version_map` reads)."""
     return {ACTIVE_FIELD: str(active), **{str(v): ns for v, ns in namespaces.items()}}
 
 
@@ -390,6 +393,50 @@ return 1
 PURGE_BATCH = 1000
 """Keys scanned and unlinked per command when a namespace is purged."""
 
+FIRST_LAYOUT_META_PREFIX = "fp:meta:"
+FIRST_LAYOUT_VERSIONS_PREFIX = "fp:versions:"
+"""Where the first layout kept progress (``fp:meta:{view}:{namespace}``) and version maps
+(``fp:versions:{view}``): beside feature hashes, so that a view named ``meta`` could write
+over a namespace's progress and a purge of it delete another view's."""
+
+# KEYS[1] a key of the first layout, KEYS[2] its key now.  A hash holding __ts is a feature
+# hash of a view named `meta` or `versions` and stays.  Returns 1 moved, 2 superseded (the
+# current layout's key was written already, by this release: it is the newer one), 0 left.
+_MOVE_TO_CURRENT_LAYOUT = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' or redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('DEL', KEYS[1])
+  return 2
+end
+redis.call('RENAME', KEYS[1], KEYS[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class KeyMigration:
+    """What :meth:`RedisOnlineStore.migrate_key_layout` did."""
+
+    moved: int
+    """Progress hashes and version maps renamed to their current keys."""
+    superseded: int
+    """First-layout keys deleted because their current key had been written already."""
+
+
+def current_layout_key(key: str) -> str | None:
+    """The current key of a first-layout progress hash or version map; None for any other key
+    (a first-layout feature hash of a view named ``meta`` can look like progress: the caller
+    tells them apart by the ``__ts`` every feature hash holds).  View names and namespaces
+    hold no ``:``, so the segments count tells the kinds apart."""
+    parts = key.split(":")
+    if key.startswith(FIRST_LAYOUT_META_PREFIX) and len(parts) == 4:
+        return meta_key(parts[2], parts[3])
+    if key.startswith(FIRST_LAYOUT_VERSIONS_PREFIX) and len(parts) == 3:
+        return versions_key(parts[2])
+    return None
+
 
 def _row_arguments(rows: Sequence[FeatureRow]) -> list[Any]:
     """ARGV of :data:`_APPLY_ROWS` for ``rows``."""
@@ -461,6 +508,7 @@ class RedisOnlineStore:
         self._client = redis.Redis.from_url(url)
         self._apply_rows = self._client.register_script(_APPLY_ROWS)
         self._advance_meta = self._client.register_script(_ADVANCE_META)
+        self._move_to_current_layout = self._client.register_script(_MOVE_TO_CURRENT_LAYOUT)
         # No socket_timeout: redis-py would arm a timer around every reply it reads (500 per
         # batch request, a third of the round trip's cost), and the pub/sub listener must be
         # able to wait forever.  Round trips get one deadline each instead.
@@ -559,6 +607,29 @@ class RedisOnlineStore:
             deleted += cast(int, self._client.unlink(*batch))
         self._client.delete(meta_key(view, namespace))
         return deleted
+
+    def migrate_key_layout(self) -> KeyMigration:
+        """Move the progress hashes and version maps of the first layout to their current keys
+        (docs/reference.md, "Online store layout"); feature hashes keep theirs.  Run once
+        with the writers, deployer and servers of the new release stopped; running it again
+        finds nothing to move.  Each key moves in one script call, so a key is never lost
+        or half-moved."""
+        moved = superseded = 0
+        try:
+            for prefix in (FIRST_LAYOUT_META_PREFIX, FIRST_LAYOUT_VERSIONS_PREFIX):
+                for raw_key in self._client.scan_iter(match=f"{prefix}*", count=PURGE_BATCH):
+                    key = cast(bytes, raw_key).decode()
+                    current = current_layout_key(key)
+                    if current is None:
+                        continue
+                    outcome = self._move_to_current_layout(keys=[key, current],
+                                                           args=[EVENT_TIME_FIELD])
+                    moved += outcome == 1
+                    superseded += outcome == 2
+        except RedisError as error:
+            raise InfrastructureError(f"migrating the online store's keys failed: "
+                                      f"{error}") from error
+        return KeyMigration(moved, superseded)
 
     def _unmap(self, view: str, namespace: str) -> None:
         """Drop the map's versions on ``namespace``, unless it is active — checked and done

@@ -67,16 +67,27 @@ def job_id(view: str, namespace: str, deployment: int = 0) -> str:
     return hashlib.sha256(f"{view}/{namespace}/{deployment}".encode()).hexdigest()[:32]
 
 
+RESERVED_SEGMENT_MARK = "_"
+"""The first character of the second segment of every key that is not a feature hash
+(``fp:_meta:…``, ``fp:_versions:…``).  View names start with a letter, so no view's
+feature hashes — nor the ``fp:{view}:{namespace}:*`` pattern a purge deletes — can reach
+another kind's keys, whatever the view is called."""
+META_SEGMENT = f"{RESERVED_SEGMENT_MARK}meta"
+VERSIONS_SEGMENT = f"{RESERVED_SEGMENT_MARK}versions"
+
+
 def feature_key(view: str, namespace: str, entity_key: str) -> str:
+    """``fp:{view}:{namespace}:{entity_key}``.  Neither a view name nor a namespace (``v{N}``)
+    holds a ``:``, so the first three segments alone tell a hash's view and namespace."""
     return f"fp:{view}:{namespace}:{entity_key}"
 
 
 def versions_key(view: str) -> str:
-    return f"fp:versions:{view}"
+    return f"fp:{VERSIONS_SEGMENT}:{view}"
 
 
 def meta_key(view: str, namespace: str) -> str:
-    return f"fp:meta:{view}:{namespace}"
+    return f"fp:{META_SEGMENT}:{view}:{namespace}"
 
 
 def feature_time_field(feature: str) -> str:

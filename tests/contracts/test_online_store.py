@@ -1,8 +1,10 @@
 """One contract for the online store, held by the Redis adapter (a real Redis started for the
 session) and the in-memory fake alike: rows written are read back as serving decodes them,
 re-applying rows changes nothing, progress is kept per namespace, a version map switch is
-atomic and announced, a purge deletes a namespace but never the active one — and on random
-row histories the fake leaves exactly the hashes the writer's Lua script leaves in Redis."""
+atomic and announced, a purge deletes a namespace but never the active one, nor any key of
+another view or kind whatever the views are called — and on random row histories the fake
+leaves exactly the hashes the writer's Lua script leaves in Redis.  The Redis adapter alone
+moves a store of the first key layout to the current one."""
 
 from __future__ import annotations
 
@@ -15,13 +17,20 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import redis
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from core.domain.definitions import NAME_PATTERN
 from core.domain.layout import (
     EVENT_TIME_FIELD,
     OLDEST_TIME_AT_FIELD,
     OLDEST_TIME_FIELD,
     feature_key,
     feature_time_field,
+    meta_key,
+    namespace_of,
+    versions_key,
 )
 from core.errors import InfrastructureError
 from sinks.online_memory import InMemoryOnlineStore
@@ -29,6 +38,7 @@ from sinks.online_store import (
     OLDEST_TIME_REFRESH_MS,
     FeatureRow,
     HashRead,
+    KeyMigration,
     NamespaceProgress,
     OnlineStore,
     RedisOnlineStore,
@@ -47,10 +57,30 @@ def runner() -> Iterator[asyncio.Runner]:
         yield runner
 
 
+OWN_DATABASE = 1
+"""The Redis database of tests that write keys of any name and empty it between examples
+(database 0 holds the other tests' keys)."""
+
+
 def open_store(kind: str, request: pytest.FixtureRequest) -> OnlineStore:
     if kind == "redis":
         return RedisOnlineStore(request.getfixturevalue("stream_redis_url"))
     return InMemoryOnlineStore()
+
+
+def own_database_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue("stream_redis_url")
+    return f"{url.rpartition('/')[0]}/{OWN_DATABASE}"
+
+
+def open_empty_store(kind: str, request: pytest.FixtureRequest) -> OnlineStore:
+    """A store holding no key at all."""
+    if kind == "memory":
+        return InMemoryOnlineStore()
+    url = own_database_url(request)
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return RedisOnlineStore(url)
 
 
 @pytest.fixture(params=["redis", "memory"])
@@ -223,6 +253,90 @@ def test_the_active_namespace_is_never_purged(
     assert read(runner, store, view, "v1", ["u0"], ("x",)) == [{"x": "1"}]
     assert runner.run(store.version_maps([view])) == {view: VersionMap(1, {1: "v1"})}
     assert store.progress(view, "v1").rows == 1
+
+
+# Names that spelled another kind's key segment in the first layout, and random ones.
+view_names = st.one_of(st.sampled_from(["meta", "versions", "v1", "v2"]),
+                       st.from_regex(NAME_PATTERN, fullmatch=True))
+Placement = tuple[str, int]
+"""A view and the version whose namespace holds its rows."""
+UNPURGED_ACTIVE_VERSION = 9
+
+
+@pytest.mark.parametrize("kind", ["redis", "memory"])
+def test_a_purge_never_touches_another_views_or_kinds_keys(
+        runner: asyncio.Runner, request: pytest.FixtureRequest, kind: str) -> None:
+    """Purging the first placement's namespace leaves every other view's hashes, progress and
+    version map, and its own view's other namespaces, as they were."""
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.lists(st.tuples(view_names, st.integers(min_value=1, max_value=3)),
+                    min_size=2, max_size=5, unique=True))
+    @example([("meta", 1), ("v1", 2)])  # fp:meta:v1:* once held the progress of v1's v2
+    def purge_one(placements: list[Placement]) -> None:
+        store = open_empty_store(kind, request)
+        try:
+            views = sorted({view for view, _ in placements})
+            for view, version in placements:
+                store.apply({(view, namespace_of(version)): [row("u1", 1_000, {"x": version})]})
+            for view in views:
+                versions = [version for name, version in placements if name == view]
+                store.switch(view, UNPURGED_ACTIVE_VERSION,
+                             {v: namespace_of(v) for v in [*versions, UNPURGED_ACTIVE_VERSION]})
+
+            def state(view: str, version: int) -> tuple[object, ...]:
+                namespace = namespace_of(version)
+                return (read(runner, store, view, namespace, ["u1"], ("x", EVENT_TIME_FIELD)),
+                        store.progress(view, namespace).rows)
+
+            maps_before = runner.run(store.version_maps(views))
+            before = {placement: state(*placement) for placement in placements}
+            (purged_view, purged_version), *kept = placements
+            assert store.clear_namespace(purged_view, namespace_of(purged_version)) == 1
+            assert state(purged_view, purged_version) == ([{}], 0)
+            assert {placement: state(*placement) for placement in kept} == \
+                {placement: before[placement] for placement in kept}
+            purged_map = maps_before[purged_view]
+            assert purged_map is not None
+            maps_before[purged_view] = VersionMap(purged_map.active, {
+                v: ns for v, ns in purged_map.namespaces.items() if v != purged_version})
+            assert runner.run(store.version_maps(views)) == maps_before
+        finally:
+            runner.run(store.close())
+
+    purge_one()
+
+
+def test_a_store_of_the_first_layout_moves_to_the_current_one_once(
+        runner: asyncio.Runner, request: pytest.FixtureRequest) -> None:
+    store = open_empty_store("redis", request)
+    assert isinstance(store, RedisOnlineStore)
+    progress = {"watermark": "7000", "rows": "12", "updated_at": "9000"}
+    first_layout = {
+        "fp:meta:clicks:v1": progress,
+        "fp:versions:clicks": {"active": "2", "1": "v1", "2": "v1"},
+        # Feature hashes of views named meta and versions: each holds __ts, and stays.
+        "fp:meta:v1:u1": {"x": "1", EVENT_TIME_FIELD: "5000"},
+        "fp:versions:v1:u1": {"x": "2", EVENT_TIME_FIELD: "5000"},
+        # Written again by the new release before the migration ran: the current key wins.
+        "fp:meta:clicks:v2": {"rows": "1"},
+        meta_key("clicks", "v2"): {"rows": "5"},
+    }
+    with redis.Redis.from_url(own_database_url(request), decode_responses=True) as client:
+        for key, fields in first_layout.items():
+            client.hset(key, mapping=fields)
+        assert store.migrate_key_layout() == KeyMigration(moved=2, superseded=1)
+        assert store.migrate_key_layout() == KeyMigration(moved=0, superseded=0)
+        assert sorted(client.keys("*")) == sorted([
+            meta_key("clicks", "v1"), versions_key("clicks"), meta_key("clicks", "v2"),
+            "fp:meta:v1:u1", "fp:versions:v1:u1"])
+    assert store.progress("clicks", "v1") == NamespaceProgress(7000, 12, 9000)
+    assert store.progress("clicks", "v2").rows == 5
+    assert runner.run(store.version_maps(["clicks"])) == {
+        "clicks": VersionMap(2, {1: "v1", 2: "v1"})}
+    assert read(runner, store, "meta", "v1", ["u1"], ("x",)) == [{"x": "1"}]
+    assert read(runner, store, "versions", "v1", ["u1"], ("x",)) == [{"x": "2"}]
+    runner.run(store.close())
 
 
 def test_both_answer_a_ping(runner: asyncio.Runner, store: OnlineStore) -> None:

@@ -20,6 +20,7 @@ import redis
 
 from core.domain.definitions import Kind
 from core.domain.events import Provenance
+from core.domain.layout import versions_key
 from deployer.faults import CRASH_EXIT_CODE
 from fp.local.base import free_port
 from fp.local.flink import LocalFlink
@@ -135,7 +136,7 @@ class Platform:
         return next(c.to_version or 0 for c in changes if c.name == self.view)
 
     def version_map(self) -> dict[str, str]:
-        return self.redis.hgetall(f"fp:versions:{self.view}")  # type: ignore[return-value]
+        return self.redis.hgetall(versions_key(self.view))  # type: ignore[return-value]
 
     def wait_active(self, version: int, timeout: float = 180) -> None:
         def active() -> bool:

@@ -5,7 +5,7 @@ as a server would, and through the serving API's batch endpoint.
         FEATURES_JSON
 
 FEATURES_JSON maps a version number to the feature names its definition has.  A Redis read
-resolves the active version and its namespace from ``fp:versions:{view}`` once, then reads
+resolves the active version and its namespace from ``fp:_versions:{view}`` once, then reads
 entities from that namespace; it is *mixed* when it returns a feature the resolved version
 does not define.  A batch read asks for the features every version has, for 10 customers;
 any non-200 answer or a version outside FEATURES_JSON is an error.  Writes {"reads",
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import redis
+
+from core.domain.layout import versions_key
 
 
 def batch_read(serving: httpx.Client, view: str, features: dict[int, set[str]],
@@ -53,7 +55,7 @@ def main(redis_url: str, serving_url: str, view: str, stop_file: str, out: str,
             batch_errors += 1
         batch_reads += 1
         try:
-            version_map: dict[str, str] = client.hgetall(f"fp:versions:{view}")  # type: ignore[assignment]
+            version_map: dict[str, str] = client.hgetall(versions_key(view))  # type: ignore[assignment]
             if not version_map:
                 time.sleep(0.01)
                 continue

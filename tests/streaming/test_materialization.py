@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from core.domain.definitions import FeatureView, parse_definitions
+from core.domain.layout import meta_key
 from core.domain.validation import validate_batch
 from fp.local.flink import LocalFlink
 from sinks.compiler import JobSpec, KafkaOptions, compile_view
@@ -101,7 +102,7 @@ class Materialisation:
             "every feature, the far-future account its last value only"
 
     def wait_for_watermark(self, client: redis.Redis, at_least: int) -> None:
-        key = f"fp:meta:{self.spec.view}:{self.spec.namespace}"
+        key = meta_key(self.spec.view, self.spec.namespace)
         wait_for(lambda: int(cast(str, client.hget(key, "watermark") or 0)) >= at_least,
                  f"the job's watermark to reach {at_least}")
 
