@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from core.domain.deployments import Deployment
+from core.domain.deployments import Deployment, DeploymentState
 from core.domain.events import (
     EventPayload,
     NamespacePurged,
@@ -24,7 +24,7 @@ from core.domain.events import (
     StreamAppend,
     deployment_stream,
 )
-from core.errors import ConcurrencyConflictError, FeaturePlatformError
+from core.errors import ConcurrencyConflictError, FeaturePlatformError, InfrastructureError
 from deployer.coordination import CheckpointStore, LeaderElection, Leadership, SavedCheckpoint
 from deployer.faults import crash_point
 from deployer.green import GreenOutcome, GreenRunner
@@ -117,15 +117,52 @@ class DeployerWorker:
     # ------------------------------------------------------------------ actions
 
     def _perform(self, state: ViewState, action: Action) -> bool:
-        """Carry out ``action``; True when it recorded an event (the state moved)."""
-        view = state.view
+        """Carry out ``action``; True when it recorded an event (the state moved).
+
+        An outside system failing (InfrastructureError) is transient: the action is retried
+        on the next pass.  Any other failure would fail the same way on every retry, so it
+        fails the deployment instead — whatever raised it, so that one view's bad definition
+        or a bug on one path neither stops the worker nor blocks the other views."""
+        action_name = type(action).__name__
         try:
             return self._dispatch(state, action)
         except ConcurrencyConflictError:
             return True  # someone appended first (e.g. a rollback request): re-read the log
-        except FeaturePlatformError as error:
-            logger.warning("%s: %s failed, will retry: %s", view, type(action).__name__, error)
+        except InfrastructureError as error:
+            logger.warning("%s: %s failed, will retry: %s", state.view, action_name, error)
             return False
+        except FeaturePlatformError as error:
+            logger.warning("%s: %s failed: %s", state.view, action_name, error)
+            reason = f"{action_name} failed: {error}"
+        except Exception as error:  # deliberately broad: see the docstring
+            logger.exception("%s: %s failed unexpectedly", state.view, action_name)
+            # The detail stays in the log: an unexpected exception's text is not written for
+            # the deployment history's readers.
+            reason = (f"{action_name} failed with an unexpected {type(error).__name__}; "
+                      "the deployer's log has the detail")
+        return self._give_up(state, action, reason)
+
+    def _give_up(self, state: ViewState, action: Action, reason: str) -> bool:
+        """Record the failure of ``action`` as its deployment's; True when recorded."""
+        if isinstance(action, PurgeNamespace):
+            # No deployment to fail: the purge is retried each pass, and it never blocks a
+            # rollout, which :func:`decide` puts before it.
+            return False
+        deployment = action.deployment
+        if deployment.job_id and deployment.state in {DeploymentState.STARTED,
+                                                      DeploymentState.READY}:
+            # Green never served: cancel it, best effort, since cancelling may be what failed.
+            try:
+                self.flink.cancel(deployment.job_id)
+            except Exception:  # the failure is recorded either way
+                logger.exception("%s: cancelling green %s failed", state.view,
+                                 deployment.job_id)
+        logger.warning("%s: deployment of v%s failed: %s", state.view, deployment.version,
+                       reason)
+        try:
+            return self._record(state, deployment_failed(state.view, deployment, reason))
+        except ConcurrencyConflictError:
+            return True
 
     def _dispatch(self, state: ViewState, action: Action) -> bool:
         view = state.view

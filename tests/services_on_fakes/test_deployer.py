@@ -6,15 +6,17 @@ tests/deployer runs them on real services in minutes."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import pytest
 
 from core.domain.definitions import Kind
 from core.domain.events import Provenance
+from core.errors import InfrastructureError
 from deployer.coordination import MemoryCheckpointStore, MemoryLeaderElection
 from deployer.green import GreenRunner
 from deployer.rollout import RolloutConfig
@@ -70,6 +72,24 @@ class FakeFlink:
 
     def running(self) -> list[str]:
         return [job.job_id for job in self.jobs.values() if job.state == "RUNNING"]
+
+
+class FailingFlink(FakeFlink):
+    """``FakeFlink`` whose submissions of the jobs of one view raise ``error`` (each time, or
+    only the first ``times`` times)."""
+
+    def __init__(self, view: str, error: Exception, times: int | None = None) -> None:
+        super().__init__()
+        self.view = view
+        self.error = error
+        self.times = times
+        self.attempts = 0
+
+    def submit(self, spec: JobSpec) -> str:
+        if spec.view == self.view and (self.times is None or self.attempts < self.times):
+            self.attempts += 1
+            raise self.error
+        return super().submit(spec)
 
 
 class FakeKafkaAdmin:
@@ -134,9 +154,15 @@ class Deployment:
     def apply(self) -> None:
         self.service.apply(self.definitions, Provenance(actor="test"))
 
-    def active_version(self) -> int | None:
-        record = self.store.definition(Kind.FEATURE_VIEW.value, VIEW)
+    def active_version(self, view: str = VIEW) -> int | None:
+        record = self.store.definition(Kind.FEATURE_VIEW.value, view)
         return record.active_version if record else None
+
+    def add_view(self, name: str) -> None:
+        """A second view of the same source and entity, under another name."""
+        view = copy.deepcopy(self.definitions[2])
+        view["name"] = name
+        self.definitions.append(view)
 
     def served_namespace(self) -> str | None:
         version_map = asyncio.run(self.online.version_maps([VIEW]))[VIEW]
@@ -212,3 +238,46 @@ def test_only_one_of_two_workers_leads_and_a_successor_resumes(deployment: Deplo
     deployment.apply()
     eventually(lambda: deployment.active_version() == 2)
     assert len(deployment.flink.jobs) == 2, "the successor resumed; it redid nothing"
+
+
+def test_an_unexpected_exception_fails_that_deployment_and_the_other_views_roll_out(
+        deployment: Deployment) -> None:
+    flink = deployment.flink = FailingFlink(VIEW, RuntimeError("a bug on one view's path"))
+    deployment.add_view("user_clicks_again")
+    deployment.apply()
+    deployment.start_worker()
+    eventually(lambda: deployment.active_version("user_clicks_again") == 1)
+    eventually(lambda: [d["state"] for d in deployment.service.deployments(VIEW)] == ["failed"])
+    [failed] = deployment.service.deployments(VIEW)
+    assert failed["error"] == ("AdvanceGreen failed with an unexpected RuntimeError; the "
+                               "deployer's log has the detail")
+    assert flink.attempts == 1, "a failing action is not replayed"
+    assert deployment.active_version() is None
+
+    flink.times = 1  # the worker still runs: the view's next version rolls out
+    deployment.definitions[2]["features"][0]["window"] = "2h"
+    deployment.apply()
+    eventually(lambda: deployment.active_version() == 2)
+
+
+class FlakyOnlineStore(InMemoryOnlineStore):
+    """The online store, unreachable for its first ``failures`` version-map switches."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def switch(self, view: str, active: int, namespaces: Mapping[int, str]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise InfrastructureError("redis is unreachable")
+        super().switch(view, active, namespaces)
+
+
+def test_an_infrastructure_error_is_retried_until_it_passes(deployment: Deployment) -> None:
+    online = deployment.online = FlakyOnlineStore(failures=3)
+    deployment.apply()
+    deployment.start_worker()
+    eventually(lambda: deployment.active_version() == 1)
+    assert online.failures == 0
+    assert [d["state"] for d in deployment.service.deployments(VIEW)] == ["completed"]
