@@ -4,7 +4,9 @@ Services named in the environment are used as they are; the missing ones are sta
 locally (PostgreSQL, Redis, a Kafka-protocol broker, a Flink session cluster).  Then the
 migrations run and the platform's own processes start: registry, serving, deployer, the
 Redis writer and the archiver.  Everything this command started — and only that — is
-stopped on exit, in reverse order, with its temporary folders.
+stopped on exit, in reverse order, with its temporary folders.  Killed instead (SIGKILL),
+it takes its processes along (the kernel kills each when it dies), and the next `fp up`
+removes the rest (see fp/local/run_record.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from typing import Any
 
 from core.errors import FeaturePlatformError, InfrastructureError
 from core.settings import Settings
-from fp.local.base import LocalService, answers_ok, kill_process_group, wait_until
+from fp.local.base import (
+    LocalService,
+    answers_ok,
+    kill_process_group,
+    owned_child,
+    wait_until,
+)
+from fp.local.run_record import RunRecord, remove_leftovers
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "features"
 
@@ -47,6 +56,7 @@ class Platform:
     registry_port: int
     serving_port: int
     say: Callable[[str], None]
+    record: RunRecord
     services: list[LocalService] = field(default_factory=list)
     components: list[Component] = field(default_factory=list)
 
@@ -79,7 +89,10 @@ class Platform:
         started = time.monotonic()
         service = factory(self.work_dir / folder)
         self.services.append(service)
-        service.start()
+        try:
+            service.start()
+        finally:
+            self.save_record()
         self.say(f"started {label} at {service.url} ({time.monotonic() - started:.1f} s)")
         return service.url
 
@@ -99,12 +112,17 @@ class Platform:
             log = (self.work_dir / f"{component.name}.log").open("ab")
             component.process = subprocess.Popen(
                 [sys.executable, "-m", "fp.cli", *component.args], env=env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
+                stderr=subprocess.STDOUT, **owned_child())
+            self.save_record()
             if component.health_url:
                 wait_until(partial(answers_ok, component.health_url), 60,
                            f"the {component.name} at {component.health_url}",
                            self.work_dir / f"{component.name}.log")
             self.say(f"started {component.name}")
+
+    def save_record(self) -> None:
+        self.record.save([self.work_dir, *(folder for service in self.services
+                                           for folder in service.temporary_folders)])
 
     def check_components(self) -> None:
         for component in self.components:
@@ -129,13 +147,33 @@ class Platform:
                 service.stop()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop_signals() -> list[signal.Signals]:
+    """SIGINT and SIGTERM always: a shell starts a script's background jobs with SIGINT
+    ignored, and then Python installs no Ctrl-C handler.  SIGHUP unless ignored: that is
+    what `nohup` is for."""
+    return [sig for sig in STOP_SIGNALS
+            if sig != signal.SIGHUP or signal.getsignal(sig) != signal.SIG_IGN]
+
+
+def _ignore_stop_signals() -> None:
+    """Once stopping, a second Ctrl-C must not cut the stop short and leave things behind."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def _stop_signals_raise() -> Iterator[None]:
-    """SIGTERM (and SIGHUP) end `fp up` like Ctrl-C does."""
+    """SIGTERM (and SIGHUP) end `fp up` like Ctrl-C does, once."""
     def interrupt(*_: Any) -> None:
+        _ignore_stop_signals()
         raise KeyboardInterrupt
 
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in _stop_signals():
+        signal.signal(sig, interrupt)
     try:
         yield
     finally:
@@ -147,34 +185,50 @@ def run(settings: Settings, demo: bool, registry_port: int, serving_port: int) -
     def say(message: str) -> None:
         print(f"fp up: {message}", flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="fp-up-") as folder, _stop_signals_raise():
-        platform = Platform(settings, Path(folder), registry_port, serving_port, say)
-        stop_demo = threading.Event()
-        try:
-            settings = platform.start_missing_services()
-            from registry.store.migrate import upgrade_to_head
+    with _stop_signals_raise():
+        if removed := remove_leftovers():
+            say(f"removed what a killed fp up left: {', '.join(removed)}")
+        record = RunRecord()
+        with tempfile.TemporaryDirectory(prefix="fp-up-") as folder:
+            exit_code = _run_platform(
+                Platform(settings, Path(folder), registry_port, serving_port, say, record),
+                demo)
+        record.remove()
+        return exit_code
 
-            upgrade_to_head(settings.require_database_url())
-            say("registry database migrated")
-            platform.start_components({**os.environ, **settings.services_env()})
-            if demo:
-                from fp.demo import start_demo
 
-                start_demo(settings, EXAMPLES, stop_demo, say)
-            _print_urls(registry_port, serving_port, demo, say)
-            while True:
-                platform.check_components()
-                time.sleep(1)
-        except KeyboardInterrupt:
-            say("stopping…")
-            return 0
-        except FeaturePlatformError as error:
-            say(f"error: {error}")
-            return 1
-        finally:
-            stop_demo.set()
-            platform.stop()
-            say("stopped")
+def _run_platform(platform: Platform, demo: bool) -> int:
+    """Start the platform, watch it until a stop signal or a failure, then stop it."""
+    settings, say = platform.settings, platform.say
+    registry_port, serving_port = platform.registry_port, platform.serving_port
+    platform.save_record()
+    stop_demo = threading.Event()
+    try:
+        settings = platform.start_missing_services()
+        from registry.store.migrate import upgrade_to_head
+
+        upgrade_to_head(settings.require_database_url())
+        say("registry database migrated")
+        platform.start_components({**os.environ, **settings.services_env()})
+        if demo:
+            from fp.demo import start_demo
+
+            start_demo(settings, EXAMPLES, stop_demo, say)
+        _print_urls(registry_port, serving_port, demo, say)
+        while True:
+            platform.check_components()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        say("stopping…")
+        return 0
+    except FeaturePlatformError as error:
+        say(f"error: {error}")
+        return 1
+    finally:
+        _ignore_stop_signals()
+        stop_demo.set()
+        platform.stop()
+        say("stopped")
 
 
 def _print_urls(registry_port: int, serving_port: int, demo: bool,

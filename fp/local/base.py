@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import pwd
@@ -12,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +38,11 @@ class LocalService(Protocol):
     @property
     def url(self) -> str:
         """Where clients connect, in the form their libraries expect."""
+
+    @property
+    def temporary_folders(self) -> list[Path]:
+        """The folders this service made and removes on stop (for a later ``fp up`` to remove
+        when the one that started the service was killed before it could)."""
 
 
 @contextlib.contextmanager
@@ -118,6 +124,35 @@ def kill_process_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` asking the kernel to SIGKILL the child when ``parent`` dies."""
+
+    def ask_kernel() -> None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        # A parent that died between fork and prctl would never send the signal.
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return ask_kernel
+
+
+def owned_child(user: str | None = None) -> dict[str, Any]:
+    """``subprocess`` arguments for a server that is ours: in its own process group, so
+    stopping it reaches its children and a terminal's Ctrl-C does not, and killed by the
+    kernel when the thread that starts it ends, whatever ends it (even SIGKILL) — so start
+    servers from a thread that outlives them."""
+    return {
+        "start_new_session": True,
+        # Runs after the switch to ``user``: a change of user clears the death signal.
+        "preexec_fn": _die_with_parent(os.getpid()),
+        **run_as(user),
+    }
+
+
 def run_as(user: str | None) -> dict[str, Any]:
     """``subprocess`` arguments that run the child as ``user`` (None: as ourselves)."""
     if user is None:
@@ -143,6 +178,10 @@ class WorkDir:
             self._temporary = Path(tempfile.mkdtemp(prefix=self._prefix))
         return self._temporary
 
+    @property
+    def temporary(self) -> list[Path]:
+        return [] if self._temporary is None else [self._temporary]
+
     def remove_temporary(self) -> None:
         if self._temporary is not None:
             shutil.rmtree(self._temporary, ignore_errors=True)
@@ -152,10 +191,12 @@ class WorkDir:
 class ServerProcess:
     """One long-running server in its own process group, its output appended to ``log``."""
 
-    def __init__(self, argv: Sequence[str | Path], log: Path, user: str | None = None) -> None:
+    def __init__(self, argv: Sequence[str | Path], log: Path, user: str | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self._log = log
         self._argv = [str(arg) for arg in argv]
         self._user = user
+        self._env = env
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -169,9 +210,8 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                # Own group, so stop() reaches every child, and Ctrl-C in a terminal does not.
-                start_new_session=True,
-                **run_as(self._user),
+                env=self._env,
+                **owned_child(self._user),
             )
 
     def wait_ready(self, probe: Callable[[], bool], timeout: float, what: str) -> None:
@@ -240,6 +280,10 @@ class SingleServerService(ManagedService):
 
     def _alive(self) -> bool:
         return self._server is not None and self._server.alive
+
+    @property
+    def temporary_folders(self) -> list[Path]:
+        return self._work_dir.temporary
 
     def _clean_up(self) -> None:
         """Remove what ``_start`` made outside the work folder (nothing by default)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
+import signal
 import sys
 import urllib.request
 from collections.abc import Mapping
@@ -18,11 +18,10 @@ from core.errors import InfrastructureError
 from fp.local.base import (
     LOOPBACK,
     ManagedService,
+    ServerProcess,
     WorkDir,
     free_port,
-    kill_process_group,
     log_tail,
-    process_group_alive,
     wait_until,
 )
 from sinks.flink_jars import pyflink_home
@@ -53,8 +52,9 @@ class LocalFlink(ManagedService):
         self._start_timeout = start_timeout
         self._home: Path | None = None
         self._rest_port = 0
-        # The daemon scripts background the JVMs, which stay in the script's process group.
-        self._process_groups: dict[str, int] = {}
+        # Each JVM runs in the foreground (``<daemon>.sh start-foreground`` execs it), so it
+        # stays our child and dies with us; the daemon mode would reparent it to init.
+        self._servers: dict[str, ServerProcess] = {}
 
     @property
     def url(self) -> str:
@@ -70,19 +70,20 @@ class LocalFlink(ManagedService):
             raise InfrastructureError("the local Flink cluster is not started")
         return self._home / name
 
+    @property
+    def temporary_folders(self) -> list[Path]:
+        return self._work_dir.temporary
+
     def _alive(self) -> bool:
-        return bool(self._process_groups) and all(map(process_group_alive,
-                                                      self._process_groups.values()))
+        return bool(self._servers) and all(server.alive for server in self._servers.values())
 
     def _start(self) -> None:
         self._home = self._work_dir.create()
         self._rest_port = free_port()
         self._write_config()
         try:
-            scripts = self._run_scripts("start")
-            self._process_groups = {daemon: script.pid for daemon, script in scripts.items()}
-            if failed := [daemon for daemon, script in scripts.items() if script.returncode != 0]:
-                raise InfrastructureError(f"`{failed[0]}.sh start` failed")
+            for daemon in DAEMONS:
+                self._start_daemon(daemon)
             wait_until(
                 self._has_free_slot,
                 self._start_timeout,
@@ -142,43 +143,33 @@ class LocalFlink(ManagedService):
             "python.executable": sys.executable,
         }
         (folders["conf"] / "config.yaml").write_text(yaml.safe_dump(config))
+        # The foreground scripts read the -console variants, which would log everything twice
+        # (to stdout and the log file); the daemons' variants log to the file only.
         for name in ("log4j.properties", "logback.xml"):
-            shutil.copy(shipped / name, folders["conf"])
+            console_variant = name.replace(".", "-console.", 1)
+            shutil.copy(shipped / name, folders["conf"] / console_variant)
 
     def kill_taskmanager(self) -> None:
         """SIGKILL the TaskManager, as a crash would (for recovery tests)."""
-        kill_process_group(self._process_groups.pop("taskmanager"))
+        self._servers.pop("taskmanager").stop(signal.SIGKILL)
 
     def start_taskmanager(self) -> None:
         """Start a TaskManager again after :meth:`kill_taskmanager`."""
-        script = self._run_scripts("start", ("taskmanager",))["taskmanager"]
-        self._process_groups["taskmanager"] = script.pid
+        self._start_daemon("taskmanager")
         wait_until(self._has_free_slot, self._start_timeout, f"a new TaskManager at {self.url}")
 
-    def _run_scripts(self, action: str, daemons: tuple[str, ...] = DAEMONS,
-                     ) -> dict[str, subprocess.Popen[bytes]]:
-        """Run ``<daemon>.sh action`` for the daemons at once and wait for the scripts."""
+    def _start_daemon(self, daemon: str) -> None:
         # FLINK_* variables of the caller's shell would override our config.yaml (e.g. log dir).
         env = {name: value for name, value in os.environ.items() if not name.startswith("FLINK_")}
         env |= {"FLINK_CONF_DIR": str(self.conf_dir), "FLINK_IDENT_STRING": "fp"}
-        scripts = {}
-        for daemon in daemons:
-            with (self._folder("log") / f"{daemon}-{action}.out").open("ab") as output:
-                scripts[daemon] = subprocess.Popen(
-                    [pyflink_home() / "bin" / f"{daemon}.sh", action],
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
-        for script in scripts.values():
-            script.wait()
-        return scripts
+        server = ServerProcess([pyflink_home() / "bin" / f"{daemon}.sh", "start-foreground"],
+                               self._folder("log") / f"{daemon}.out", env=env)
+        self._servers[daemon] = server
+        server.start()
 
     def _has_free_slot(self) -> bool:
-        for daemon, pgid in self._process_groups.items():
-            if not process_group_alive(pgid):
+        for daemon, server in self._servers.items():
+            if not server.alive:
                 raise InfrastructureError(f"the Flink {daemon} exited during start")
         try:
             with urllib.request.urlopen(f"{self.url}/overview", timeout=2) as response:
@@ -188,11 +179,9 @@ class LocalFlink(ManagedService):
         return bool(overview["taskmanagers"] >= 1 and overview["slots-available"] >= 1)
 
     def stop(self) -> None:
-        if self._process_groups:
-            self._run_scripts("stop")
-            # The scripts give up after 10 s, and the JVMs' children are no business of theirs.
-            for pgid in self._process_groups.values():
-                kill_process_group(pgid)
-            self._process_groups.clear()
+        # The TaskManager first, so the JobManager does not wait for its heartbeats.
+        for daemon in reversed(DAEMONS):
+            if (server := self._servers.pop(daemon, None)) is not None:
+                server.stop()
         self._work_dir.remove_temporary()
         self._home = None

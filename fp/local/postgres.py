@@ -144,6 +144,11 @@ class LocalPostgres(SingleServerService):
         with psycopg.connect(admin_url, autocommit=True) as connection:
             connection.execute(f"CREATE DATABASE {DATABASE}")
 
+    @property
+    def temporary_folders(self) -> list[Path]:
+        cluster = [] if self._cluster_dir is None else [self._cluster_dir]
+        return super().temporary_folders + cluster
+
     def _clean_up(self) -> None:
         if self._cluster_dir is not None:
             shutil.rmtree(self._cluster_dir, ignore_errors=True)

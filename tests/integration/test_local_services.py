@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from fp.local.flink import LocalFlink
 from fp.local.kafka import LocalKafka
 from fp.local.postgres import LocalPostgres, postgres_reachable
 from fp.local.redis import LocalRedis
+from fp.local.run_record import ProcessIdentity, RunRecord, remove_leftovers, runs_dir
 from sinks.flink_jars import KAFKA_JARS, ensure_kafka_connector_jars, flink_python_jar
 
 
@@ -149,6 +152,10 @@ def test_running_stops_started_services_in_reverse_even_on_error() -> None:
         def stop(self) -> None:
             calls.append(f"stop {self.name}")
 
+        @property
+        def temporary_folders(self) -> list[Path]:
+            return []
+
     with pytest.raises(RuntimeError), running(Recorder("a"), Recorder("b")):
         raise RuntimeError("test body failed")
     assert calls == ["start a", "start b", "stop b", "stop a"]
@@ -184,6 +191,74 @@ def test_a_server_deaf_to_sigterm_is_killed_with_its_children(tmp_path: Path) ->
     groups = _process_groups_mentioning(marker)
     server.stop(signal.SIGTERM, timeout=0.2)
     assert not _live_members(groups)
+
+
+def test_a_server_dies_with_the_process_that_started_it_even_by_sigkill(tmp_path: Path) -> None:
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from fp.local.base import ServerProcess;"
+         " ServerProcess(['sleep', '1000'], __import__('pathlib').Path(sys.argv[1])).start();"
+         " print(flush=True); time.sleep(1000)", tmp_path / "server.log"],
+        stdout=subprocess.PIPE)
+    assert starter.stdout is not None
+    starter.stdout.readline()
+    [server] = [pid for pid, *_ in _processes() if _parent(pid) == starter.pid]
+    starter.kill()
+    starter.wait()
+    wait_until(lambda: ProcessIdentity.of(server) is None or _state(server) == "Z", 5,
+               "the server to die with its parent")
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+def test_leftovers_of_a_killed_owner_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    left_folder = tmp_path / "left"
+    left_folder.mkdir()
+    # An owner that records a process group the kernel does not tie to it (as a server's
+    # own child would be), then is killed.
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, pathlib;"
+         " from fp.local.run_record import RunRecord;"
+         " subprocess.Popen(['sleep', '1000'], start_new_session=True);"
+         " RunRecord().save([pathlib.Path(sys.argv[1])]); print(flush=True); sys.stdin.read()",
+         left_folder], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert owner.stdout is not None
+    owner.stdout.readline()
+    [left] = [pid for pid, *_ in _processes() if _parent(pid) == owner.pid]
+    owner.kill()
+    owner.wait()
+    # A stranger whose pid a forged record names with another start time, and a live owner.
+    stranger = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    stranger_identity = ProcessIdentity.of(stranger.pid)
+    assert stranger_identity is not None
+    forged = runs_dir() / f"forged-{os.getpid()}.json"
+    forged.write_text(json.dumps({
+        "owner": [owner.pid, 0], "folders": [],
+        "process_groups": [[stranger.pid, stranger_identity.start_time + 1]]}))
+    live = RunRecord()
+    live.save([tmp_path / "live"])
+    (tmp_path / "live").mkdir()
+    try:
+        removed = remove_leftovers()
+        assert f"process group {left}" in removed
+        assert str(left_folder) in removed
+        assert not left_folder.exists()
+        wait_until(lambda: ProcessIdentity.of(left) is None or _state(left) == "Z", 5,
+                   "the leftover to die")
+        assert stranger.poll() is None
+        assert f"process group {stranger.pid}" not in removed
+        assert not forged.exists()
+        assert (tmp_path / "live").is_dir()
+        assert (runs_dir() / f"{os.getpid()}.json").is_file()
+    finally:
+        live.remove()
+        stranger.kill()
+        stranger.wait()
 
 
 @pytest.mark.flink
