@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from dataclasses import dataclass
+from datetime import timedelta
 
 import uvicorn
 from litestar import Litestar
 
-from core.settings import Settings
-from registry.api.app import create_registry_app
+from core.errors import ConfigurationError
+from core.settings import API_TOKENS, OPEN_WRITES, Settings
+from registry.api.app import Access, create_registry_app
 from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
 from registry.webhooks import WebhookConfig, Webhooks
@@ -17,19 +21,54 @@ from registry.webhooks.inbox import PostgresDeliveryInbox
 logger = logging.getLogger(__name__)
 
 
-def build(settings: Settings) -> Litestar:
+@dataclass(frozen=True)
+class RegistryServer:
+    app: Litestar
+    writes_need_tokens: bool
+    open_writes_asked: bool
+    """Writes without tokens may be served on any address (``FP_OPEN_WRITES``)."""
+
+
+def build(settings: Settings) -> RegistryServer:
+    registry = settings.registry
     engine = create_registry_engine(settings.require_database_url())
     service = RegistryService(PostgresRegistryStore(engine))
     webhooks = Webhooks(service, PostgresDeliveryInbox(engine), WebhookConfig(
-        secret=settings.webhooks.secret, branch=settings.webhooks.branch,
+        secret=settings.webhooks.secret, github_secret=settings.webhooks.github_secret,
+        gitlab_secret=settings.webhooks.gitlab_secret,
+        repositories=settings.webhooks.repositories,
+        retention=timedelta(milliseconds=settings.webhooks.retention_ms),
+        branch=settings.webhooks.branch,
         features_path=settings.webhooks.features_path))
-    return create_registry_app(service, settings.registry.api_tokens,
-                               extra_handlers=webhooks.route_handlers,
-                               lifespan=[webhooks.lifespan])
+    access = Access(api_tokens=registry.api_tokens, read_tokens=registry.read_tokens,
+                    apply_rate_limit=registry.apply_rate_limit,
+                    webhook_rate_limit=registry.webhook_rate_limit)
+    app = create_registry_app(service, access, extra_handlers=webhooks.route_handlers,
+                              lifespan=[webhooks.lifespan])
+    return RegistryServer(app, writes_need_tokens=bool(registry.api_tokens),
+                          open_writes_asked=registry.open_writes)
 
 
-def serve(app: Litestar, host: str, port: int) -> None:
-    """Run the registry API in this process until interrupted."""
+def serve(server: RegistryServer, host: str, port: int) -> None:
+    """Run the registry API in this process until interrupted.  Refuses, before listening, to
+    take anyone's writes on an address other hosts can reach unless that was asked for."""
+    if not server.writes_need_tokens and not server.open_writes_asked and not _loopback(host):
+        raise ConfigurationError(
+            f"refusing to serve the registry on {host} with {API_TOKENS.name} empty: anyone "
+            f"who can reach it could apply and roll back.  Set {API_TOKENS.name} "
+            f"(name:secret,...), or set {OPEN_WRITES.name}=true to accept writes from anyone")
+    if not server.writes_need_tokens:
+        logger.warning("%s is empty: anyone who can reach %s may apply and roll back",
+                       API_TOKENS.name, host)
     logger.info("registry API on http://%s:%d", host, port)
     # No log_config: uvicorn's loggers follow the command's (a library's from WARNING).
-    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
+    uvicorn.run(server.app, host=host, port=port, access_log=False, log_config=None)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        return False

@@ -51,7 +51,7 @@ def load_repository(path: Path) -> list[dict[str, Any]]:
         raise RepositoryLoadError(f"{path}: not a definition file ({', '.join(sorted(_SUFFIXES))})")
     folder = path if path.is_dir() else path.parent
     repository = _Repository(root=folder.resolve(), shown_as=folder)
-    files = _definition_files(repository.root) if path.is_dir() else [path.resolve()]
+    files = definition_files(repository.root) if path.is_dir() else [path.resolve()]
     definitions: list[dict[str, Any]] = []
     seen: set[int] = set()
     with _RepositoryImporter(repository.root) as importer:
@@ -87,7 +87,8 @@ class _Repository:
         return str(self.shown_as / Path(file).resolve().relative_to(self.root))
 
 
-def _definition_files(root: Path) -> list[Path]:
+def definition_files(root: Path) -> list[Path]:
+    """The files under ``root`` that :func:`load_repository` reads, sorted."""
     found: list[Path] = []
     for directory, subdirectories, files in os.walk(root):
         subdirectories[:] = [name for name in subdirectories

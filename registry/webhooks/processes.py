@@ -1,8 +1,8 @@
 """Running a child process with a wall-clock limit, killing its whole process group.
 
-Both ``git`` (which starts helpers such as ``git-remote-https`` or ``ssh``) and the sandboxed
-definitions loader (whose code may start processes of its own) leave descendants behind when
-only the direct child is killed.  Each child therefore gets a session of its own, and on a
+Both ``git`` (which starts helpers such as ``git-remote-https`` or ``ssh``) and bubblewrap
+(whose PID namespace dies with its pid 1) leave descendants behind when only the direct child
+is killed.  Each child therefore gets a session of its own, and on a
 timeout, and again after it exits, everything left in that process group is sent SIGKILL.
 """
 
