@@ -30,6 +30,7 @@ from core.domain.events import (
     StreamAppend,
     deployment_stream,
 )
+from core.domain.limits import check_batch_size
 from core.domain.validation import dependants, references, validate_batch
 from core.errors import ConcurrencyConflictError, NotFoundError
 from registry.store.base import DefinitionRecord, RegistryStore, VersionRecord
@@ -62,9 +63,11 @@ class RegistryService:
               dry_run: bool = False) -> list[Change]:
         """Validate every definition, then register every changed one in one transaction.
 
-        Raises InvalidDefinitionError (nothing written) or ConcurrencyConflictError when a
+        Raises LimitExceededError for a batch over ``limits.MAX_DEFINITIONS_PER_BATCH``,
+        InvalidDefinitionError (nothing written) or ConcurrencyConflictError when a
         definition this batch changes or depends on was changed since it was read.
         """
+        check_batch_size(len(raw_definitions))
         batch = parse_definitions(list(raw_definitions))
         records = {f"{r.kind}:{r.name}": r for r in self.store.definitions()}
         registered = {key: parse_definition(dict(r.spec)) for key, r in records.items()}

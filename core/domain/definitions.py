@@ -17,12 +17,19 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, TypeVar
 
+from core.domain import limits
 from core.domain.durations import format_duration, parse_duration
 from core.errors import InvalidDefinitionError, Problem
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+STREAM_COLUMNS = frozenset({"event_time", "event_ms", "window_start", "window_end",
+                            "window_time"})
+"""Columns the streaming job adds next to a source's fields (its event time, and the window
+columns of Flink's window functions): a source field by one of these names would clash."""
 
 
 class Kind(StrEnum):
@@ -101,7 +108,12 @@ class Source:
     kind: Kind = field(default=Kind.SOURCE, init=False)
 
     def field_named(self, name: str) -> Field | None:
-        return next((f for f in self.schema if f.name == name), None)
+        return self._fields_by_name.get(name)
+
+    @cached_property
+    def _fields_by_name(self) -> dict[str, Field]:
+        # Built once per source: validation looks up every column and join key of every view.
+        return {f.name: f for f in self.schema}
 
 
 @dataclass(frozen=True)
@@ -138,7 +150,11 @@ class FeatureView:
     kind: Kind = field(default=Kind.FEATURE_VIEW, init=False)
 
     def feature_named(self, name: str) -> Feature | None:
-        return next((f for f in self.features if f.name == name), None)
+        return self._features_by_name.get(name)
+
+    @cached_property
+    def _features_by_name(self) -> dict[str, Feature]:
+        return {f.name: f for f in self.features}
 
 
 @dataclass(frozen=True)
@@ -212,8 +228,8 @@ class _ObjectReader:
 
     def finish(self) -> bool:
         """Report unknown keys; True when this object produced no problem."""
+        known = ", ".join(sorted(self.read))
         for key in sorted(set(self.data) - self.read):
-            known = ", ".join(sorted(self.read))
             self.fail(key, f"unknown key (known keys: {known})")
         return self.valid
 
@@ -237,11 +253,18 @@ def _string(value: object, _path: str) -> str:
     return value
 
 
-def _text(value: object, path: str) -> str:
-    text = _string(value, path)
-    if len(text) > 10_000:
-        raise ValueError("must be at most 10000 characters")
-    return text
+def _bounded_string(limit: int, what: str) -> Callable[[object, str], str]:
+    def parse(value: object, path: str) -> str:
+        text = _string(value, path)
+        if len(text) > limit:
+            raise ValueError(f"must be at most {limit} characters (the limit for {what})")
+        return text
+
+    return parse
+
+
+_text = _bounded_string(limits.MAX_TEXT_CHARS, "a description or an owner")
+_expression = _bounded_string(limits.MAX_EXPRESSION_CHARS, "an expression")
 
 
 def _name(value: object, path: str) -> str:
@@ -285,13 +308,18 @@ def _enum(enum: type[StrEnum]) -> Callable[[object, str], Any]:
     return parse
 
 
-def _list_of(item: Callable[[object, str], T], *, unique: bool = False,
+def _list_of(item: Callable[[object, str], T], limit: tuple[int, str], *, unique: bool = False,
              non_empty: bool = False) -> Callable[[object, str], tuple[T, ...]]:
+    """A JSON array of ``item``s; ``limit`` is its most items and what that limit is called."""
+    most, what = limit
+
     def parse(value: object, path: str) -> tuple[T, ...]:
         if not isinstance(value, list):
             raise ValueError(f"must be an array, got {json_type_name(value)}")
         if non_empty and not value:
             raise ValueError("must not be empty")
+        if len(value) > most:  # before parsing a single item of an oversized list
+            raise ValueError(f"has {len(value)} items: the limit is {most} {what}")
         problems: list[Problem] = []
         items: list[T] = []
         for index, element in enumerate(value):
@@ -322,6 +350,12 @@ def _tags(value: object, _path: str) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise ValueError("must be an object of string keys to string values")
+    if len(value) > limits.MAX_TAGS:
+        raise ValueError(f"has {len(value)} tags: the limit is {limits.MAX_TAGS} tags")
+    longest = max((len(text) for pair in value.items() for text in pair), default=0)
+    if longest > limits.MAX_TAG_CHARS:
+        raise ValueError(f"has a key or value of {longest} characters: the limit is "
+                         f"{limits.MAX_TAG_CHARS} characters per tag key or value")
     return dict(value)
 
 
@@ -340,10 +374,18 @@ def _nested(build: Callable[[_ObjectReader], T]) -> Callable[[object, str], T]:
     return parse
 
 
-def _scalar(value: object, _path: str) -> Scalar:
+def _allowed_value(value: object, _path: str) -> Scalar:
     if not isinstance(value, str | int | float | bool):
         raise ValueError(f"must be a string, number or boolean, got {json_type_name(value)}")
+    if isinstance(value, str) and len(value) > limits.MAX_ALLOWED_VALUE_CHARS:
+        raise ValueError(f"must be at most {limits.MAX_ALLOWED_VALUE_CHARS} characters (the "
+                         "limit for an allowed value)")
     return value
+
+
+_FIELDS = (limits.MAX_SCHEMA_FIELDS, "fields per schema")
+_FEATURES = (limits.MAX_FEATURES_PER_VIEW, "features per view")
+_NAMES = (limits.MAX_REFERENCES, "names per list")
 
 
 def _build_field(r: _ObjectReader) -> Field:
@@ -353,7 +395,9 @@ def _build_field(r: _ObjectReader) -> Field:
         required=r.get("required", _boolean, False),
         min=r.get("min", _number, None),
         max=r.get("max", _number, None),
-        allowed=r.get("allowed", _list_of(_scalar, non_empty=True), None),
+        allowed=r.get("allowed", _list_of(_allowed_value, (limits.MAX_ALLOWED_VALUES,
+                                                           "allowed values"), non_empty=True),
+                      None),
         description=r.get("description", _text, None),
     )
 
@@ -373,7 +417,7 @@ def _build_on_demand_feature(r: _ObjectReader) -> OnDemandFeature:
     return OnDemandFeature(
         name=r.get("name", _name),
         type=r.get("type", _enum(ValueType)),
-        expression=r.get("expression", _string),
+        expression=r.get("expression", _expression),
         description=r.get("description", _text, None),
     )
 
@@ -381,7 +425,7 @@ def _build_on_demand_feature(r: _ObjectReader) -> OnDemandFeature:
 def _build_entity(r: _ObjectReader) -> Entity:
     return Entity(
         name=r.get("name", _name),
-        join_keys=r.get("join_keys", _list_of(_name, unique=True, non_empty=True)),
+        join_keys=r.get("join_keys", _list_of(_name, _NAMES, unique=True, non_empty=True)),
         description=r.get("description", _text, None),
     )
 
@@ -395,7 +439,8 @@ def _build_source(r: _ObjectReader) -> Source:
         timestamp_format=r.get("timestamp_format", _enum(TimestampFormat),
                                TimestampFormat.EPOCH_MILLIS),
         watermark_delay_ms=r.get("watermark_delay", _duration, 5_000),
-        schema=r.get("schema", _list_of(_nested(_build_field), unique=True, non_empty=True)),
+        schema=r.get("schema", _list_of(_nested(_build_field), _FIELDS, unique=True,
+                                        non_empty=True)),
         description=r.get("description", _text, None),
         owner=r.get("owner", _text, None),
         tags=r.get("tags", _tags, {}),
@@ -405,9 +450,9 @@ def _build_source(r: _ObjectReader) -> Source:
 def _build_feature_view(r: _ObjectReader) -> FeatureView:
     return FeatureView(
         name=r.get("name", _name),
-        entities=r.get("entities", _list_of(_name, unique=True, non_empty=True)),
+        entities=r.get("entities", _list_of(_name, _NAMES, unique=True, non_empty=True)),
         source=r.get("source", _name),
-        features=r.get("features", _list_of(_nested(_build_feature), unique=True,
+        features=r.get("features", _list_of(_nested(_build_feature), _FEATURES, unique=True,
                                             non_empty=True)),
         ttl_ms=r.get("ttl", _duration, None),
         online=r.get("online", _boolean, True),
@@ -421,11 +466,11 @@ def _build_feature_view(r: _ObjectReader) -> FeatureView:
 def _build_on_demand_feature_view(r: _ObjectReader) -> OnDemandFeatureView:
     return OnDemandFeatureView(
         name=r.get("name", _name),
-        inputs=r.get("inputs", _list_of(_name, unique=True, non_empty=True)),
-        request_schema=r.get("request_schema", _list_of(_nested(_build_field), unique=True),
-                             ()),
-        features=r.get("features", _list_of(_nested(_build_on_demand_feature), unique=True,
-                                            non_empty=True)),
+        inputs=r.get("inputs", _list_of(_name, _NAMES, unique=True, non_empty=True)),
+        request_schema=r.get("request_schema", _list_of(_nested(_build_field), _FIELDS,
+                                                        unique=True), ()),
+        features=r.get("features", _list_of(_nested(_build_on_demand_feature), _FEATURES,
+                                            unique=True, non_empty=True)),
         owner=r.get("owner", _text, None),
         description=r.get("description", _text, None),
         tags=r.get("tags", _tags, {}),
@@ -472,7 +517,7 @@ def parse_definition(value: object, path: str = "") -> Definition:
             definition = _BUILDERS[kind](reader)
             reader.finish()  # which keys are unknown depends on the kind
     if definition is not None and not problems:
-        problems.extend(_local_problems(definition, path))
+        problems.extend(local_problems(definition, path))
     if problems or definition is None:
         label = _label(value)
         raise InvalidDefinitionError([Problem(p.path, p.message, label) for p in problems])
@@ -485,13 +530,16 @@ def _label(value: object) -> str | None:
     return None
 
 
-def _local_problems(definition: Definition, path: str) -> list[Problem]:
-    """Rules that need only the definition itself (windows, reserved names, bounds)."""
+def local_problems(definition: Definition, path: str = "") -> list[Problem]:
+    """Rules that need only the definition itself (windows, reserved names, bounds), with
+    paths under ``path``.  Parsing applies them; the compiler checks what it is given again."""
     prefix = f"{path}." if path else ""
     problems: list[Problem] = []
     if isinstance(definition, FeatureView):
         for index, feature in enumerate(definition.features):
             problems.extend(_feature_problems(feature, f"{prefix}features[{index}]"))
+    if isinstance(definition, Source):
+        problems.extend(_source_local_problems(definition, prefix))
     if isinstance(definition, Source | OnDemandFeatureView):
         fields = definition.schema if isinstance(definition, Source) else definition.request_schema
         key = "schema" if isinstance(definition, Source) else "request_schema"
@@ -505,8 +553,34 @@ def _local_problems(definition: Definition, path: str) -> list[Problem]:
     return problems
 
 
+def _source_local_problems(source: Source, prefix: str) -> list[Problem]:
+    problems = _duration_problems({"watermark_delay": source.watermark_delay_ms}, prefix)
+    for index, f in enumerate(source.schema):
+        if f.name in STREAM_COLUMNS:
+            reserved = ", ".join(sorted(STREAM_COLUMNS))
+            problems.append(Problem(f"{prefix}schema[{index}].name",
+                                    f"{f.name!r} is reserved for the streaming job's own "
+                                    f"columns ({reserved})"))
+        if f.allowed is not None and f.type is ValueType.TIMESTAMP:
+            # A timestamp has many spellings of one instant: comparing texts would refuse
+            # events the field's type accepts.
+            problems.append(Problem(f"{prefix}schema[{index}].allowed",
+                                    "does not apply to a timestamp field"))
+    return problems
+
+
+def _duration_problems(durations: Mapping[str, int | None], prefix: str) -> list[Problem]:
+    """Durations the streaming job writes as Flink intervals, which hold under 100 days."""
+    bound = limits.STREAMED_DURATION_BOUND_MS
+    return [Problem(f"{prefix}{key}", f"{format_duration(millis)} is too long: it must be "
+                                      f"shorter than {format_duration(bound)} (Flink intervals "
+                                      "hold at most 99 days)")
+            for key, millis in durations.items() if millis is not None and millis >= bound]
+
+
 def _feature_problems(feature: Feature, path: str) -> list[Problem]:
-    problems: list[Problem] = []
+    problems = _duration_problems({"window": feature.window_ms, "slide": feature.slide_ms},
+                                  f"{path}.")
     if feature.aggregation is Aggregation.LAST:
         if feature.window_ms is not None or feature.slide_ms is not None:
             key = "window" if feature.window_ms is not None else "slide"

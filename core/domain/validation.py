@@ -3,17 +3,23 @@
 Validation runs over the *catalog* a change would produce (everything registered, with the
 batch's definitions replacing their namesakes), so a change that breaks a dependant — a
 source losing a column a feature view aggregates — is refused as well.
+
+It is linear in the size of the catalog and the batch: every lookup goes through a dict or
+a set built once, and no list is searched inside a loop — a batch may hold
+``limits.MAX_DEFINITIONS_PER_BATCH`` definitions and the registry far more.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 
 from core.domain.definitions import (
     Aggregation,
     Definition,
     Entity,
     FeatureView,
+    Field,
     Kind,
     OnDemandFeatureView,
     Source,
@@ -23,6 +29,7 @@ from core.domain.definitions import (
 )
 from core.domain.expressions import compile_expression
 from core.errors import ExpressionError, InvalidDefinitionError, Problem
+from core.values import INTEGER_RANGES, judge
 
 Catalog = Mapping[str, Definition]
 """Definitions by ``kind:name``."""
@@ -54,14 +61,17 @@ def validate_catalog(catalog: Catalog, only: Iterable[str] | None = None) -> Non
 
 def dependants(catalog: Catalog, keys: Iterable[str]) -> set[str]:
     """``keys`` plus every definition that references one of them, transitively."""
+    referrers: dict[str, list[str]] = {}
+    for key, definition in catalog.items():
+        for ref in references(definition):
+            referrers.setdefault(ref, []).append(key)
     result = set(keys)
-    changed = True
-    while changed:
-        changed = False
-        for key, definition in catalog.items():
-            if key not in result and any(ref in result for ref in references(definition)):
-                result.add(key)
-                changed = True
+    pending = list(result)
+    while pending:
+        for referrer in referrers.get(pending.pop(), ()):
+            if referrer not in result:
+                result.add(referrer)
+                pending.append(referrer)
     return result
 
 
@@ -77,11 +87,13 @@ def references(definition: Definition) -> list[str]:
 def definition_problems(definition: Definition, catalog: Catalog) -> list[Problem]:
     label = definition_key(definition)
     if isinstance(definition, Source):
-        found = _source_problems(definition)
+        found = [*_source_problems(definition), *_field_value_problems(definition.schema,
+                                                                        "schema")]
     elif isinstance(definition, FeatureView):
         found = _feature_view_problems(definition, catalog)
     elif isinstance(definition, OnDemandFeatureView):
-        found = _on_demand_problems(definition, catalog)
+        found = [*_on_demand_problems(definition, catalog),
+                 *_field_value_problems(definition.request_schema, "request_schema")]
     else:
         found = []
     return [Problem(path, message, label) for path, message in found]
@@ -100,6 +112,36 @@ def _source_problems(source: Source) -> list[tuple[str, str]]:
     if not timestamp.required:
         problems.append(("timestamp_field", f"field {timestamp.name!r} must be required: "
                                             "an event without a time cannot be windowed"))
+    return problems
+
+
+_EXPECTED = {
+    ValueType.STRING: "a string", ValueType.BOOLEAN: "true or false",
+    **{t: f"an integer from {low} to {high}" for t, (low, high) in INTEGER_RANGES.items()},
+    ValueType.DOUBLE: "a finite number", ValueType.FLOAT: "a finite number",
+    ValueType.TIMESTAMP: "epoch milliseconds or a date-time string",
+}
+
+
+def _field_value_problems(fields: Sequence[Field], key: str) -> list[tuple[str, str]]:
+    """Every ``allowed`` value and bound must be a value of its field's type, judged as an
+    event's value is (:func:`core.values.judge`): the contract check compares them with values
+    of that type, and the streaming job writes them as literals of it."""
+    problems = []
+    for index, field in enumerate(fields):
+        values: dict[str, object] = {"min": field.min, "max": field.max}
+        values.update({f"allowed[{i}]": v for i, v in enumerate(field.allowed or ())})
+        for where, value in values.items():
+            if value is None or (where in {"min", "max"} and not field.type.is_numeric):
+                continue  # bounds of other types are refused with the definition itself
+            try:
+                judged = judge(field.type, value)
+            except OverflowError:  # core.values widens an integer beyond doubles: no value
+                judged = None
+            if judged is None or (isinstance(judged, float) and not math.isfinite(judged)):
+                problems.append((f"{key}[{index}].{where}",
+                                 f"{value!r} is not a value of type {field.type}: expected "
+                                 f"{_EXPECTED[field.type]}"))
     return problems
 
 
@@ -169,10 +211,13 @@ def validate_batch(registered: Catalog, batch: list[Definition],
     """Validate ``batch`` (the elements of the array at ``path``) against what is registered;
     return the resulting catalog."""
     keys = [definition_key(d) for d in batch]
-    first = {key: keys.index(key) for key in keys}
-    repeated = [Problem(f"{path}[{i}]", f"defined more than once in one apply (first at "
-                                        f"{path}[{first[key]}])", key)
-                for i, key in enumerate(keys) if first[key] != i]
+    index: dict[str, int] = {}  # each key's first place in the batch
+    repeated = []
+    for i, key in enumerate(keys):
+        first = index.setdefault(key, i)
+        if first != i:
+            repeated.append(Problem(f"{path}[{i}]", f"defined more than once in one apply "
+                                                    f"(first at {path}[{first}])", key))
     if repeated:
         raise InvalidDefinitionError(repeated)
     catalog = merged_catalog(registered, batch)
@@ -180,7 +225,6 @@ def validate_batch(registered: Catalog, batch: list[Definition],
         validate_catalog(catalog, dependants(catalog, keys))
     except InvalidDefinitionError as error:
         # Address problems of the batch's own definitions by their place in the batch.
-        index = {key: i for i, key in enumerate(keys)}
         raise InvalidDefinitionError([
             Problem(f"{path}[{index[p.definition]}].{p.path}", p.message, p.definition)
             if p.definition in index else p for p in error.problems

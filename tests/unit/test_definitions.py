@@ -32,6 +32,7 @@ from core.domain.definitions import (
     parse_definitions,
     spec_hash,
 )
+from core.domain.durations import parse_duration
 from core.errors import InvalidDefinitionError, Problem
 from tests.reference_definitions import reference_definitions
 
@@ -401,6 +402,52 @@ INVALID: list[tuple[str, int, Edits, str, str]] = [
     ("max on a boolean request field", ON_DEMAND,
      {("request_schema", 0, "type"): "boolean", ("request_schema", 0, "max"): 1},
      "request_schema[0].max", "min/max need a numeric type, not boolean"),
+    # what the streaming job cannot render
+    *[(f"a field named {name}", SOURCE, {("schema", 2, "name"): name}, "schema[2].name",
+       f"{name!r} is reserved for the streaming job's own columns")
+      for name in ["event_time", "event_ms", "window_start", "window_end", "window_time"]],
+    ("allowed timestamps", SOURCE, {("schema", 4): {"name": "seen", "type": "timestamp",
+                                                    "allowed": ["2024-01-01T00:00:00Z"]}},
+     "schema[4].allowed", "does not apply to a timestamp field"),
+    ("a window of 100 days", VIEW, {("features", 0, "window"): "100d"}, "features[0].window",
+     "100d is too long: it must be shorter than 100d (Flink intervals hold at most 99 days)"),
+    ("a window of 9999999999 days", VIEW, {("features", 0, "window"): "9999999999d"},
+     "features[0].window", "9999999999d is too long"),
+    ("a watermark delay of 2400 hours", SOURCE, {("watermark_delay",): "2400h"},
+     "watermark_delay", "100d is too long"),
+    # limits on the size of one spec
+    ("too many schema fields", SOURCE,
+     {("schema",): [{"name": f"f{i}", "type": "long"} for i in range(1001)]},
+     "schema", "has 1001 items: the limit is 1000 fields per schema"),
+    ("too many features", VIEW,
+     {("features",): [{"name": f"f{i}", "aggregation": "count", "window": "1h"}
+                      for i in range(1001)]},
+     "features", "has 1001 items: the limit is 1000 features per view"),
+    ("too many on-demand features", ON_DEMAND,
+     {("features",): [{"name": f"f{i}", "type": "double", "expression": "1.0"}
+                      for i in range(1001)]},
+     "features", "has 1001 items: the limit is 1000 features per view"),
+    ("too many request fields", ON_DEMAND,
+     {("request_schema",): [{"name": f"f{i}", "type": "long"} for i in range(1001)]},
+     "request_schema", "the limit is 1000 fields per schema"),
+    ("too many entities", VIEW, {("entities",): [f"e{i}" for i in range(101)]}, "entities",
+     "has 101 items: the limit is 100 names per list"),
+    ("too many join keys", ENTITY, {("join_keys",): [f"k{i}" for i in range(101)]},
+     "join_keys", "the limit is 100 names per list"),
+    ("too many allowed values", SOURCE, {("schema", 2, "allowed"): [str(i) for i in range(1001)]},
+     "schema[2].allowed", "has 1001 items: the limit is 1000 allowed values"),
+    ("an allowed value too long", SOURCE, {("schema", 2, "allowed"): ["home", "x" * 1001]},
+     "schema[2].allowed[1]", "must be at most 1000 characters (the limit for an allowed value)"),
+    ("too many tags", VIEW, {("tags",): {f"t{i}": "x" for i in range(51)}}, "tags",
+     "has 51 tags: the limit is 50 tags"),
+    ("a tag value too long", SOURCE, {("tags",): {"team": "x" * 257}}, "tags",
+     "has a key or value of 257 characters: the limit is 256 characters per tag key or value"),
+    ("a tag key too long", VIEW, {("tags",): {"k" * 257: "x"}}, "tags",
+     "the limit is 256 characters per tag key or value"),
+    ("an owner too long", VIEW, {("owner",): "o" * 10_001}, "owner",
+     "must be at most 10000 characters (the limit for a description or an owner)"),
+    ("an expression too long", ON_DEMAND, {("features", 0, "expression"): "1" * 10_001},
+     "features[0].expression", "must be at most 10000 characters (the limit for an expression)"),
 ]
 
 
@@ -479,3 +526,10 @@ def test_a_valid_batch_parses_in_order() -> None:
 def test_problems_read_as_where_and_why(problem: Problem, text: str) -> None:
     assert str(problem) == text
     assert str(InvalidDefinitionError([problem, problem])) == f"{text}; {text}"
+
+
+@pytest.mark.parametrize("window", ["99d", "2399h", "8639999999ms"])
+def test_windows_just_under_100_days_are_accepted(window: str) -> None:
+    view = parse_definition(edited(contract()[VIEW], {("features", 0, "window"): window}))
+    assert isinstance(view, FeatureView)
+    assert view.features[0].window_ms == parse_duration(window)

@@ -6,7 +6,10 @@ from typing import Any
 
 import pytest
 
+from core.domain import validation
 from core.domain.definitions import Definition, definition_key, parse_definitions
+from core.domain.events import Provenance
+from core.domain.limits import MAX_DEFINITIONS_PER_BATCH
 from core.domain.validation import (
     dependants,
     merged_catalog,
@@ -14,7 +17,9 @@ from core.domain.validation import (
     validate_batch,
     validate_catalog,
 )
-from core.errors import InvalidDefinitionError, Problem
+from core.errors import InvalidDefinitionError, LimitExceededError, Problem
+from registry.service import RegistryService
+from registry.store.memory import MemoryRegistryStore
 from tests.unit.test_definitions import (
     DELETE,
     ENTITY,
@@ -159,6 +164,37 @@ INVALID: list[tuple[str, Edits, str, str]] = [
     ("the same definition twice, spelled differently", {(4,): contract()[SOURCE] | {
         "watermark_delay": "1m"}},
      "definitions[4]", "defined more than once in one apply (first at definitions[1])"),
+    # bounds and allowed values: values of the field's type, in its range
+    *[(case, {(SOURCE, "schema", 4): {"name": "score", "type": value_type, key: value}},
+       f"definitions[1].schema[4].{where}", f"is not a value of type {value_type}: {expected}")
+      for case, value_type, key, value, where, expected in [
+          ("a string allowed in a long", "long", "allowed", [1, "abc"], "allowed[1]",
+           f"expected an integer from {-2**63} to {2**63 - 1}"),
+          ("a 400-digit min of a long", "long", "min", -10**400, "min", "expected an integer"),
+          ("a max beyond int64", "long", "max", 2**63, "max", "expected an integer"),
+          ("an allowed int beyond int32", "int", "allowed", [2**31], "allowed[0]",
+           f"expected an integer from {-2**31} to {2**31 - 1}"),
+          ("a fraction allowed in a long", "long", "allowed", [1.5], "allowed[0]",
+           "expected an integer"),
+          ("an integral float allowed in a long", "long", "allowed", [3.0], "allowed[0]",
+           "expected an integer"),
+          ("a boolean allowed in a long", "long", "allowed", [True], "allowed[0]",
+           "expected an integer"),
+          ("a fraction as min of an int", "int", "min", 0.5, "min", "expected an integer"),
+          ("a 400-digit max of a double", "double", "max", 10**400, "max",
+           "expected a finite number"),
+          ("a 400-digit allowed float", "float", "allowed", [-10**400], "allowed[0]",
+           "expected a finite number"),
+          ("a string allowed in a double", "double", "allowed", ["1.5"], "allowed[0]",
+           "expected a finite number"),
+          ("a number allowed in a boolean", "boolean", "allowed", [1], "allowed[0]",
+           "expected true or false"),
+          ("a number allowed in a string", "string", "allowed", ["a", 5], "allowed[1]",
+           "expected a string"),
+      ]],
+    ("a 400-digit max of a request field", {(ON_DEMAND, "request_schema", 0, "max"): 10**400},
+     "definitions[3].request_schema[0].max",
+     "is not a value of type double: expected a finite number"),
 ]
 
 
@@ -172,6 +208,21 @@ def test_each_invalid_batch_names_the_definition_the_path_and_the_reason(
     assert [p.path for p in problems] == [path], problems
     assert message in problems[0].message
     assert problems[0].definition == f"{batch[index]['kind']}:{batch[index]['name']}"
+
+
+@pytest.mark.parametrize(("value_type", "key", "value"), [
+    ("long", "allowed", [-2**63, 0, 2**63 - 1]),
+    ("int", "allowed", [-2**31, 2**31 - 1]),
+    ("long", "min", -2**63),
+    ("double", "allowed", [1, 2.5, -10**300]),
+    ("float", "max", 10**300),
+    ("boolean", "allowed", [True, False]),
+])
+def test_bounds_and_allowed_values_at_the_edges_of_the_types_range_are_accepted(
+        value_type: str, key: str, value: object) -> None:
+    batch = edited(contract(), {(SOURCE, "schema", 4): {"name": "score", "type": value_type,
+                                                        key: value}})
+    validate_batch({}, parse_definitions(batch))
 
 
 def test_every_problem_of_every_definition_is_reported_with_its_definition() -> None:
@@ -294,3 +345,43 @@ def test_the_batch_replaces_its_namesakes_in_the_merged_catalog() -> None:
     assert merged[ENTITY_KEY] is entity
     assert registered[ENTITY_KEY] is not entity
     assert merged.keys() == registered.keys()
+
+
+# --------------------------------------------------------------------------- scale
+
+def test_validation_reads_each_definition_once_however_large_the_catalog(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation is linear: a change to a source read by many views reads the references of
+    each registered definition once, and checks each affected definition once (timings:
+    benchmarks/validation_scaling.py)."""
+    views = [edited(contract()[VIEW], {("name",): f"view_{i}"}) for i in range(300)]
+    # the on-demand view first, so that a pass over the catalog finds it before its input
+    registered = {definition_key(d): d for d in parse_definitions([*contract()[::-1], *views])}
+    counted: dict[str, int] = {"references": 0, "definition_problems": 0}
+
+    def counting(name: str) -> Any:
+        original = getattr(validation, name)
+
+        def count(*args: Any) -> Any:
+            counted[name] += 1
+            return original(*args)
+
+        return count
+
+    for name in counted:
+        monkeypatch.setattr(validation, name, counting(name))
+    validate_batch(registered, parse_definitions([contract()[SOURCE]]))
+    # the source, the 301 views reading it and the on-demand view reading one of them
+    assert counted == {"references": len(registered), "definition_problems": 303}
+
+
+def test_a_batch_over_the_limit_is_refused_before_it_is_parsed() -> None:
+    service = RegistryService(MemoryRegistryStore())
+    with pytest.raises(LimitExceededError) as raised:
+        service.apply([{}] * (MAX_DEFINITIONS_PER_BATCH + 1), Provenance(actor="test"))
+    assert raised.value.status == 413
+    assert str(raised.value) == (f"{MAX_DEFINITIONS_PER_BATCH + 1} definitions in one batch: "
+                                 f"the limit is {MAX_DEFINITIONS_PER_BATCH} definitions per "
+                                 "batch")
+    with pytest.raises(InvalidDefinitionError):  # at the limit, the elements are parsed
+        service.apply([{}] * MAX_DEFINITIONS_PER_BATCH, Provenance(actor="test"))
