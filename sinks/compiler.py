@@ -19,24 +19,34 @@ One job per (view, version, namespace), all plain Flink SQL:
 
 Every identifier is a validated name and is still backquoted; every literal goes through
 :func:`sql_string` — nothing from a definition reaches the SQL unquoted.
+
+:func:`compile_view` checks the view and its source against every rule of
+:mod:`core.domain.definitions` and :mod:`core.domain.validation` first, and raises
+InvalidDefinitionError when one fails: those rules are what the SQL below relies on (values
+of the field's type, intervals under 100 days, no clash with the job's own columns), so a
+definition the registry refused — or one registered before a rule existed — never reaches
+Flink and never fails here with anything but a platform error.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from core.domain.definitions import (
     Aggregation,
+    Definition,
     Feature,
     FeatureView,
     Field,
     Kind,
+    Scalar,
     Source,
     TimestampFormat,
     ValueType,
+    definition_key,
+    local_problems,
 )
 from core.domain.layout import (
     ENTITY_KEY_SEPARATOR,
@@ -47,6 +57,9 @@ from core.domain.layout import (
     source_group,
     view_join_keys,
 )
+from core.domain.validation import definition_problems
+from core.errors import InvalidDefinitionError, Problem
+from core.values import INT64_RANGE
 
 
 def sql_string(value: str) -> str:
@@ -66,9 +79,12 @@ def sql_interval(millis: int) -> str:
 
 
 def _number(value: float) -> str:
-    if not math.isfinite(value):
-        raise ValueError(f"not a finite number: {value}")
-    return repr(float(value)) if isinstance(value, float) else str(int(value))
+    """A numeric literal of a validated (finite) bound or allowed value.  An integer beyond
+    BIGINT is written as a double: Flink would read its digits as a DECIMAL, which holds 38."""
+    low, high = INT64_RANGE
+    if isinstance(value, int) and low <= value <= high:
+        return str(value)
+    return repr(float(value))
 
 
 def dlq_topic(source: Source) -> str:
@@ -218,13 +234,12 @@ def _field_checks(field: Field) -> list[str]:
     return checks
 
 
-def _allowed_literal(field: Field, value: object) -> str:
-    if field.type is ValueType.STRING:
-        return sql_string(str(value))
-    if field.type is ValueType.BOOLEAN:
+def _allowed_literal(field: Field, value: Scalar) -> str:
+    """The literal of an allowed value, which validation made a value of the field's type."""
+    if isinstance(value, str):
+        return sql_string(value)
+    if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"allowed value {value!r} of {field.name} is not a {field.type}")
     return f"CAST({_number(value)} AS {_SQL_TYPE[field.type]})"
 
 
@@ -274,11 +289,24 @@ _BATCHED_PRODUCER = {
 }
 
 
-def compile_view(view: FeatureView, catalog: Mapping[str, object], namespace: str,
+def _compilable_source(view: FeatureView, catalog: Mapping[str, Definition]) -> Source:
+    """The view's source, once the view and the source pass every rule the SQL relies on;
+    else InvalidDefinitionError with every problem (the unknown source among them)."""
+    source = catalog.get(f"{Kind.SOURCE}:{view.source}")
+    checked: list[Definition] = [view, source] if isinstance(source, Source) else [view]
+    problems = [Problem(p.path, p.message, definition_key(definition))
+                for definition in checked for p in local_problems(definition)]
+    problems += [p for definition in checked for p in definition_problems(definition, catalog)]
+    if problems or not isinstance(source, Source):
+        raise InvalidDefinitionError(problems)
+    return source
+
+
+def compile_view(view: FeatureView, catalog: Mapping[str, Definition], namespace: str,
                  version: int, *, kafka: KafkaOptions, deployment: int = 0) -> JobSpec:
-    """The Flink SQL job that materialises ``view`` into ``namespace``."""
-    source = catalog[f"{Kind.SOURCE}:{view.source}"]
-    assert isinstance(source, Source), "a validated view references a source"
+    """The Flink SQL job that materialises ``view`` into ``namespace``; InvalidDefinitionError
+    when the view or its source breaks a rule of the definitions (see the module)."""
+    source = _compilable_source(view, catalog)
     keys = view_join_keys(view, catalog)
     results, dlq = result_topic(view.name, namespace), dlq_topic(source)
     group_id = source_group(view.name, namespace)

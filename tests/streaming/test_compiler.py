@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -10,12 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from core.domain.definitions import FeatureView, parse_definitions
+from core.domain.definitions import (
+    Aggregation,
+    Feature,
+    FeatureView,
+    Field,
+    Source,
+    ValueType,
+    parse_definitions,
+)
 from core.domain.validation import validate_batch
+from core.errors import FeaturePlatformError, InvalidDefinitionError
 from registry.repo_loader import load_repository
 from sinks.compiler import JobSpec, KafkaOptions, StartPosition, compile_view, sql_interval
 from sinks.flink_jars import ensure_kafka_connector_jars
+from tests.reference_definitions import reference_definitions
 from tests.streaming.test_materialization import definitions
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -78,6 +93,74 @@ def test_start_position_and_job_identity() -> None:
 ])
 def test_intervals(millis: int, interval: str) -> None:
     assert sql_interval(millis) == interval
+
+
+def registered_before_the_rules(field: Field | None = None, feature: Feature | None = None,
+                                ) -> tuple[FeatureView, dict[str, Any]]:
+    """The reference view and its catalog, with ``field`` added to the source and ``feature``
+    to the view without parsing: a definition as an older release may have stored it."""
+    catalog: dict[str, Any] = validate_batch({}, parse_definitions(reference_definitions()))
+    source, view = catalog["source:clicks"], catalog["feature_view:user_clicks"]
+    assert isinstance(source, Source) and isinstance(view, FeatureView)
+    if field is not None:
+        catalog["source:clicks"] = dataclasses.replace(source, schema=(*source.schema, field))
+    if feature is not None:
+        view = dataclasses.replace(view, features=(*view.features, feature))
+    return view, catalog
+
+
+@pytest.mark.parametrize(("field", "feature", "path", "message"), [
+    (Field("score", ValueType.LONG, allowed=(1, "abc")), None, "schema[4].allowed[1]",
+     "'abc' is not a value of type long"),
+    (Field("score", ValueType.LONG, min=-10**400), None, "schema[4].min",
+     "is not a value of type long"),
+    (Field("score", ValueType.DOUBLE, max=10**400), None, "schema[4].max",
+     "expected a finite number"),
+    (Field("score", ValueType.DOUBLE, min=math.inf), None, "schema[4].min",
+     "expected a finite number"),
+    (Field("window_start", ValueType.LONG), None, "schema[4].name", "is reserved"),
+    (None, Feature("clicks_1y", Aggregation.COUNT, window_ms=365 * 86_400_000),
+     "features[4].window", "365d is too long"),
+])
+def test_a_definition_the_sql_cannot_hold_is_refused_with_a_platform_error(
+        field: Field | None, feature: Feature | None, path: str, message: str) -> None:
+    view, catalog = registered_before_the_rules(field, feature)
+    with pytest.raises(InvalidDefinitionError) as raised:
+        compile_view(view, catalog, "v1", 1, kafka=KafkaOptions("kafka:9092"))
+    [problem] = raised.value.problems
+    assert problem.path == path
+    assert message in problem.message
+
+
+def test_a_view_whose_source_is_gone_is_refused_with_a_platform_error() -> None:
+    view, catalog = registered_before_the_rules()
+    del catalog["source:clicks"]
+    with pytest.raises(InvalidDefinitionError, match="unknown source 'clicks'"):
+        compile_view(view, catalog, "v1", 1, kafka=KafkaOptions("kafka:9092"))
+
+
+_NUMBERS = st.one_of(st.integers(), st.integers(min_value=2**62, max_value=2**64),
+                     st.just(10**400), st.just(-(10**400)), st.floats(allow_nan=False),
+                     st.booleans())
+_VALUES = st.one_of(_NUMBERS, st.text(max_size=8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(value_type=st.sampled_from(ValueType), name=st.sampled_from(["score", "event_ms", "level"]),
+       low=st.none() | _NUMBERS, high=st.none() | _NUMBERS,
+       allowed=st.none() | st.lists(_VALUES, min_size=1, max_size=4),
+       aggregation=st.sampled_from(Aggregation),
+       window_ms=st.none() | st.sampled_from([1, 60_000, 100 * 86_400_000 - 1,
+                                              100 * 86_400_000, 10**15]))
+def test_the_compiler_raises_nothing_but_platform_errors(
+        value_type: ValueType, name: str, low: Any, high: Any, allowed: list[Any] | None,
+        aggregation: Aggregation, window_ms: int | None) -> None:
+    field = Field(name, value_type, min=low, max=high,
+                  allowed=None if allowed is None else tuple(allowed))
+    view, catalog = registered_before_the_rules(
+        field, Feature("generated", aggregation, name, window_ms))
+    with contextlib.suppress(FeaturePlatformError):  # any other exception fails the test
+        compile_view(view, catalog, "v1", 1, kafka=KafkaOptions("kafka:9092"))
 
 
 PLANNER_SCRIPT = """
