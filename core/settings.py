@@ -104,6 +104,30 @@ def _deployer_start(text: str) -> DeployerStart:
     return _START_POLICIES[text]
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``requests`` per ``period_ms`` from one caller, in bursts of up to ``requests``."""
+
+    requests: int
+    period_ms: int
+
+
+def _rate_limit(text: str) -> RateLimit:
+    count, _, period = text.partition("/")
+    if not count.isdigit() or int(count) < 1 or not period:
+        raise ValueError(f"{text!r} is not a rate limit: use COUNT/DURATION, e.g. 60/1m")
+    return RateLimit(int(count), parse_duration(period))
+
+
+_TRUE_FALSE = {"true": True, "false": False}
+
+
+def _true_or_false(text: str) -> bool:
+    if text not in _TRUE_FALSE:
+        raise ValueError(f"{text!r} is not a boolean: use true or false")
+    return _TRUE_FALSE[text]
+
+
 def _connector_jars(text: str) -> ConnectorJars:
     if text == AUTO_JARS:
         return AUTO_JARS
@@ -138,12 +162,25 @@ REGISTRY_URL = Variable(
     "talk to",
     "http://127.0.0.1:8000", _url(("http", "https"), "http://127.0.0.1:8000"))
 API_TOKENS = Variable(
-    "FP_API_TOKENS", "comma-separated bearer tokens the registry accepts for writes; none: "
-    "writes are open", "", _names)
+    "FP_API_TOKENS", "comma-separated tokens the registry accepts for writes, each `name:secret` "
+    "(the name is recorded as the actor) or a bare secret (named `token-N`); none: writes only "
+    "on loopback or with `FP_OPEN_WRITES`", "", _names)
 API_TOKEN = Variable(
-    "FP_API_TOKEN", "the bearer token `fp plan`/`apply`/`status` send; unset: the first of "
-    "`FP_API_TOKENS`", "",
+    "FP_API_TOKEN", "the token `fp plan`/`apply`/`status` send (`name:secret` or the secret); "
+    "unset: the first of `FP_API_TOKENS`", "",
     _optional(str))
+READ_TOKENS = Variable(
+    "FP_READ_TOKENS", "comma-separated tokens (`name:secret` or a secret) for the event log, "
+    "webhook deliveries and `/metrics`; set: those need a read or write token", "", _names)
+OPEN_WRITES = Variable(
+    "FP_OPEN_WRITES", "`true`: a registry without `FP_API_TOKENS` accepts anyone's writes even "
+    "on a non-loopback address", "false", _true_or_false)
+APPLY_RATE_LIMIT = Variable(
+    "FP_APPLY_RATE_LIMIT", "applies and rollbacks one caller may make (`COUNT/DURATION`)",
+    "60/1m", _rate_limit)
+WEBHOOK_RATE_LIMIT = Variable(
+    "FP_WEBHOOK_RATE_LIMIT", "webhook requests one client address may make (`COUNT/DURATION`)",
+    "60/1m", _rate_limit)
 WEBHOOK_SECRET = Variable(
     "FP_WEBHOOK_SECRET", "the git webhooks' shared secret; unset: every webhook request is "
     "refused", "",
@@ -177,9 +214,13 @@ DEPLOYER_CRASH_AT = Variable(
     "`switched`, an event type) after which the deployer exits at once", "",
     lambda text: frozenset(_names(text)))
 
+DEFAULT_APPLY_RATE_LIMIT = _rate_limit(APPLY_RATE_LIMIT.default)
+DEFAULT_WEBHOOK_RATE_LIMIT = _rate_limit(WEBHOOK_RATE_LIMIT.default)
+
 VARIABLES: tuple[Variable[object], ...] = (
     DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP, FLINK_URL, WAREHOUSE, REGISTRY_URL, API_TOKENS,
-    API_TOKEN, WEBHOOK_SECRET, GIT_BRANCH, FEATURES_PATH, DEPLOYER_START, READY_TIMEOUT,
+    API_TOKEN, READ_TOKENS, OPEN_WRITES, APPLY_RATE_LIMIT, WEBHOOK_RATE_LIMIT,
+    WEBHOOK_SECRET, GIT_BRANCH, FEATURES_PATH, DEPLOYER_START, READY_TIMEOUT,
     KEEP_NAMESPACES, PURGE_GRACE, FLINK_CONNECTOR_JARS, DEPLOYER_CRASH_AT)
 
 
@@ -192,6 +233,12 @@ class RegistrySettings:
     """Accepted by the registry server for writes."""
     client_token: str | None
     """Sent by `fp` (FP_API_TOKEN, else the first accepted token)."""
+    read_tokens: tuple[str, ...] = ()
+    """Accepted, besides the write tokens, by the protected reads; none: reads are open."""
+    open_writes: bool = False
+    """Writes without tokens were asked for, on any address."""
+    apply_rate_limit: RateLimit = DEFAULT_APPLY_RATE_LIMIT
+    webhook_rate_limit: RateLimit = DEFAULT_WEBHOOK_RATE_LIMIT
 
 
 @dataclass(frozen=True)
@@ -240,7 +287,10 @@ class Settings:
             warehouse=WAREHOUSE.read(env),
             registry=RegistrySettings(
                 url=REGISTRY_URL.read(env), api_tokens=api_tokens,
-                client_token=API_TOKEN.read(env) or next(iter(api_tokens), None)),
+                client_token=API_TOKEN.read(env) or next(iter(api_tokens), None),
+                read_tokens=READ_TOKENS.read(env), open_writes=OPEN_WRITES.read(env),
+                apply_rate_limit=APPLY_RATE_LIMIT.read(env),
+                webhook_rate_limit=WEBHOOK_RATE_LIMIT.read(env)),
             webhooks=WebhookSettings(secret=WEBHOOK_SECRET.read(env),
                                      branch=GIT_BRANCH.read(env),
                                      features_path=FEATURES_PATH.read(env)),

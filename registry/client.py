@@ -8,18 +8,33 @@ import httpx
 
 from core.errors import (
     AuthenticationError,
+    ConfigurationError,
     FeaturePlatformError,
     InfrastructureError,
     error_class,
 )
 
 
+def parse_token(entry: str, position: int) -> tuple[str, str]:
+    """The identity and the secret of a token entry (``FP_API_TOKENS``, ``FP_READ_TOKENS``,
+    ``FP_API_TOKEN``): ``name:secret``, or a bare secret, whose identity is ``token-N`` for
+    the ``position``-th entry (from 1).  A secret therefore cannot contain ``:``."""
+    name, separator, secret = entry.partition(":")
+    if not separator:
+        return f"token-{position}", entry
+    if not name or not secret:
+        raise ConfigurationError(f"token entry {position} is not name:secret with both parts "
+                                 "set")
+    return name, secret
+
+
 class RegistryClient:
     def __init__(self, base_url: str, token: str | None = None, actor: str | None = None,
                  timeout: float = 30.0) -> None:
+        """``token`` is a token entry (``name:secret`` or a bare secret): its secret is sent."""
         headers = {}
         if token:
-            headers["Authorization"] = f"Bearer {token}"
+            headers["Authorization"] = f"Bearer {parse_token(token, 1)[1]}"
         if actor:
             headers["X-FP-Actor"] = actor
         self.base_url = base_url

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -19,8 +20,8 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.enums import ScopeType
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath
-from litestar.plugins.prometheus import PrometheusController
 from litestar.types import (
     ASGIApp,
     HTTPResponseBodyEvent,
@@ -31,7 +32,13 @@ from litestar.types import (
 )
 
 from core.errors import InvalidFeatureRequestError
-from core.problems import EXCEPTION_HANDLERS, PROBLEM_MEDIA_TYPE, answer_error
+from core.problems import (
+    EXCEPTION_HANDLERS,
+    PROBLEM_MEDIA_TYPE,
+    answer_error,
+    metrics_endpoint,
+    problem_responses,
+)
 from serving.catalog import DefinitionHistory
 from serving.metrics import observe, request_metrics
 from serving.registry_source import RegistryEvents
@@ -65,6 +72,29 @@ def _version_parameter(text: str | None) -> int | None:
     return int(text)
 
 
+@dataclass
+class _BatchOperation(Operation):
+    """The batch endpoint's OpenAPI operation, with the body its handler reads raw."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(required=True, content={"application/json": (
+            OpenAPIMediaType(schema=Schema(
+                type=OpenAPIType.OBJECT, required=["entities", "features"],
+                additional_properties=False,
+                properties={
+                    "entities": Schema(
+                        type=OpenAPIType.ARRAY, max_items=MAX_BATCH_ENTITIES,
+                        items=Schema(type=OpenAPIType.OBJECT),
+                        description="One object of join-key values per entity"),
+                    "features": Schema(
+                        type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING),
+                        description="Feature references: view:feature or view@N:feature"),
+                    "request_context": Schema(
+                        type=OpenAPIType.OBJECT,
+                        description="Per request-context field, one value per entity"),
+                })))})
+
+
 def create_serving_app(registry_url: str, redis_url: str, *,
                        clock: Clock = wall_clock_millis,
                        intervals: Intervals = DEFAULT_INTERVALS) -> ASGIApp:
@@ -73,7 +103,8 @@ def create_serving_app(registry_url: str, redis_url: str, *,
                              history, clock=clock, intervals=intervals)
 
     @get("/v1/features/{view:str}/{entity_key:str}",
-         summary="One entity's features of one view, at the active or a pinned version")
+         summary="One entity's features of one view, at the active or a pinned version",
+         responses=problem_responses(404, 422, 503))
     async def one_entity(request: Request[Any, Any, Any], view: FromPath[str],
                          entity_key: FromPath[str]) -> Response[bytes]:
         # Query parameters other than `version` are request-context fields of on-demand views.
@@ -81,20 +112,22 @@ def create_serving_app(registry_url: str, redis_url: str, *,
         version = _version_parameter(query.pop(VERSION_PARAMETER, None))
         return _json(await service.single(view, entity_key, version, query))
 
-    @post(BATCH_PATH, status_code=200,
-          summary=f"Features of up to {MAX_BATCH_ENTITIES} entities from any views")
+    @post(BATCH_PATH, status_code=200, operation_class=_BatchOperation,
+          summary=f"Features of up to {MAX_BATCH_ENTITIES} entities from any views",
+          responses=problem_responses(400, 404, 413, 422, 503))
     async def batch(request: Request[Any, Any, Any]) -> Response[bytes]:
         return Response(await answer_batch(await request.body()), media_type="application/json")
 
     async def answer_batch(body: bytes) -> bytes:
         return _encoder.encode(await service.batch(decode_batch_request(body)))
 
-    @get("/healthz", summary="Liveness, and whether the registry has been read")
+    @get("/healthz", summary="Liveness, and whether the registry has been read",
+         responses=problem_responses(503))
     async def healthz() -> dict[str, Any]:
         return service.health()
 
     app = Litestar(
-        route_handlers=[one_entity, batch, healthz, PrometheusController],
+        route_handlers=[one_entity, batch, healthz, metrics_endpoint()],
         middleware=[request_metrics],
         exception_handlers=EXCEPTION_HANDLERS,
         on_startup=[service.start],

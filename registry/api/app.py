@@ -1,31 +1,43 @@
-"""The registry's REST API (docs/reference.md, "Registry API")."""
+"""The registry's REST API (docs/reference.md, "Registry API"; who may call what:
+docs/security.md)."""
 
 from __future__ import annotations
 
 import hmac
-import logging
-from collections.abc import Callable, Collection
+import math
+import time
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Litestar, Request, Router, get, post
 from litestar.connection import ASGIConnection
-from litestar.exceptions import ValidationException
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import TooManyRequestsException
+from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.params import Body, Parameter, QueryParameter
+from litestar.plugins.prometheus import PrometheusConfig
+from litestar.types import Guard
 
-from core.domain.definitions import Kind
+from core.domain.definitions import NAME_PATTERN, Kind
 from core.domain.events import Provenance
 from core.errors import AuthenticationError
-from core.problems import EXCEPTION_HANDLERS
+from core.problems import EXCEPTION_HANDLERS, metrics_endpoint, problem_responses
+from core.settings import DEFAULT_APPLY_RATE_LIMIT, DEFAULT_WEBHOOK_RATE_LIMIT, RateLimit
+from registry.client import parse_token
 from registry.service import RegistryService
 
-logger = logging.getLogger(__name__)
-
 MAX_EVENTS_PAGE = 10_000
+MAX_VERSION = 2**31 - 1
+"""Versions are PostgreSQL integers: a larger number names no version and must not reach it."""
+MAX_POSITION = 2**53 - 1
+"""The largest event position a client may name: beyond it JSON numbers lose precision."""
+ANONYMOUS = "anonymous"
+"""The actor of a write when the registry has no tokens (open writes)."""
 COLLECTION_PATHS = {
     Kind.ENTITY: "/v1/entities",
     Kind.SOURCE: "/v1/sources",
@@ -33,27 +45,119 @@ COLLECTION_PATHS = {
     Kind.ON_DEMAND_FEATURE_VIEW: "/v1/on-demand-feature-views",
 }
 
-
-def bearer_guard(tokens: Collection[str]) -> Callable[[ASGIConnection[Any, Any, Any, Any],
-                                                       BaseRouteHandler], None]:
-    """Writes need one of ``tokens`` as a bearer token; with none configured writes are open."""
-    allowed = [token.encode() for token in tokens]
-
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        if not allowed:
-            return
-        scheme, _, token = connection.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise AuthenticationError("this write needs 'Authorization: Bearer <token>'")
-        # Compare against every token so the time taken does not reveal which one matched.
-        if not sum(hmac.compare_digest(token.strip().encode(), t) for t in allowed):
-            raise AuthenticationError("the bearer token is not valid")
-
-    return guard
+DefinitionName = Annotated[str, Parameter(pattern=NAME_PATTERN.pattern,
+                                          description="A definition's name")]
+VersionNumber = Annotated[int, Parameter(ge=1, le=MAX_VERSION)]
+_NO_OTHER_KEYS = Body(media_type=RequestEncodingType.JSON,
+                      schema_extra={"additionalProperties": False})
+"""A JSON body whose schema says what its struct's ``forbid_unknown_fields`` does."""
+_IDENTITY = "fp_identity"
+"""Where the write guard leaves the caller's identity for the handler (the request state)."""
 
 
-def actor_of(request: Request[Any, Any, Any]) -> str:
-    return request.headers.get("x-fp-actor") or "api"
+class RateLimiter:
+    """A token bucket per caller: ``limit.requests`` at once, refilled evenly over the period."""
+
+    _MAX_CALLERS = 10_000
+
+    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
+        self._capacity = float(limit.requests)
+        self._per_second = limit.requests / (limit.period_ms / 1000)
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # caller: (tokens, at)
+
+    def take(self, caller: str) -> None:
+        """Spend one request of ``caller``'s; raises a 429 with Retry-After when none is left."""
+        now = self._clock()
+        tokens, at = self._buckets.get(caller, (self._capacity, now))
+        tokens = min(self._capacity, tokens + (now - at) * self._per_second)
+        if tokens < 1:
+            wait = math.ceil((1 - tokens) / self._per_second)
+            raise TooManyRequestsException(f"too many requests from {caller}: retry in {wait} s",
+                                           headers={"Retry-After": str(wait)})
+        if len(self._buckets) >= self._MAX_CALLERS:
+            self._forget_refilled(now)
+        self._buckets[caller] = (tokens - 1, now)
+
+    def _forget_refilled(self, now: float) -> None:
+        # A caller whose bucket has refilled is the same as one never seen: drop it, so that
+        # many callers cannot grow the table without bound.
+        full = self._capacity / self._per_second
+        self._buckets = {caller: bucket for caller, bucket in self._buckets.items()
+                         if now - bucket[1] < full}
+
+
+def _secrets(entries: Sequence[str]) -> list[tuple[bytes, str]]:
+    return [(secret.encode(), name) for name, secret in
+            (parse_token(entry, position) for position, entry in enumerate(entries, 1))]
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may write, who may read the protected reads, and how often one may write.
+
+    Write tokens are ``name:secret`` entries (or bare secrets, named ``token-N``); the name is
+    the identity recorded as the events' ``actor``.  Without write tokens every write is
+    ``anonymous`` (the composition root refuses that off loopback unless asked for).  With
+    read tokens, the protected reads need a read or a write token; without, they are open.
+    """
+
+    api_tokens: Sequence[str] = ()
+    read_tokens: Sequence[str] = ()
+    apply_rate_limit: RateLimit = DEFAULT_APPLY_RATE_LIMIT
+    webhook_rate_limit: RateLimit = DEFAULT_WEBHOOK_RATE_LIMIT
+
+    def guards(self) -> tuple[Guard, Guard, Guard]:
+        """The guards of the writes, the protected reads and the webhooks."""
+        writers = _secrets(self.api_tokens)
+        readers = writers + _secrets(self.read_tokens)
+        apply_limiter = RateLimiter(self.apply_rate_limit)
+        webhook_limiter = RateLimiter(self.webhook_rate_limit)
+
+        def write_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+                        ) -> None:
+            identity = _identify(connection, writers) if writers else ANONYMOUS
+            # Without tokens everyone is anonymous: the client address tells callers apart.
+            apply_limiter.take(identity if writers else _client(connection))
+            connection.state[_IDENTITY] = identity
+
+        def read_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+                       ) -> None:
+            if self.read_tokens:
+                _identify(connection, readers)
+
+        def webhook_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+                          ) -> None:
+            webhook_limiter.take(_client(connection))
+
+        return write_guard, read_guard, webhook_guard
+
+
+def _identify(connection: ASGIConnection[Any, Any, Any, Any],
+              secrets: Sequence[tuple[bytes, str]]) -> str:
+    """The identity whose secret the request's bearer token is; raises a 401 otherwise."""
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("this request needs 'Authorization: Bearer <token>'")
+    given = token.strip().encode()
+    identity = None
+    # Compare against every secret so the time taken does not reveal which one matched.
+    for secret, name in secrets:
+        if hmac.compare_digest(given, secret):
+            identity = name
+    if identity is None:
+        raise AuthenticationError("the bearer token is not valid")
+    return identity
+
+
+def _client(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    return connection.client.host if connection.client else "unknown"
+
+
+def _provenance(request: Request[Any, Any, Any], message: str | None = None) -> Provenance:
+    # The actor is who the token says, never what the caller claims (X-FP-Actor is ignored):
+    # an audit log a caller can write anything into records nothing.
+    return Provenance(actor=request.state[_IDENTITY], message=message)
 
 
 class ApplyRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -68,39 +172,56 @@ class ApplyRequest(msgspec.Struct, forbid_unknown_fields=True):
 class RollbackRequest(msgspec.Struct, forbid_unknown_fields=True):
     """The body of ``POST /v1/feature-views/{name}/rollback``."""
 
-    to_version: Annotated[int, msgspec.Meta(ge=1)]
+    to_version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)]
+
+
+READ_ERRORS = (400, 404, 503)
+"""What a read of one definition may answer besides 200."""
 
 
 def _definition_routes(kind: Kind, path: str, service: RegistryService) -> Router:
     """The read endpoints every kind shares: list, one, versions, one version, diff."""
     label = kind.value.replace("_", " ")
 
-    @get("/", sync_to_thread=True, summary=f"Every {label}: latest and active version")
+    @get("/", sync_to_thread=True, summary=f"Every {label}: latest and active version",
+         responses=problem_responses(503))
     def list_all() -> dict[str, Any]:
         return {"items": [_summary(r.to_json()) for r in service.definitions(kind)]}
 
-    @get("/{name:str}", sync_to_thread=True, summary=f"One {label}")
-    def one(name: FromPath[str]) -> dict[str, Any]:
+    @get("/{name:str}", sync_to_thread=True, summary=f"One {label}",
+         responses=problem_responses(*READ_ERRORS))
+    def one(name: DefinitionName) -> dict[str, Any]:
         return service.definition(kind, name).to_json()
 
-    @get("/{name:str}/versions", sync_to_thread=True, summary=f"Every version of a {label}")
-    def versions(name: FromPath[str]) -> dict[str, Any]:
+    @get("/{name:str}/versions", sync_to_thread=True, summary=f"Every version of a {label}",
+         responses=problem_responses(*READ_ERRORS))
+    def versions(name: DefinitionName) -> dict[str, Any]:
         return {"name": name, "versions": [v.to_json(with_spec=False)
                                            for v in service.versions(kind, name)]}
 
     @get("/{name:str}/versions/{number:int}", sync_to_thread=True,
-         summary=f"One version of a {label}")
-    def version(name: FromPath[str], number: FromPath[int]) -> dict[str, Any]:
+         summary=f"One version of a {label}", responses=problem_responses(*READ_ERRORS))
+    def version(name: DefinitionName, number: VersionNumber) -> dict[str, Any]:
         return {"name": name, **service.version(kind, name, number).to_json()}
 
-    @get("/{name:str}/diff", sync_to_thread=True, summary=f"Diff between two versions of a {label}")
-    def diff(name: FromPath[str],
-             from_version: Annotated[int, QueryParameter(name="from", ge=1)],
-             to_version: Annotated[int, QueryParameter(name="to", ge=1)]) -> dict[str, Any]:
+    @get("/{name:str}/diff", sync_to_thread=True, summary=f"Diff between two versions of a {label}",
+         responses=problem_responses(*READ_ERRORS))
+    def diff(name: DefinitionName,
+             from_version: Annotated[int, QueryParameter(name="from", ge=1, le=MAX_VERSION)],
+             to_version: Annotated[int, QueryParameter(name="to", ge=1, le=MAX_VERSION)]
+             ) -> dict[str, Any]:
         return service.diff(kind, name, from_version, to_version).to_json()
 
     return Router(path=path, route_handlers=[list_all, one, versions, version, diff],
                   tags=[label])
+
+
+def _documenting(handlers: list[HTTPRouteHandler], *statuses: int) -> list[HTTPRouteHandler]:
+    """``handlers``, their OpenAPI responses now also listing ``statuses``: the answers of
+    the guards this app puts in front of another component's handlers."""
+    for handler in handlers:
+        handler.responses = {**problem_responses(*statuses), **(handler.responses or {})}
+    return handlers
 
 
 def _summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -108,54 +229,62 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_registry_app(
-        service: RegistryService, api_tokens: Collection[str] = (),
-        extra_handlers: Collection[Any] = (),
+        service: RegistryService, access: Access = Access(),
+        extra_handlers: Collection[HTTPRouteHandler] = (),
         lifespan: Collection[Callable[[Litestar], AbstractAsyncContextManager[None]]] = (),
 ) -> Litestar:
     """``extra_handlers`` and ``lifespan`` plug in components such as the git webhooks
-    (``registry.webhooks.Webhooks``): their routes, and what runs while the app is up."""
-    if not api_tokens:
-        logger.warning("FP_API_TOKENS is empty: registry writes are open to anyone who can "
-                       "reach this port")
-    write_guard = bearer_guard(api_tokens)
+    (``registry.webhooks.Webhooks``): their routes, and what runs while the app is up.  Their
+    reads are protected reads; their other requests (the pushes) are rate-limited per client
+    address."""
+    write_guard, read_guard, webhook_guard = access.guards()
 
     @post("/v1/apply", sync_to_thread=True, guards=[write_guard], status_code=200,
-          summary="Validate and register definitions, all or nothing")
-    def apply(request: Request[Any, Any, Any], data: JSONBody[ApplyRequest]) -> dict[str, Any]:
-        changes = service.apply(data.definitions,
-                                Provenance(actor=actor_of(request), message=data.message),
+          summary="Validate and register definitions, all or nothing",
+          responses=problem_responses(400, 401, 409, 413, 422, 429, 503))
+    def apply(request: Request[Any, Any, Any],
+              data: Annotated[ApplyRequest, _NO_OTHER_KEYS]) -> dict[str, Any]:
+        changes = service.apply(data.definitions, _provenance(request, data.message),
                                 dry_run=data.dry_run)
         return {"dry_run": data.dry_run, "changes": [c.to_json() for c in changes]}
 
     @post("/v1/feature-views/{name:str}/rollback", sync_to_thread=True, guards=[write_guard],
-          status_code=202, summary="Make an earlier version active again (through the deployer)")
-    def rollback(request: Request[Any, Any, Any], name: FromPath[str],
-                 data: JSONBody[RollbackRequest]) -> dict[str, Any]:
-        position = service.request_rollback(name, data.to_version,
-                                            Provenance(actor=actor_of(request)))
+          status_code=202, summary="Make an earlier version active again (through the deployer)",
+          responses=problem_responses(400, 401, 404, 409, 429, 503))
+    def rollback(request: Request[Any, Any, Any], name: DefinitionName,
+                 data: Annotated[RollbackRequest, _NO_OTHER_KEYS]) -> dict[str, Any]:
+        position = service.request_rollback(name, data.to_version, _provenance(request))
         return {"view": name, "to_version": data.to_version, "position": position}
 
     @get("/v1/feature-views/{name:str}/deployments", sync_to_thread=True,
-         summary="Deployment history: state, jobs, timings, errors")
-    def deployments(name: FromPath[str]) -> dict[str, Any]:
+         summary="Deployment history: state, jobs, timings, errors",
+         responses=problem_responses(*READ_ERRORS))
+    def deployments(name: DefinitionName) -> dict[str, Any]:
         return {"name": name, "deployments": service.deployments(name)}
 
-    @get("/v1/events", sync_to_thread=True, summary="The global event log, in position order")
-    def events(after: FromQuery[int] = 0, limit: FromQuery[int] = 1000) -> dict[str, Any]:
-        if after < 0 or not 1 <= limit <= MAX_EVENTS_PAGE:
-            raise ValidationException(f"'after' must be >= 0 and 'limit' in 1..{MAX_EVENTS_PAGE}")
+    @get("/v1/events", sync_to_thread=True, summary="The global event log, in position order",
+         responses=problem_responses(400, 401, 503))
+    def events(after: Annotated[int, QueryParameter(ge=0, le=MAX_POSITION)] = 0,
+               limit: Annotated[int, QueryParameter(ge=1, le=MAX_EVENTS_PAGE)] = 1000
+               ) -> dict[str, Any]:
         page = service.store.read_events(after, limit)
         return {"events": [e.to_json() for e in page],
                 "last_position": page[-1].position if page else after}
 
-    @get("/healthz", summary="Liveness")
+    @get("/healthz", summary="Liveness", tags=["operations"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     routers = [_definition_routes(kind, path, service) for kind, path in COLLECTION_PATHS.items()]
+    extra_reads = [h for h in extra_handlers if "GET" in h.http_methods]
+    extra_writes = [h for h in extra_handlers if "GET" not in h.http_methods]
+    protected_reads = Router(path="/", guards=[read_guard], route_handlers=[
+        events, metrics_endpoint(401), *_documenting(extra_reads, 401)])
+    webhooks = Router(path="/", guards=[webhook_guard],
+                      route_handlers=_documenting(extra_writes, 429))
     return Litestar(
-        route_handlers=[apply, rollback, deployments, events, healthz, PrometheusController,
-                        *routers, *extra_handlers],
+        route_handlers=[apply, rollback, deployments, healthz, protected_reads, webhooks,
+                        *routers],
         middleware=[PrometheusConfig(app_name="fp_registry", prefix="fp_registry",
                                      group_path=True).middleware],
         exception_handlers=EXCEPTION_HANDLERS,

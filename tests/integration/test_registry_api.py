@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
 
 from core.errors import AuthenticationError, error_class
-from registry.api.app import create_registry_app
+from fp.cli import main
+from fp.local.base import answers_ok, free_port, wait_until
+from registry.api.app import MAX_VERSION, Access, create_registry_app
+from registry.client import RegistryClient
 from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore
 from tests.reference_definitions import reference_definitions
@@ -95,7 +103,7 @@ def test_a_change_registers_version_two_with_its_class_and_diff(
     assert (served["change_class"], served["diff"]) == (change_class, diff)
     versions = client.get("/v1/feature-views/user_clicks/versions").json()["versions"]
     assert [(v["version"], v["change_class"]) for v in versions] == [(1, None), (2, change_class)]
-    assert versions[1]["provenance"]["actor"] == "api"
+    assert versions[1]["provenance"]["actor"] == "anonymous"
     assert client.get("/v1/feature-views/user_clicks/versions/1").json()["spec"]["features"][0][
         "window"] == "1h"
 
@@ -117,7 +125,8 @@ def test_events_carry_provenance_and_page_by_position(client: TestClient[Any],
     assert [e["position"] for e in events] == sorted(e["position"] for e in events)
     assert len(events) == 4
     assert {e["type"] for e in events} == {"DefinitionRegistered"}
-    assert all(e["metadata"] == {"actor": "alice", "message": "first"} for e in events)
+    assert all(e["metadata"] == {"actor": "anonymous", "message": "first"} for e in events), \
+        "open writes are anonymous: X-FP-Actor is a claim, not an identity"
     assert client.get("/v1/events", params={"after": rest["last_position"]}).json() == {
         "events": [], "last_position": rest["last_position"]}
 
@@ -232,7 +241,7 @@ def test_unknown_names_and_versions_are_404(client: TestClient[Any], definitions
 
 def test_writes_need_a_valid_token_when_tokens_are_configured(
         store: PostgresRegistryStore, definitions: Definitions) -> None:
-    app = create_registry_app(RegistryService(store), api_tokens=["s3cret", "other"])
+    app = create_registry_app(RegistryService(store), Access(api_tokens=["s3cret", "other"]))
     with TestClient(app) as client:
         body = {"definitions": definitions}
         missing = client.post("/v1/apply", json=body)
@@ -266,3 +275,55 @@ def test_openapi_health_and_metrics_are_served(client: TestClient[Any]) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     client.get("/v1/feature-views")
     assert "fp_registry_requests_total" in client.get("/metrics").text
+
+
+@pytest.mark.parametrize("path", [
+    f"/v1/feature-views/user_clicks/versions/{MAX_VERSION + 1}",
+    f"/v1/feature-views/user_clicks/versions/{2**63}",
+    f"/v1/entities/user/diff?from={MAX_VERSION + 1}&to=1",
+    f"/v1/sources/clicks/diff?from=1&to={MAX_VERSION + 1}",
+])
+def test_numbers_beyond_postgres_integers_are_a_400_not_a_database_error(
+        client: TestClient[Any], definitions: Definitions, path: str) -> None:
+    apply(client, definitions)
+    response = client.get(path)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    rollback = client.post("/v1/feature-views/user_clicks/rollback",
+                           json={"to_version": MAX_VERSION + 1})
+    assert rollback.status_code == 400, rollback.text
+
+
+def test_the_registry_refuses_to_start_off_loopback_without_tokens(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        database_url: str) -> None:
+    monkeypatch.setenv("FP_DATABASE_URL", database_url)
+    monkeypatch.delenv("FP_API_TOKENS", raising=False)
+    monkeypatch.delenv("FP_OPEN_WRITES", raising=False)
+    assert main(["registry", "serve", "--host", "0.0.0.0", "--port", str(free_port())]) == 1
+    error = capsys.readouterr().err
+    assert "refusing to serve the registry on 0.0.0.0" in error
+    assert "FP_API_TOKENS" in error and "FP_OPEN_WRITES=true" in error
+
+
+def test_a_token_named_in_fp_api_tokens_is_the_recorded_actor_end_to_end(
+        store: PostgresRegistryStore, database_url: str, definitions: Definitions,
+        tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "FP_DATABASE_URL": database_url, "FP_API_TOKENS": "ci:s3cret"}
+    with (tmp_path / "registry.log").open("wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "fp.cli", "registry", "serve",
+                                   "--port", str(port)], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until(partial(answers_ok, f"{url}/healthz"), 30, "the registry server")
+            # The CLI's FP_API_TOKEN may be the whole entry: the client sends its secret.
+            client = RegistryClient(url, token="ci:s3cret", actor="alice@laptop")
+            client.apply(definitions)
+            events = client.get("/v1/events")["events"]
+            client.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    assert {e["metadata"]["actor"] for e in events} == {"ci"}

@@ -8,6 +8,7 @@ the database.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,13 +21,17 @@ from core.domain.events import (
     VersionActivated,
     deployment_stream,
 )
-from registry.api.app import create_registry_app
+from core.settings import RateLimit
+from registry.api.app import MAX_VERSION, Access, create_registry_app
 from registry.service import RegistryService
 from registry.store.memory import MemoryRegistryStore
+from registry.webhooks import WebhookConfig, Webhooks
+from registry.webhooks.memory_inbox import MemoryDeliveryInbox
 from tests.reference_definitions import reference_definitions
 
 TOKEN = "s3cret"
-AUTHORIZED = {"Authorization": f"Bearer {TOKEN}", "X-FP-Actor": "alice"}
+# The header claims someone else: the token's identity, "ci", is what gets recorded.
+AUTHORIZED = {"Authorization": f"Bearer {TOKEN}", "X-FP-Actor": "mallory"}
 Definitions = list[dict[str, Any]]
 
 
@@ -42,7 +47,7 @@ def store() -> MemoryRegistryStore:
 
 @pytest.fixture
 def client(store: MemoryRegistryStore) -> Iterator[TestClient[Any]]:
-    app = create_registry_app(RegistryService(store), api_tokens=[TOKEN])
+    app = create_registry_app(RegistryService(store), Access(api_tokens=[f"ci:{TOKEN}"]))
     with TestClient(app) as test_client:
         yield test_client
 
@@ -74,7 +79,7 @@ def test_a_change_is_versioned_diffed_and_reads_back(client: TestClient[Any],
         "update", 2, "breaking")
     versions = client.get("/v1/feature-views/user_clicks/versions").json()["versions"]
     assert [(v["version"], v["change_class"]) for v in versions] == [(1, None), (2, "breaking")]
-    assert versions[1]["provenance"] == {"actor": "alice"}
+    assert versions[1]["provenance"] == {"actor": "ci"}
     old = client.get("/v1/feature-views/user_clicks/versions/1").json()
     assert old["spec"]["features"][0]["window"] == "1h"
     diff = client.get("/v1/feature-views/user_clicks/diff", params={"from": 1, "to": 2}).json()
@@ -109,7 +114,7 @@ def test_a_rollback_is_recorded_for_the_deployer(client: TestClient[Any],
     assert response.json()["position"] == store.last_position()
     [requested] = [e for e in store.read_stream(deployment_stream("user_clicks"))
                    if e.type == EventType.ROLLBACK_REQUESTED]
-    assert (requested.data["to_version"], requested.metadata["actor"]) == (1, "alice")
+    assert (requested.data["to_version"], requested.metadata["actor"]) == (1, "ci")
     assert client.post("/v1/feature-views/user_clicks/rollback", json={"to_version": 9},
                        headers=AUTHORIZED).status_code == 404
 
@@ -120,7 +125,7 @@ def test_events_page_by_position(client: TestClient[Any], definitions: Definitio
     rest = client.get("/v1/events", params={"after": first["last_position"]}).json()
     events = first["events"] + rest["events"]
     assert [e["position"] for e in events] == [1, 2, 3, 4]
-    assert all(e["metadata"] == {"actor": "alice", "message": "first"} for e in events)
+    assert all(e["metadata"] == {"actor": "ci", "message": "first"} for e in events)
     assert client.get("/v1/events", params={"after": 4}).json() == {"events": [],
                                                                     "last_position": 4}
     assert client.get("/v1/events", params={"limit": 0}).status_code == 400
@@ -136,3 +141,140 @@ def test_writes_need_a_valid_token(client: TestClient[Any], definitions: Definit
     assert rollback.status_code == 401
     assert client.get("/v1/events").json()["events"] == []
     assert client.get("/v1/feature-views").status_code == 200, "reads need no token"
+
+
+def _actors(client: TestClient[Any]) -> list[str]:
+    return [e["metadata"]["actor"] for e in client.get("/v1/events").json()["events"]]
+
+
+def test_the_actor_is_the_tokens_identity_never_the_callers_claim(
+        store: MemoryRegistryStore, definitions: Definitions) -> None:
+    app = create_registry_app(RegistryService(store),
+                              Access(api_tokens=["ci:first", "second", "ops:third"]))
+    with TestClient(app) as client:
+        for secret, name in [("first", "a"), ("second", "b"), ("third", "c")]:
+            definitions[0]["description"] = name
+            response = client.post("/v1/apply", json={"definitions": definitions[:1]},
+                                   headers={"Authorization": f"Bearer {secret}",
+                                            "X-FP-Actor": "alice"})
+            assert response.status_code == 200, response.text
+        assert _actors(client) == ["ci", "token-2", "ops"]
+        whole_entry = client.post("/v1/apply", json={"definitions": definitions[:1]},
+                                  headers={"Authorization": "Bearer ci:first"})
+        assert whole_entry.status_code == 401, "the bearer token is the secret alone"
+
+
+def test_open_writes_are_anonymous_whatever_the_header_claims(
+        store: MemoryRegistryStore, definitions: Definitions) -> None:
+    with TestClient(create_registry_app(RegistryService(store))) as client:
+        response = client.post("/v1/apply", json={"definitions": definitions},
+                               headers={"X-FP-Actor": "ci"})
+        assert response.status_code == 200, response.text
+        assert set(_actors(client)) == {"anonymous"}
+
+
+@pytest.fixture
+def guarded_reads(store: MemoryRegistryStore, tmp_path: Path) -> Iterator[TestClient[Any]]:
+    service = RegistryService(store)
+    webhooks = Webhooks(service, MemoryDeliveryInbox(), WebhookConfig(
+        secret="hush", cache_dir=tmp_path / "git-cache"))
+    app = create_registry_app(service, Access(api_tokens=[f"ci:{TOKEN}"],
+                                              read_tokens=["dashboards:peek", "look"]),
+                              extra_handlers=webhooks.route_handlers)
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/metrics", "/v1/webhooks/deliveries/d-1"])
+def test_read_tokens_guard_the_log_the_deliveries_and_the_metrics(
+        guarded_reads: TestClient[Any], path: str) -> None:
+    refused = guarded_reads.get(path)
+    assert (refused.status_code, refused.headers["content-type"]) == (
+        401, "application/problem+json")
+    wrong = guarded_reads.get(path, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    for secret in ("peek", "look", TOKEN):
+        answered = guarded_reads.get(path, headers={"Authorization": f"Bearer {secret}"})
+        assert answered.status_code in {200, 404}, answered.text  # no delivery d-1: 404
+    assert guarded_reads.get("/v1/feature-views").status_code == 200, "definitions stay open"
+    assert guarded_reads.get("/healthz").status_code == 200
+
+
+def test_a_read_token_cannot_write(guarded_reads: TestClient[Any],
+                                   definitions: Definitions) -> None:
+    response = guarded_reads.post("/v1/apply", json={"definitions": definitions},
+                                  headers={"Authorization": "Bearer peek"})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("path", [
+    f"/v1/feature-views/user_clicks/versions/{MAX_VERSION + 1}",
+    "/v1/feature-views/user_clicks/versions/0",
+    f"/v1/entities/user/diff?from=1&to={MAX_VERSION + 1}",
+    "/v1/sources/clicks/diff?from=0&to=1",
+    "/v1/events?after=-1", "/v1/events?limit=0", "/v1/events?limit=10001",
+    "/v1/events?after=9223372036854775808",
+    "/v1/feature-views/User%20Clicks", "/v1/entities/a%00b/versions",
+])
+def test_parameters_out_of_bounds_are_refused_before_the_store(
+        client: TestClient[Any], definitions: Definitions, path: str) -> None:
+    apply(client, definitions)
+    response = client.get(path)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_rollback_beyond_any_version_is_refused(client: TestClient[Any]) -> None:
+    response = client.post("/v1/feature-views/user_clicks/rollback",
+                           json={"to_version": MAX_VERSION + 1}, headers=AUTHORIZED)
+    assert response.status_code == 400
+    assert "to_version" in response.json()["detail"]
+
+
+def test_applies_are_rate_limited_per_identity(store: MemoryRegistryStore,
+                                               definitions: Definitions) -> None:
+    access = Access(api_tokens=["ci:one", "ops:two"], apply_rate_limit=RateLimit(2, 60_000))
+    with TestClient(create_registry_app(RegistryService(store), access)) as client:
+        def post(secret: str) -> Any:
+            return client.post("/v1/apply", json={"definitions": definitions, "dry_run": True},
+                               headers={"Authorization": f"Bearer {secret}"})
+
+        assert [post("one").status_code for _ in range(2)] == [200, 200]
+        limited = post("one")
+        assert limited.status_code == 429
+        assert limited.headers["content-type"] == "application/problem+json"
+        assert 1 <= int(limited.headers["retry-after"]) <= 30
+        assert limited.json()["code"] == "too_many_requests"
+        rollback = client.post("/v1/feature-views/user_clicks/rollback",
+                               json={"to_version": 1}, headers={"Authorization": "Bearer one"})
+        assert rollback.status_code == 429, "a rollback spends from the same allowance"
+        assert post("two").status_code == 200, "another identity has its own allowance"
+
+
+def test_webhooks_are_rate_limited_per_client(store: MemoryRegistryStore,
+                                              tmp_path: Path) -> None:
+    service = RegistryService(store)
+    webhooks = Webhooks(service, MemoryDeliveryInbox(), WebhookConfig(
+        secret="hush", cache_dir=tmp_path / "git-cache"))
+    app = create_registry_app(service, Access(webhook_rate_limit=RateLimit(3, 60_000)),
+                              extra_handlers=webhooks.route_handlers)
+    with TestClient(app) as client:
+        statuses = [client.post("/v1/webhooks/github", content=b"{}").status_code
+                    for _ in range(4)]
+        assert statuses[:3] != [429] * 3 and statuses[3] == 429
+        assert client.get("/v1/webhooks/deliveries/d-1").status_code == 404, \
+            "reading deliveries is not limited"
+
+
+def test_the_limit_refills_over_its_period() -> None:
+    from registry.api.app import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(RateLimit(2, 10_000), clock=lambda: now[0])
+    limiter.take("ci")
+    limiter.take("ci")
+    with pytest.raises(Exception, match="retry in 5 s") as refused:
+        limiter.take("ci")
+    assert refused.value.headers == {"Retry-After": "5"}  # type: ignore[attr-defined]
+    now[0] = 5.0
+    limiter.take("ci")

@@ -12,6 +12,7 @@ import pytest
 from core.errors import ConfigurationError
 from core.settings import (
     VARIABLES,
+    RateLimit,
     DeployerSettings,
     RegistrySettings,
     Settings,
@@ -40,6 +41,10 @@ EVERY_VARIABLE = {
     "FP_REGISTRY_URL": "https://registry.example:8443/",
     "FP_API_TOKENS": " alpha, beta ,,",
     "FP_API_TOKEN": "gamma",
+    "FP_READ_TOKENS": "dashboards:peek",
+    "FP_OPEN_WRITES": "true",
+    "FP_APPLY_RATE_LIMIT": "10/1s",
+    "FP_WEBHOOK_RATE_LIMIT": "5/1h",
     "FP_WEBHOOK_SECRET": "hush",
     "FP_GIT_BRANCH": "release",
     "FP_FEATURES_PATH": "repo/features",
@@ -67,7 +72,10 @@ def test_every_variable_is_read() -> None:
         kafka_bootstrap="kafka-1:9092,kafka-2:9092", flink_url="http://flink:8081",
         warehouse="s3://lake/fp",
         registry=RegistrySettings(url="https://registry.example:8443",
-                                  api_tokens=("alpha", "beta"), client_token="gamma"),
+                                  api_tokens=("alpha", "beta"), client_token="gamma",
+                                  read_tokens=("dashboards:peek",), open_writes=True,
+                                  apply_rate_limit=RateLimit(10, 1_000),
+                                  webhook_rate_limit=RateLimit(5, 3_600_000)),
         webhooks=WebhookSettings(secret="hush", branch="release",
                                  features_path="repo/features"),
         deployer=DeployerSettings(
@@ -97,6 +105,9 @@ def test_connector_jars_none_ships_no_jar() -> None:
     ("FP_PURGE_GRACE", "10", "e.g. '30s', '5m', '1h'"),
     ("FP_KEEP_NAMESPACES", "0", "whole number >= 1"),
     ("FP_KEEP_NAMESPACES", "three", "whole number >= 1"),
+    ("FP_OPEN_WRITES", "yes", "use true or false"),
+    ("FP_APPLY_RATE_LIMIT", "60", "use COUNT/DURATION, e.g. 60/1m"),
+    ("FP_WEBHOOK_RATE_LIMIT", "0/1m", "use COUNT/DURATION, e.g. 60/1m"),
 ])
 def test_a_malformed_value_is_refused_naming_the_variable_and_the_accepted_form(
         name: str, value: str, accepted_form: str) -> None:
