@@ -73,8 +73,11 @@ _prctl: Callable[..., int] | None = getattr(ctypes.CDLL(None, use_errno=True), "
 # registry's user outside, and the kernel never applies RLIMIT_NPROC to root: for a registry
 # running as root the process limit does not bind, and a fork bomb is stopped by the CPU and
 # wall-clock limits and the PID namespace's end instead (docs/security.md).
+# bwrap adds PWD to the environment; it is dropped so the loader sees exactly the variables
+# of _loader_environment, sandboxed or not.
 _ENTRY = """\
-import resource, sys
+import os, resource, sys
+os.environ.pop("PWD", None)
 for limit, soft, hard in {rlimits!r}:
     resource.setrlimit(limit, (soft, hard))
 from registry.repo_loader import main

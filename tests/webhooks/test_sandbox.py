@@ -37,8 +37,7 @@ FAST = SandboxLimits(wall_seconds=5, cpu_seconds=2, memory_bytes=512 << 20, proc
 SECRETS = {"FP_DATABASE_URL": "postgresql+psycopg://fp:db-password@db/fp",
            "FP_WEBHOOK_SECRET": "webhook-secret", "FP_API_TOKENS": "api-token",
            "AWS_SECRET_ACCESS_KEY": "aws-secret"}
-# What the sandbox's processes are told (PWD is bwrap's, set to the checkout's copy).
-LOADER_ENVIRONMENT = {"PATH", "HOME", "LANG", "PYTHONPATH", "PWD"}
+LOADER_ENVIRONMENT = {"PATH", "HOME", "LANG", "PYTHONPATH"}
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None,
                                 reason="bubblewrap is not installed (./dev test installs it)")
