@@ -11,6 +11,7 @@ channel — a hint only: the worker still polls the log by position.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -27,6 +28,8 @@ from core.errors import InfrastructureError
 from registry.store.memory import MemoryRegistryStore
 from registry.store.postgres import NOTIFY_CHANNEL
 from registry.store.tables import deployer_checkpoints
+
+logger = logging.getLogger(__name__)
 
 LEADER_LOCK_KEY = 7_214_002
 CHECKPOINT_NAME = "deployer"
@@ -77,7 +80,7 @@ class PostgresCheckpointStore:
             with self.engine.connect() as conn:
                 row = conn.execute(query).mappings().one_or_none()
         except OperationalError as error:
-            raise InfrastructureError(f"deployer checkpoint unavailable: {error.orig}") from error
+            raise _checkpoint_unavailable(error) from error
         return SavedCheckpoint(row["position"], row["state"]) if row else None
 
     def save(self, checkpoint: SavedCheckpoint) -> None:
@@ -91,7 +94,13 @@ class PostgresCheckpointStore:
                     index_elements=["name"], set_={"position": checkpoint.position,
                                                    "state": checkpoint.state, "updated_at": now}))
         except OperationalError as error:
-            raise InfrastructureError(f"deployer checkpoint unavailable: {error.orig}") from error
+            raise _checkpoint_unavailable(error) from error
+
+
+def _checkpoint_unavailable(error: OperationalError) -> InfrastructureError:
+    # psycopg's message names the database's host and user: it goes to the log only.
+    logger.warning("deployer checkpoint unavailable: %s", error.orig)
+    return InfrastructureError("deployer checkpoint unavailable")
 
 
 class PostgresLeaderElection:
@@ -113,7 +122,8 @@ class PostgresLeaderElection:
                 connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 yield _ListeningLeadership(connection)
         except psycopg.Error as error:
-            raise InfrastructureError(f"deployer leadership lost: {error}") from error
+            logger.warning("deployer leadership lost: %s", error)
+            raise InfrastructureError("deployer leadership lost") from error
 
 
 class _ListeningLeadership:

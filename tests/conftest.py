@@ -33,7 +33,7 @@ from tests.services import PlatformProcess
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REGISTRY_TABLES = ("fp_events, fp_definitions, fp_definition_versions, fp_webhook_deliveries, "
-                   "fp_deployer_checkpoints")
+                   "fp_webhook_applied_commits, fp_deployer_checkpoints")
 
 
 def _reachable(url: str) -> bool:

@@ -77,7 +77,7 @@ def measure(database_url: str, scratch: Path, pushes: int) -> None:
     remote = GitRemote(scratch / "remote")
     views = examples_file("views.yaml")
     log = scratch / "registry.log"
-    with registry_server(database_url, scratch / "cache", log) as server, \
+    with registry_server(database_url, scratch / "cache", log, remote.url) as server, \
             httpx.Client(base_url=server.url, timeout=10) as client:
         warm_up = remote.commit_examples()
         deliver(client, remote, warm_up, NULL_SHA, expected_version=1)

@@ -14,6 +14,7 @@ wake-up hint only; readers still poll by position.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,8 @@ from core.errors import ConcurrencyConflictError, InfrastructureError
 from registry.store.base import DefinitionRecord, VersionRecord
 from registry.store.projection import ActivateVersion, AddVersion, projection_change
 from registry.store.tables import definition_versions, definitions, events
+
+logger = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "fp_events"
 
@@ -73,7 +76,10 @@ class PostgresRegistryStore:
                     conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(recorded[-1].position))))
                 return recorded
         except OperationalError as error:
-            raise InfrastructureError(f"registry database unavailable: {error.orig}") from error
+            # psycopg's message names the database's host and user: the log gets it, the API's
+            # 503 answer only a generic text.
+            logger.warning("registry database unavailable: %s", error.orig)
+            raise InfrastructureError("registry database unavailable") from error
 
     @staticmethod
     def _stream_versions(conn: Connection, streams: list[str]) -> dict[str, int]:

@@ -89,6 +89,22 @@ webhook_deliveries = Table(
     CheckConstraint("status IN ('queued', 'applied', 'skipped', 'failed')",
                     name="fp_webhook_deliveries_status_check"),
     Index("fp_webhook_deliveries_queued", "id", postgresql_where=text("status = 'queued'")),
+    # The retention's search: finished deliveries still holding a payload.
+    Index("fp_webhook_deliveries_payload_kept", "finished_at",
+          postgresql_where=text("octet_length(payload) > 0")),
+)
+
+# The commit last applied from each repository and branch: a push of it or of one of its
+# ancestors (a replay, a delivery out of order) is skipped rather than applied again.
+webhook_applied_commits = Table(
+    "fp_webhook_applied_commits",
+    metadata,
+    Column("repository", Text, nullable=False),
+    Column("ref", Text, nullable=False),
+    Column("commit", Text, nullable=False),
+    Column("delivery_id", Text, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("repository", "ref", name="fp_webhook_applied_commits_pkey"),
 )
 
 deployer_checkpoints = Table(

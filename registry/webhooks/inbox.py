@@ -10,11 +10,21 @@ the outcome is written and committed in the same transaction.  So several worker
 registry processes) never take the same delivery, and a delivery whose worker dies — the
 process is killed, the connection drops — is simply unlocked and still ``queued`` for the next
 worker: no lease to expire, no sweeper.
+
+The inbox also remembers the commit last applied from each repository and branch
+(``fp_webhook_applied_commits``), written in the transaction that records the applying
+delivery's outcome and handed to the next delivery of that branch, so a replayed or
+out-of-order push of an older commit can be recognised (docs/webhooks.md, "Replays").
+
+A payload is kept only as long as it may be needed: not at all for a delivery skipped, and
+until :meth:`DeliveryInbox.drop_payloads` for one processed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -23,8 +33,16 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, and_, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import OperationalError
 
+from core.errors import InfrastructureError
+from registry.store.tables import webhook_applied_commits as applied_commits
 from registry.store.tables import webhook_deliveries as deliveries
+
+logger = logging.getLogger(__name__)
+
+DROPPED_PAYLOAD = b""
+"""What a payload is once dropped: nothing reads it after its delivery is finished."""
 
 
 class DeliveryStatus(StrEnum):
@@ -79,6 +97,9 @@ class ClaimedDelivery:
     provider: str
     delivery_id: str
     payload: bytes
+    applied_commit: str | None = None
+    """The commit last applied from this delivery's repository and ref; None before the
+    first."""
 
 
 @dataclass(frozen=True)
@@ -110,11 +131,18 @@ class DeliveryInbox(Protocol):
 
     def process_next(self, process: Callable[[ClaimedDelivery], DeliveryOutcome]) -> bool:
         """Claim the next deliverable queued delivery, run ``process`` on it while holding it,
-        and record the outcome.  False when nothing was claimable."""
+        and record the outcome — for ``applied``, its commit as the one last applied from its
+        repository and ref; for ``skipped``, without the payload.  False when nothing was
+        claimable."""
         ...
 
     def counts_by_status(self) -> dict[DeliveryStatus, int]:
         """How many deliveries are in each status, every status included."""
+        ...
+
+    def drop_payloads(self, finished_before: datetime) -> int:
+        """Drop the payloads of the deliveries finished before ``finished_before``; how many
+        were dropped.  Queued deliveries keep theirs."""
         ...
 
 
@@ -123,17 +151,19 @@ class PostgresDeliveryInbox:
         self.engine = engine
 
     def receive(self, delivery: NewDelivery) -> tuple[DeliveryRecord, bool]:
-        # A delivery skipped on arrival is finished when it is received.
-        finished = None if delivery.status is DeliveryStatus.QUEUED else func.now()
+        queued = delivery.status is DeliveryStatus.QUEUED
+        # A delivery skipped on arrival is finished when it is received, and never read again.
+        finished = None if queued else func.now()
         statement = (insert(deliveries)
                      .values(provider=delivery.provider, delivery_id=delivery.delivery_id,
                              event=delivery.event, status=delivery.status.value,
-                             payload=delivery.payload, repository=delivery.repository,
+                             payload=delivery.payload if queued else DROPPED_PAYLOAD,
+                             repository=delivery.repository,
                              ref=delivery.ref, commit=delivery.commit, reason=delivery.reason,
                              finished_at=finished)
                      .on_conflict_do_nothing(constraint="fp_webhook_deliveries_delivery_key")
                      .returning(*_RECORD_COLUMNS))
-        with self.engine.begin() as conn:
+        with _database_errors(), self.engine.begin() as conn:
             row = conn.execute(statement).mappings().one_or_none()
             if row is not None:
                 return _record(row), True
@@ -146,30 +176,58 @@ class PostgresDeliveryInbox:
     def get(self, delivery_id: str) -> DeliveryRecord | None:
         query = (select(*_RECORD_COLUMNS).where(deliveries.c.delivery_id == delivery_id)
                  .order_by(deliveries.c.id.desc()).limit(1))
-        with self.engine.connect() as conn:
+        with _database_errors(), self.engine.connect() as conn:
             row = conn.execute(query).mappings().one_or_none()
         return _record(row) if row else None
 
     def process_next(self, process: Callable[[ClaimedDelivery], DeliveryOutcome]) -> bool:
-        with self.engine.begin() as conn:
+        with _database_errors(), self.engine.begin() as conn:
             row = conn.execute(_CLAIM).mappings().one_or_none()
             if row is None:
                 return False
             outcome = process(ClaimedDelivery(row["provider"], row["delivery_id"],
-                                              bytes(row["payload"])))
+                                              bytes(row["payload"]), row["applied_commit"]))
+            skipped = outcome.status is DeliveryStatus.SKIPPED
             conn.execute(deliveries.update().where(deliveries.c.id == row["id"]).values(
                 status=outcome.status.value, changes=list(outcome.changes),
                 missing_from_repository=list(outcome.missing_from_repository),
                 error=outcome.error, reason=outcome.reason,
+                payload=DROPPED_PAYLOAD if skipped else deliveries.c.payload,
                 # now() would be the start of this transaction, i.e. the claim.
                 finished_at=func.clock_timestamp()))
+            if outcome.status is DeliveryStatus.APPLIED and row["commit"] is not None:
+                commit = {"commit": row["commit"], "delivery_id": row["delivery_id"],
+                          "applied_at": func.clock_timestamp()}
+                conn.execute(insert(applied_commits)
+                             .values(repository=row["repository"], ref=row["ref"], **commit)
+                             .on_conflict_do_update(constraint="fp_webhook_applied_commits_pkey",
+                                                    set_=commit))
         return True
 
     def counts_by_status(self) -> dict[DeliveryStatus, int]:
         query = select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
-        with self.engine.connect() as conn:
+        with _database_errors(), self.engine.connect() as conn:
             counted = {DeliveryStatus(status): count for status, count in conn.execute(query)}
         return {status: counted.get(status, 0) for status in DeliveryStatus}
+
+    def drop_payloads(self, finished_before: datetime) -> int:
+        statement = (deliveries.update()
+                     .where(deliveries.c.finished_at < finished_before,
+                            func.octet_length(deliveries.c.payload) > 0)
+                     .values(payload=DROPPED_PAYLOAD))
+        with _database_errors(), self.engine.begin() as conn:
+            return conn.execute(statement).rowcount
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """The database's own message names its host and user: it goes to the log, and the
+    caller — possibly a webhook answer — gets a generic one."""
+    try:
+        yield
+    except OperationalError as error:
+        logger.warning("webhook inbox: database unavailable: %s", error.orig)
+        raise InfrastructureError("webhook inbox unavailable") from error
 
 
 _RECORD_COLUMNS = [deliveries.c[name] for name in (
@@ -178,7 +236,11 @@ _RECORD_COLUMNS = [deliveries.c[name] for name in (
 
 _older = deliveries.alias("older")
 _CLAIM = (
-    select(deliveries.c.id, deliveries.c.provider, deliveries.c.delivery_id, deliveries.c.payload)
+    select(deliveries.c.id, deliveries.c.provider, deliveries.c.delivery_id, deliveries.c.payload,
+           deliveries.c.repository, deliveries.c.ref, deliveries.c.commit,
+           applied_commits.c.commit.label("applied_commit"))
+    .outerjoin(applied_commits, and_(applied_commits.c.repository == deliveries.c.repository,
+                                     applied_commits.c.ref == deliveries.c.ref))
     .where(deliveries.c.status == DeliveryStatus.QUEUED.value,
            ~exists().where(and_(_older.c.status == DeliveryStatus.QUEUED.value,
                                 _older.c.repository == deliveries.c.repository,

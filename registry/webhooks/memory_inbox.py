@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from registry.webhooks.inbox import (
+    DROPPED_PAYLOAD,
     ClaimedDelivery,
     DeliveryOutcome,
     DeliveryRecord,
@@ -29,6 +30,8 @@ class MemoryDeliveryInbox:
         """In order received: the index is the delivery's place in the queue."""
         self._payloads: list[bytes] = []
         self._claimed: set[int] = set()
+        self._applied_commits: dict[tuple[str | None, str | None], str] = {}
+        """The commit last applied, by (repository, ref)."""
         self._lock = threading.Lock()
 
     def receive(self, delivery: NewDelivery) -> tuple[DeliveryRecord, bool]:
@@ -46,7 +49,8 @@ class MemoryDeliveryInbox:
                 # A delivery skipped on arrival is finished when it is received.
                 finished_at=None if delivery.status is DeliveryStatus.QUEUED else now)
             self._records.append(record)
-            self._payloads.append(bytes(delivery.payload))
+            self._payloads.append(bytes(delivery.payload) if record.finished_at is None
+                                  else DROPPED_PAYLOAD)
             return record, True
 
     def get(self, delivery_id: str) -> DeliveryRecord | None:
@@ -61,7 +65,9 @@ class MemoryDeliveryInbox:
                 return False
             self._claimed.add(index)
             record = self._records[index]
-            claimed = ClaimedDelivery(record.provider, record.delivery_id, self._payloads[index])
+            branch = (record.repository, record.ref)
+            claimed = ClaimedDelivery(record.provider, record.delivery_id, self._payloads[index],
+                                      self._applied_commits.get(branch))
         try:
             outcome = process(claimed)
         except BaseException:
@@ -75,6 +81,10 @@ class MemoryDeliveryInbox:
                 changes=json.loads(json.dumps(list(outcome.changes))),
                 missing_from_repository=list(outcome.missing_from_repository),
                 error=outcome.error, reason=outcome.reason, finished_at=datetime.now(UTC))
+            if outcome.status is DeliveryStatus.SKIPPED:
+                self._payloads[index] = DROPPED_PAYLOAD
+            if outcome.status is DeliveryStatus.APPLIED and record.commit is not None:
+                self._applied_commits[branch] = record.commit
             self._claimed.discard(index)
         return True
 
@@ -97,3 +107,12 @@ class MemoryDeliveryInbox:
         with self._lock:
             return {status: sum(r.status is status for r in self._records)
                     for status in DeliveryStatus}
+
+    def drop_payloads(self, finished_before: datetime) -> int:
+        with self._lock:
+            expired = [index for index, record in enumerate(self._records)
+                       if record.finished_at is not None and record.finished_at < finished_before
+                       and self._payloads[index]]
+            for index in expired:
+                self._payloads[index] = DROPPED_PAYLOAD
+            return len(expired)

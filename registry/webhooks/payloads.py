@@ -2,7 +2,8 @@
 
 GitHub and GitLab say the same things in different words; :func:`read_event` and
 :func:`read_push` turn either into one vocabulary — the kind of event, the delivery id, and
-for pushes the :class:`Push` facts — and :func:`skip_reason` decides which pushes are applied.
+for pushes the :class:`Push` facts — and :func:`skip_reason` decides which pushes are applied:
+those to the configured branch of a repository :class:`RepositoryAllowlist` accepts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from enum import StrEnum
 from typing import Any
 
 from core.errors import FeaturePlatformError
-from registry.webhooks.git import RefusedRepositoryError, validate_commit
+from registry.webhooks.git import (
+    RefusedRepositoryError,
+    url_scheme,
+    validate_commit,
+    without_credentials,
+)
 
 NULL_COMMIT = "0" * 40
 _MAX_DELIVERY_ID_LENGTH = 200
@@ -129,8 +135,52 @@ def read_push(provider: Provider, payload: Mapping[str, Any]) -> Push:
                 message=_optional_text(message))
 
 
-def skip_reason(push: Push, branch: str) -> str | None:
-    """Why ``push`` is not applied, or None when it is a new commit on ``refs/heads/{branch}``."""
+_OPEN_SCHEMES = ("https", "ssh")
+"""Fetched from any repository; other transports only from a URL listed exactly: file://
+reads the registry's own disk, http:// and git:// travel unauthenticated, and both reach
+internal addresses as easily as public ones."""
+
+
+@dataclass(frozen=True)
+class RepositoryAllowlist:
+    """``FP_GIT_REPOSITORIES``: which repositories pushes are applied from.
+
+    An entry with ``://`` is a URL, matched exactly, whatever its scheme (a local mirror's
+    ``file://`` URL included).  Any other entry is a full name (``org/repo``,
+    ``group/subgroup/repo``), matched case-insensitively against the path of an https or ssh
+    URL, with or without ``.git``, on any host.  No entries: any https or ssh repository.
+    """
+
+    entries: tuple[str, ...] = ()
+
+    def refusal(self, url: str) -> str | None:
+        """Why pushes of the repository at ``url`` are not applied; None when they are."""
+        if url in self.entries:
+            return None
+        shown = without_credentials(url)
+        scheme = url_scheme(url)
+        if scheme not in _OPEN_SCHEMES:
+            return (f"repository {shown} is not fetched: only https:// and ssh:// repositories "
+                    "are, or a URL listed exactly in FP_GIT_REPOSITORIES")
+        names = {entry.lower() for entry in self.entries if "://" not in entry}
+        if self.entries and _full_name(url) not in names:
+            return f"repository {shown} is not one of FP_GIT_REPOSITORIES"
+        return None
+
+
+def _full_name(url: str) -> str:
+    """``org/repo`` of ``https://host/org/repo.git``: the URL's path, in lower case."""
+    address = without_credentials(url).split("://", 1)[1]
+    path = address.partition("/")[2].strip("/")
+    return path.removesuffix(".git").lower()
+
+
+def skip_reason(push: Push, branch: str, repositories: RepositoryAllowlist) -> str | None:
+    """Why ``push`` is not applied, or None when it is a new commit on ``refs/heads/{branch}``
+    of a repository ``repositories`` accepts."""
+    refused = repositories.refusal(push.repository_url)
+    if refused is not None:
+        return refused
     applied_ref = f"refs/heads/{branch}"
     if push.ref.startswith("refs/tags/"):
         return f"tag push ({push.ref}): only pushes to {applied_ref} are applied"

@@ -3,11 +3,12 @@
 The rules are in docs/reference.md, "Git push webhooks".
 
 A request is checked in this order, and refused at the first failure with nothing stored:
-the secret is configured (403), the body is at most 25 MB (413), the signature or token is
-valid (401), the body is a JSON object (400).  Then a ping is answered 204; anything else is
-stored in the inbox — ``queued`` when it is a push to apply, ``skipped`` with the reason
-otherwise — and answered 202 with the delivery as recorded.  Processing happens in the worker,
-so the answer never waits for git or the definitions.
+the provider's secret is configured (403), the body is at most 25 MB (413), the signature or
+token is valid (401), the body is a JSON object (400).  Then a ping is answered 204; anything
+else is stored in the inbox — ``queued`` when it is a push to apply (the configured branch of
+an allowed repository), ``skipped`` with the reason otherwise — and answered 202 with the
+delivery as recorded.  Processing happens in the worker, so the answer never waits for git or
+the definitions.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.params import FromPath, RawBody
 
 from core.errors import NotFoundError
+from core.settings import GITHUB_WEBHOOK_SECRET, GITLAB_WEBHOOK_SECRET, WEBHOOK_SECRET
 from registry.webhooks.git import without_credentials
 from registry.webhooks.inbox import DeliveryInbox, DeliveryStatus, NewDelivery
 from registry.webhooks.payloads import (
     EventKind,
     Provider,
+    RepositoryAllowlist,
     parse_json,
     read_event,
     read_push,
@@ -37,12 +40,18 @@ from registry.webhooks.signatures import github_signature_valid, gitlab_token_va
 MAX_BODY_BYTES = 25 * 1024 * 1024
 
 
+_SECRET_VARIABLES = {Provider.GITHUB: GITHUB_WEBHOOK_SECRET, Provider.GITLAB: GITLAB_WEBHOOK_SECRET}
+
+
 class WebhookReceiver:
-    def __init__(self, inbox: DeliveryInbox, secret: str | None, branch: str,
+    def __init__(self, inbox: DeliveryInbox, secrets: Mapping[Provider, str | None],
+                 branch: str, repositories: RepositoryAllowlist,
                  on_queued: Callable[[], None]) -> None:
         self.inbox = inbox
-        self.secret = secret
+        self.secrets = secrets
+        """Each provider's secret; a provider without one is refused (403)."""
         self.branch = branch
+        self.repositories = repositories
         self.on_queued = on_queued
 
     def receive(self, provider: Provider, headers: Mapping[str, str],
@@ -63,7 +72,7 @@ class WebhookReceiver:
         commit: str | None = None
         if event.kind is EventKind.PUSH:
             push = read_push(provider, payload)
-            reason = skip_reason(push, self.branch)
+            reason = skip_reason(push, self.branch, self.repositories)
             status = DeliveryStatus.SKIPPED if reason else DeliveryStatus.QUEUED
             repository = without_credentials(push.repository_url)
             ref, commit = push.ref, push.after
@@ -76,25 +85,31 @@ class WebhookReceiver:
         return record.to_json()
 
     def _authentic(self, provider: Provider, headers: Mapping[str, str], body: bytes) -> bool:
-        secret = self._require_secret()
+        secret = self.require_secret(provider)
         if provider is Provider.GITHUB:
             return github_signature_valid(secret, body, headers.get("x-hub-signature-256"))
         return gitlab_token_valid(secret, headers.get("x-gitlab-token"))
 
-    def _require_secret(self) -> str:
-        if not self.secret:
-            raise PermissionDeniedException("webhooks are disabled: FP_WEBHOOK_SECRET is not set")
-        return self.secret
+    def require_secret(self, provider: Provider) -> str:
+        secret = self.secrets.get(provider)
+        if not secret:
+            raise PermissionDeniedException(
+                f"{provider.value} webhooks are disabled: neither "
+                f"{_SECRET_VARIABLES[provider].name} nor {WEBHOOK_SECRET.name} is set")
+        return secret
 
-    def secret_guard(self, _: ASGIConnection[Any, Any, Any, Any], __: BaseRouteHandler) -> None:
-        """Refuses before the body is read, so an unconfigured receiver never reads one."""
-        self._require_secret()
+    def secret_guard(self, provider: Provider) -> Callable[
+            [ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+        """Refuses before the body is read, so an unconfigured provider's body is never read."""
+        def guard(_: ASGIConnection[Any, Any, Any, Any], __: BaseRouteHandler) -> None:
+            self.require_secret(provider)
+        return guard
 
 
 def webhook_route_handlers(receiver: WebhookReceiver,
                            inbox: DeliveryInbox) -> list[HTTPRouteHandler]:
     def endpoint(provider: Provider, path: str) -> HTTPRouteHandler:
-        @post(path, sync_to_thread=True, guards=[receiver.secret_guard], status_code=202,
+        @post(path, sync_to_thread=True, guards=[receiver.secret_guard(provider)], status_code=202,
               request_max_body_size=MAX_BODY_BYTES, name=f"webhook-{provider.value}",
               summary=f"{provider.value.capitalize()} push webhook", tags=["webhooks"])
         def receive(request: Request[Any, Any, Any], body: RawBody) -> Response[Any]:

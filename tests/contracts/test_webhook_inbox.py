@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -33,10 +34,11 @@ def inbox(request: pytest.FixtureRequest) -> Iterator[DeliveryInbox]:
 
 
 def push(delivery_id: str, ref: str = "refs/heads/main", provider: str = "github",
-         payload: bytes = b"{}") -> NewDelivery:
+         payload: bytes = b"{}", commit: str = "c0ffee",
+         repository: str = REPOSITORY) -> NewDelivery:
     return NewDelivery(provider=provider, delivery_id=delivery_id, event="push",
-                       payload=payload, status=DeliveryStatus.QUEUED, repository=REPOSITORY,
-                       ref=ref, commit="c0ffee")
+                       payload=payload, status=DeliveryStatus.QUEUED, repository=repository,
+                       ref=ref, commit=commit)
 
 
 class Recorder:
@@ -175,3 +177,55 @@ def test_counts_by_status_lists_every_status(inbox: DeliveryInbox) -> None:
     inbox.process_next(Recorder())
     assert inbox.counts_by_status() == {DeliveryStatus.QUEUED: 1, DeliveryStatus.APPLIED: 1,
                                         DeliveryStatus.SKIPPED: 0, DeliveryStatus.FAILED: 0}
+
+
+def test_the_commit_applied_last_is_handed_to_the_next_delivery_of_its_branch(
+        inbox: DeliveryInbox) -> None:
+    inbox.receive(push("d1", commit="c1"))
+    first = Recorder()
+    assert inbox.process_next(first)
+    assert first.claimed[0].applied_commit is None, "nothing was applied before"
+    inbox.receive(push("d2", commit="c2"))
+    inbox.receive(push("other-ref", commit="c2", ref="refs/heads/other"))
+    inbox.receive(push("other-repository", commit="c2", repository="https://git.example/x.git"))
+    later = Recorder()
+    drain(inbox, later)
+    assert [(d.delivery_id, d.applied_commit) for d in later.claimed] == [
+        ("d2", "c1"), ("other-ref", None), ("other-repository", None)]
+    inbox.receive(push("d3", commit="c3"))
+    last = Recorder()
+    assert inbox.process_next(last) and last.claimed[0].applied_commit == "c2"
+
+
+@pytest.mark.parametrize("status", [DeliveryStatus.SKIPPED, DeliveryStatus.FAILED])
+def test_only_an_applied_outcome_moves_the_applied_commit(inbox: DeliveryInbox,
+                                                          status: DeliveryStatus) -> None:
+    inbox.receive(push("d1", commit="c1"))
+    inbox.process_next(Recorder())
+    inbox.receive(push("d2", commit="c0"))
+    inbox.process_next(Recorder(DeliveryOutcome(status, reason="old", error="x")))
+    inbox.receive(push("d3", commit="c3"))
+    recorder = Recorder()
+    assert inbox.process_next(recorder) and recorder.claimed[0].applied_commit == "c1"
+
+
+def test_payloads_of_finished_deliveries_are_dropped_after_the_retention(
+        inbox: DeliveryInbox) -> None:
+    inbox.receive(push("applied", payload=b'{"after": "c1"}'))
+    inbox.process_next(Recorder())
+    inbox.receive(push("skipped-later", ref="refs/heads/b", payload=b'{"x": 1}'))
+    inbox.process_next(Recorder(DeliveryOutcome(DeliveryStatus.SKIPPED, reason="old")))
+    inbox.receive(NewDelivery(provider="github", delivery_id="skipped-at-once", event="issues",
+                              payload=b'{"big": "body"}', status=DeliveryStatus.SKIPPED,
+                              reason="not a push"))
+    inbox.receive(push("queued", ref="refs/heads/q", payload=b'{"after": "c9"}'))
+
+    assert inbox.drop_payloads(datetime.now(UTC) - timedelta(days=1)) == 0, "none is that old"
+    # Only the applied one still held its payload: a skipped delivery's is never kept.
+    assert inbox.drop_payloads(datetime.now(UTC) + timedelta(seconds=5)) == 1
+    assert inbox.drop_payloads(datetime.now(UTC) + timedelta(seconds=5)) == 0
+    recorder = Recorder()
+    assert inbox.process_next(recorder)
+    assert recorder.claimed[0].payload == b'{"after": "c9"}', "a queued delivery keeps its payload"
+    record = inbox.get("applied")
+    assert record is not None and record.status is DeliveryStatus.APPLIED

@@ -36,11 +36,12 @@ def inbox() -> MemoryDeliveryInbox:
 
 
 @pytest.fixture
-def client(inbox: MemoryDeliveryInbox, tmp_path: Path) -> Iterator[TestClient[Any]]:
+def client(inbox: MemoryDeliveryInbox, tmp_path: Path,
+           remote: GitRemote) -> Iterator[TestClient[Any]]:
     service = RegistryService(MemoryRegistryStore())
     webhooks = Webhooks(service, inbox, WebhookConfig(
-        secret="It's a Secret to Everybody", cache_dir=tmp_path / "git-cache", limits=LIMITS,
-        poll_seconds=0.2))
+        secret="It's a Secret to Everybody", repositories=(remote.url,),
+        cache_dir=tmp_path / "git-cache", limits=LIMITS, poll_seconds=0.2))
     app = create_registry_app(service, extra_handlers=webhooks.route_handlers,
                               lifespan=[webhooks.lifespan])
     with TestClient(app) as test_client:
@@ -102,3 +103,20 @@ def test_other_branches_are_skipped_and_failures_recorded(client: TestClient[Any
     metrics = client.get("/metrics").text
     for status, count in (("skipped", 1), ("failed", 1), ("applied", 0), ("queued", 0)):
         assert f'fp_registry_webhook_deliveries{{status="{status}"}} {count}.0' in metrics
+
+
+def test_an_old_push_sent_again_is_skipped_and_registers_nothing(client: TestClient[Any],
+                                                                 remote: GitRemote) -> None:
+    views = examples_file("views.yaml")
+    first = remote.commit_examples()
+    second = remote.commit({"features/views.yaml": with_description(views, "Version 2.")})
+    push(client, github_push(remote.url, first), "first")
+    push(client, github_push(remote.url, second, before=first), "second")
+    assert [outcome(client, d)["status"] for d in ("first", "second")] == ["applied"] * 2
+
+    push(client, github_push(remote.url, first), "replayed")
+    replayed = outcome(client, "replayed")
+    assert (replayed["status"], replayed["reason"].split(":")[0]) == (
+        "skipped", f"commit {first} is an ancestor of applied {second}")
+    versions = client.get("/v1/feature-views/user_transactions/versions").json()["versions"]
+    assert [v["provenance"]["commit"] for v in versions] == [first, second]

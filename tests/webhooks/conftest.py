@@ -28,12 +28,15 @@ def remote(tmp_path: Path) -> GitRemote:
 
 
 @pytest.fixture
-def make_client(store: PostgresRegistryStore, tmp_path: Path) -> Iterator[ClientFactory]:
-    """Builds a registry app with webhooks (worker running) and returns its test client."""
+def make_client(store: PostgresRegistryStore, tmp_path: Path,
+                remote: GitRemote) -> Iterator[ClientFactory]:
+    """Builds a registry app with webhooks (worker running) and returns its test client.
+    Pushes of ``remote`` are applied: its file:// URL is listed in the repositories."""
     clients: list[TestClient[Any]] = []
 
     def make(secret: str | None = SECRET, **config: Any) -> TestClient[Any]:
         service = RegistryService(store)
+        config.setdefault("repositories", (remote.url,))
         webhooks = Webhooks(service, PostgresDeliveryInbox(store.engine), WebhookConfig(
             secret=secret, cache_dir=tmp_path / "git-cache", limits=TEST_LIMITS,
             poll_seconds=0.2, **config))

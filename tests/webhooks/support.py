@@ -149,13 +149,16 @@ class RunningRegistry:
 
 
 @contextmanager
-def registry_server(database_url: str, cache_home: Path, log: Path) -> Iterator[RunningRegistry]:
-    """The real ``fp registry serve`` on a free port, with webhooks configured."""
+def registry_server(database_url: str, cache_home: Path, log: Path,
+                    repository_url: str) -> Iterator[RunningRegistry]:
+    """The real ``fp registry serve`` on a free port, with webhooks configured to apply pushes
+    of ``repository_url``."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     env = {**os.environ, "FP_DATABASE_URL": database_url, "FP_WEBHOOK_SECRET": SECRET,
            "FP_GIT_BRANCH": "main", "FP_FEATURES_PATH": "features",
+           "FP_GIT_REPOSITORIES": repository_url,
            "XDG_CACHE_HOME": str(cache_home)}
     with log.open("ab") as output:
         process = subprocess.Popen(

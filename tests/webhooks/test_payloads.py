@@ -11,6 +11,7 @@ from registry.webhooks.payloads import (
     EventKind,
     PayloadError,
     Provider,
+    RepositoryAllowlist,
     parse_json,
     read_event,
     read_push,
@@ -79,13 +80,17 @@ def test_a_push_without_a_clone_url_is_refused():
         read_push(Provider.GITHUB, payload)
 
 
-def push(ref: str, after: str = SHA):
-    return read_push(Provider.GITHUB, github_push("file:///srv/repo.git", after, ref=ref))
+ANY_REPOSITORY = RepositoryAllowlist()
+REPOSITORY = "https://github.com/Codertocat/Hello-World.git"
+
+
+def push(ref: str, after: str = SHA, url: str = REPOSITORY):
+    return read_push(Provider.GITHUB, github_push(url, after, ref=ref))
 
 
 def test_a_new_commit_on_the_configured_branch_is_applied():
-    assert skip_reason(push("refs/heads/main"), "main") is None
-    assert skip_reason(push("refs/heads/release/2.x"), "release/2.x") is None
+    assert skip_reason(push("refs/heads/main"), "main", ANY_REPOSITORY) is None
+    assert skip_reason(push("refs/heads/release/2.x"), "release/2.x", ANY_REPOSITORY) is None
 
 
 @pytest.mark.parametrize(("ref", "after", "reason"), [
@@ -96,14 +101,70 @@ def test_a_new_commit_on_the_configured_branch_is_applied():
     ("refs/heads/main", NULL_SHA, "refs/heads/main was deleted"),
 ])
 def test_other_branches_tags_and_deletions_are_skipped(ref, after, reason):
-    assert reason in (skip_reason(push(ref, after), "main") or "")
+    assert reason in (skip_reason(push(ref, after), "main", ANY_REPOSITORY) or "")
 
 
 def test_githubs_own_tag_deletion_example_is_skipped():
     # The published example deleting refs/tags/simple-tag, reduced to what is read.
     payload = github_push("https://github.com/Codertocat/Hello-World.git", NULL_SHA,
                           before=SHA, ref="refs/tags/simple-tag")
-    assert "tag push" in (skip_reason(read_push(Provider.GITHUB, payload), "main") or "")
+    assert "tag push" in (skip_reason(read_push(Provider.GITHUB, payload), "main",
+                                          ANY_REPOSITORY) or "")
+
+
+@pytest.mark.parametrize("url", [
+    "https://github.com/Codertocat/Hello-World.git",
+    "ssh://git@github.com/Codertocat/Hello-World.git",
+    "ssh://internal-host/srv/features.git",
+])
+def test_without_a_list_any_https_or_ssh_repository_is_applied(url):
+    assert RepositoryAllowlist().refusal(url) is None
+
+
+@pytest.mark.parametrize("url", [
+    "file:///srv/git/features.git",
+    "http://169.254.169.254/latest/meta-data.git",
+    "http://gitlab.internal/group/repo.git",
+    "git://github.com/Codertocat/Hello-World.git",
+    "ext::sh -c touch% /tmp/pwned",
+    "git@github.com:Codertocat/Hello-World.git",
+    "https://[unbalanced/repo.git",
+])
+def test_without_a_list_other_transports_are_refused(url):
+    refusal = RepositoryAllowlist().refusal(url)
+    assert refusal is not None and "only https:// and ssh://" in refusal
+    assert "is not fetched" in (skip_reason(push("refs/heads/main", url=url), "main",
+                                            RepositoryAllowlist()) or "")
+
+
+def test_a_listed_name_admits_that_repository_on_https_or_ssh_only():
+    listed = RepositoryAllowlist(("codertocat/hello-world", "acme/group/features"))
+    for url in ("https://github.com/Codertocat/Hello-World.git",
+                "https://github.com/Codertocat/Hello-World",
+                "ssh://git@github.com/Codertocat/Hello-World.git",
+                "https://gitlab.example/acme/group/features.git"):
+        assert listed.refusal(url) is None, url
+    for url in ("https://github.com/Codertocat/Other.git",  # an org-wide hook's other repository
+                "https://github.com/Codertocat/Hello-World/extra.git",
+                "https://gitlab.example/acme/features.git"):
+        assert "is not one of FP_GIT_REPOSITORIES" in (listed.refusal(url) or ""), url
+    assert "only https:// and ssh://" in (
+        listed.refusal("http://github.com/Codertocat/Hello-World.git") or "")
+
+
+def test_a_listed_url_is_admitted_exactly_whatever_its_scheme():
+    mirror = "file:///srv/mirrors/features.git"
+    listed = RepositoryAllowlist((mirror,))
+    assert listed.refusal(mirror) is None
+    assert listed.refusal("file:///srv/mirrors/other.git") is not None
+    assert listed.refusal("https://github.com/srv/mirrors/features.git") is not None
+
+
+def test_a_refusal_shows_the_url_without_credentials():
+    url = "http://oauth2:glpat-secret@gitlab.internal/g/r.git?private_token=glpat-secret"
+    refusal = RepositoryAllowlist().refusal(url)
+    assert refusal is not None and "gitlab.internal/g/r.git" in refusal
+    assert "glpat-secret" not in refusal
 
 
 @pytest.mark.parametrize(("provider", "headers", "kind"), [

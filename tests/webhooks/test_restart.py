@@ -39,7 +39,7 @@ def test_deliveries_queued_when_the_registry_is_killed_finish_after_restart(
                for n in range(3)]
     log = tmp_path / "registry.log"
 
-    with registry_server(database_url, tmp_path / "cache", log) as server:
+    with registry_server(database_url, tmp_path / "cache", log, remote.url) as server:
         for n, commit in enumerate(commits):
             body, headers = github_request(
                 github_push(remote.url, commit, before=commits[n - 1] if n else NULL_SHA),
@@ -55,7 +55,7 @@ def test_deliveries_queued_when_the_registry_is_killed_finish_after_restart(
                                             webhook_deliveries.c.status)).all())
     assert statuses == {f"restart-{n}": "queued" for n in range(3)}, log.read_text()
 
-    with registry_server(database_url, tmp_path / "cache", log) as server:
+    with registry_server(database_url, tmp_path / "cache", log, remote.url) as server:
         done = [poll(partial(read_json, f"{server.url}/v1/webhooks/deliveries/restart-{n}"),
                      finished, timeout=60) for n in range(3)]
         assert [d["status"] for d in done] == ["applied"] * 3, log.read_text()

@@ -4,12 +4,16 @@ a local bare repository reached by file:// URL, the sandboxed loader, the worker
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import select
 
+from registry.store.postgres import PostgresRegistryStore
+from registry.store.tables import webhook_deliveries
 from tests.webhooks.conftest import ClientFactory
 from tests.webhooks.support import (
     FIXTURES,
@@ -318,10 +322,11 @@ def test_definitions_reading_the_environment_see_no_secrets(
     assert not any(value in seen for value in secrets.values())
 
 
-def test_an_unreachable_repository_fails_with_gits_message(client: TestClient[Any],
+def test_an_unreachable_repository_fails_with_gits_message(make_client: ClientFactory,
                                                            remote: GitRemote) -> None:
     commit = remote.commit_examples()
     missing = remote.url.replace("origin.git", "missing.git")
+    client = make_client(repositories=(missing,))
 
     post_github(client, github_push(missing, commit), delivery="unreachable")
     done = outcome(client, "unreachable")
@@ -329,12 +334,14 @@ def test_an_unreachable_repository_fails_with_gits_message(client: TestClient[An
     assert done["error"].startswith("git fetch failed:"), done["error"]
 
 
-def test_a_repository_url_running_a_command_is_refused(client: TestClient[Any],
+def test_a_repository_url_running_a_command_is_refused(make_client: ClientFactory,
                                                        remote: GitRemote, tmp_path: Any) -> None:
     commit = remote.commit_examples()
-    payload = github_push(f"ext::sh -c touch% {tmp_path}/pwned", commit)
+    command = f"ext::sh -c touch% {tmp_path}/pwned"
+    # Even listed exactly, git's own checks refuse it.
+    client = make_client(repositories=(command,))
 
-    post_github(client, payload, delivery="ext")
+    post_github(client, github_push(command, commit), delivery="ext")
     done = outcome(client, "ext")
     assert done["status"] == "failed"
     assert "remote helper" in done["error"] or "spaces" in done["error"]
@@ -358,3 +365,141 @@ def test_the_endpoints_are_in_the_openapi_schema(client: TestClient[Any]) -> Non
     paths = client.get("/schema/openapi.json").json()["paths"]
     assert {"/v1/webhooks/github", "/v1/webhooks/gitlab",
             "/v1/webhooks/deliveries/{delivery_id}"} <= set(paths)
+
+
+# --------------------------------------------------------------------------- replays
+
+def test_an_old_push_sent_again_under_a_new_delivery_id_is_skipped(client: TestClient[Any],
+                                                                   remote: GitRemote) -> None:
+    views = examples_file("views.yaml")
+    first = remote.commit_examples()
+    second = remote.commit({"features/views.yaml": with_description(views, "Version 2.")})
+    old_push = github_push(remote.url, first)
+    post_github(client, old_push, delivery="first")
+    post_github(client, github_push(remote.url, second, before=first), delivery="second")
+    assert [outcome(client, d)["status"] for d in ("first", "second")] == ["applied"] * 2
+    recorded = len(events(client))
+
+    # The same signed body, a delivery id of the sender's choosing.
+    post_github(client, old_push, delivery="replayed")
+    replayed = outcome(client, "replayed")
+    assert replayed["status"] == "skipped", replayed
+    assert replayed["reason"].startswith(f"commit {first} is an ancestor of applied {second}")
+    post_github(client, github_push(remote.url, second, before=first), delivery="again")
+    assert outcome(client, "again")["reason"] == f"commit {second} is already applied"
+
+    view = client.get("/v1/feature-views/user_transactions").json()
+    assert (view["latest_version"], view["spec"]["description"]) == (2, "Version 2.")
+    assert len(events(client)) == recorded
+
+
+def test_pushes_delivered_out_of_order_never_roll_back(client: TestClient[Any],
+                                                       remote: GitRemote) -> None:
+    views = examples_file("views.yaml")
+    first = remote.commit_examples()
+    second = remote.commit({"features/views.yaml": with_description(views, "Version 2.")})
+
+    post_github(client, github_push(remote.url, second, before=first), delivery="late-second")
+    assert outcome(client, "late-second")["status"] == "applied"
+    post_github(client, github_push(remote.url, first), delivery="early-first")
+    assert "is an ancestor of applied" in outcome(client, "early-first")["reason"]
+    view = client.get("/v1/feature-views/user_transactions").json()
+    assert (view["latest_version"], view["spec"]["description"]) == (1, "Version 2.")
+
+
+def test_a_newer_commit_after_a_force_push_elsewhere_is_applied(client: TestClient[Any],
+                                                                remote: GitRemote) -> None:
+    first = remote.commit_examples()
+    post_github(client, github_push(remote.url, first), delivery="base")
+    assert outcome(client, "base")["status"] == "applied"
+    views = examples_file("views.yaml")
+    rewritten = remote.commit({"features/views.yaml": with_description(views, "Rewritten.")},
+                              branch="rewrite")
+
+    post_github(client, github_push(remote.url, rewritten, before=first), delivery="rewritten")
+    assert outcome(client, "rewritten")["status"] == "applied"
+
+
+# --------------------------------------------------------------------------- repositories
+
+def test_without_a_list_only_https_and_ssh_repositories_are_fetched(
+        make_client: ClientFactory, remote: GitRemote, tmp_path: Any) -> None:
+    client = make_client(repositories=())
+    commit = remote.commit_examples()
+    for n, url in enumerate((remote.url, "http://169.254.169.254/latest/meta-data.git",
+                             "git://internal-host/features.git")):
+        response = post_github(client, github_push(url, commit), delivery=f"url-{n}")
+        assert response.json()["status"] == "skipped", response.json()
+        assert "only https:// and ssh://" in response.json()["reason"]
+    assert not (tmp_path / "git-cache").exists(), "nothing was fetched"
+
+
+def test_a_repository_not_listed_is_skipped(make_client: ClientFactory,
+                                            remote: GitRemote) -> None:
+    # A shared org-wide hook delivers pushes of every repository of the organisation.
+    client = make_client(repositories=("octo-org/features",))
+    response = post_github(client, github_push("https://github.com/octo-org/website.git",
+                                               remote.commit_examples()), delivery="website")
+    assert response.json()["status"] == "skipped"
+    assert response.json()["reason"] == ("repository https://github.com/octo-org/website.git is "
+                                         "not one of FP_GIT_REPOSITORIES")
+    assert events(client) == []
+
+
+def test_credentials_in_a_repository_url_are_never_shown(
+        make_client: ClientFactory, remote: GitRemote,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Nothing listens on port 9: the fetch fails at once, and git quotes the URL.
+    url = "https://oauth2:glpat-hunter2@127.0.0.1:9/acme/features.git?private_token=glpat-hunter2"
+    client = make_client(repositories=(url,))
+    caplog.set_level(logging.INFO)
+
+    received = post_github(client, github_push(url, remote.commit_examples()), delivery="creds")
+    assert received.json()["repository"] == "https://127.0.0.1:9/acme/features.git"
+    done = outcome(client, "creds")
+    assert done["status"] == "failed" and done["error"].startswith("git fetch failed:"), done
+    assert "hunter2" not in json.dumps(done)
+    assert "hunter2" not in caplog.text
+
+
+# --------------------------------------------------------------------------- secrets
+
+def test_each_provider_has_its_own_secret_and_is_off_without_one(
+        make_client: ClientFactory, remote: GitRemote, stored_deliveries: Any) -> None:
+    client = make_client(secret=None, github_secret="github only")
+    commit = remote.commit_examples()
+
+    assert post_github(client, github_push(remote.url, commit), secret=SECRET).status_code == 401
+    signed = post_github(client, github_push(remote.url, commit), secret="github only")
+    assert signed.status_code == 202, signed.text
+    gitlab = post_gitlab(client, gitlab_push(remote.url, commit), token="github only")
+    assert gitlab.status_code == 403
+    assert "FP_GITLAB_WEBHOOK_SECRET" in gitlab.json()["detail"]
+    assert stored_deliveries() == 1
+
+
+def test_the_shared_secret_serves_a_provider_without_its_own(make_client: ClientFactory,
+                                                             remote: GitRemote) -> None:
+    client = make_client(secret=SECRET, gitlab_secret="gitlab only")
+    commit = remote.commit_examples()
+    assert post_github(client, github_push(remote.url, commit)).status_code == 202
+    assert post_gitlab(client, gitlab_push(remote.url, commit)).status_code == 401
+    assert post_gitlab(client, gitlab_push(remote.url, commit),
+                       token="gitlab only").status_code == 202
+
+
+# --------------------------------------------------------------------------- retention
+
+def test_a_skipped_deliverys_payload_is_not_kept(client: TestClient[Any], remote: GitRemote,
+                                                 store: PostgresRegistryStore) -> None:
+    commit = remote.commit_examples()
+    post_github(client, github_push(remote.url, commit, ref="refs/heads/dev"), delivery="dev")
+    post_github(client, github_push(remote.url, commit), delivery="main")
+    post_github(client, github_push(remote.url, commit), delivery="main-again")
+    assert outcome(client, "main-again")["status"] == "skipped"
+
+    with store.engine.connect() as conn:
+        payloads = dict(conn.execute(select(webhook_deliveries.c.delivery_id,
+                                            webhook_deliveries.c.payload)).all())
+    assert payloads["dev"] == payloads["main-again"] == b""
+    assert json.loads(payloads["main"])["after"] == commit, "kept until the retention"
