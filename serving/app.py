@@ -42,7 +42,7 @@ from core.problems import (
 from serving.catalog import DefinitionHistory
 from serving.metrics import observe, request_metrics
 from serving.registry_source import RegistryEvents
-from serving.requests import MAX_BATCH_ENTITIES, decode_batch_request
+from serving.requests import MAX_BATCH_ENTITIES, MAX_BODY_BYTES, decode_batch_request
 from serving.service import (
     DEFAULT_INTERVALS,
     Clock,
@@ -52,7 +52,6 @@ from serving.service import (
 )
 from sinks.online_store import RedisOnlineStore
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
 BATCH_PATH = "/v1/features/batch"
 VERSION_PARAMETER = "version"
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from core.domain.layout import encode_entity_key
-from core.errors import ExpressionEvaluationError
+from core.errors import ExpressionEvaluationError, LimitExceededError
 from serving.decoding import (
     ERROR,
     EXPIRED,
@@ -27,6 +27,7 @@ from serving.decoding import (
     expiry_cutoff,
 )
 from serving.planning import OnDemandColumn, Plan, Segment, ViewRead
+from serving.requests import MAX_ON_DEMAND_CHARS_PER_RESPONSE, MAX_ON_DEMAND_STRING_CHARS
 
 RawRow = Sequence[bytes | None]
 Values = Sequence[Scalar | None]
@@ -220,6 +221,25 @@ def evaluate_on_demand(column: OnDemandColumn, reads: Sequence[DecodedRead], row
         return None, ERROR
 
 
+def check_made_string(reference: str, row: int, size: int, made_so_far: int) -> None:
+    """LimitExceededError when a string of ``size`` characters that the on-demand feature
+    ``reference`` yielded for entity ``row`` is over its cap, or brings the strings made for
+    one answer (``made_so_far``, this one included) over theirs: an expression over a
+    request-context value applies it to every row, so a small request could otherwise ask
+    for a huge answer."""
+    if size > MAX_ON_DEMAND_STRING_CHARS:
+        raise LimitExceededError(
+            f"on-demand feature {reference} yielded a string of {size} characters for entity "
+            f"{row} of the request: the limit is {MAX_ON_DEMAND_STRING_CHARS} characters per "
+            "on-demand string")
+    if made_so_far > MAX_ON_DEMAND_CHARS_PER_RESPONSE:
+        raise LimitExceededError(
+            f"on-demand features yielded strings of more than "
+            f"{MAX_ON_DEMAND_CHARS_PER_RESPONSE} characters by entity {row} of the request "
+            f"({reference}): the limit is {MAX_ON_DEMAND_CHARS_PER_RESPONSE} characters of "
+            "on-demand strings per response (split the entities over several requests)")
+
+
 @dataclass(frozen=True, slots=True)
 class Assembled:
     results: list[dict[str, object]]
@@ -229,10 +249,12 @@ class Assembled:
 def assemble(plan: Plan, entities: Sequence[Mapping[str, str | int]],
              reads: Sequence[DecodedRead],
              context: Mapping[str, Sequence[Scalar | None]]) -> Assembled:
-    """One result row per entity: its key columns as given, then each requested column."""
+    """One result row per entity: its key columns as given, then each requested column.
+    LimitExceededError when on-demand strings are over a cap (:func:`check_made_string`)."""
     results: list[dict[str, object]] = []
     all_statuses: list[list[Status]] = []
     columns, template = plan.columns, plan.row_template
+    made_chars = 0
     for row, entity in enumerate(entities):
         result = template.copy()
         result.update(entity)
@@ -249,6 +271,9 @@ def assemble(plan: Plan, entities: Sequence[Mapping[str, str | int]],
                 statuses.extend(decoded.statuses[row][start:stop])
             else:
                 value, status = evaluate_on_demand(column, reads, row, context)
+                if type(value) is str:
+                    made_chars += len(value)
+                    check_made_string(column.name, row, len(value), made_chars)
                 result[column.name] = value
                 statuses.append(status)
         results.append(result)

@@ -1,4 +1,5 @@
-"""Parsing and validating serving requests (pure: bytes and dicts in, checked values out)."""
+"""Parsing and validating serving requests (pure: bytes and dicts in, checked values out),
+and the serving API's caps (docs/reference.md, "Serving API")."""
 
 from __future__ import annotations
 
@@ -10,12 +11,42 @@ import msgspec
 
 from core.domain.definitions import Field, ValueType, json_type_name
 from core.domain.layout import ENTITY_KEY_SEPARATOR
-from core.errors import InvalidFeatureRequestError, MalformedBodyError, Problem
+from core.errors import (
+    InvalidFeatureRequestError,
+    LimitExceededError,
+    MalformedBodyError,
+    Problem,
+)
 from core.values import judge
 from serving.decoding import Scalar
 
+# ---------------------------------------------------------------------------- the caps
+# An answer can be far larger than its request: one request-context value applies to every
+# row, every row repeats the references as its keys, and an expression can build a string
+# out of its inputs.  These caps bound the answer by the request, each refused with the cap
+# named: 413 (LimitExceededError) for a size, 422 for a count.
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_BATCH_ENTITIES = 10_000
 MAX_FEATURES_PER_REQUEST = 1_000
+MAX_RESPONSE_CELLS = 1_000_000
+"""Entities times features of one batch: 10,000 entities of 100 features, or 1,000 of
+1,000.  A cell costs ≈1 µs to read, assemble and encode (measured: 0.85 s for 10,000 by 100)
+and 25 to 60 bytes of answer, as every row repeats the references as its keys (≈150 MB with the
+longest references), so the cap holds a request to about a second of the server's one worker,
+where the two counts' own caps together allowed ten times that."""
+MAX_REQUEST_STRING_CHARS = 1_000
+"""Characters of one request-context string: a request signal (a channel, a query, a device),
+never a document; a scalar applies to every row, so this is also what one value can
+multiply."""
+MAX_ON_DEMAND_STRING_CHARS = 10_000
+"""Characters of one string an on-demand expression yields: room for several request-context
+strings and stored values joined, far below what concatenations in a 10,000-character
+expression can build."""
+MAX_ON_DEMAND_CHARS_PER_RESPONSE = 10_000_000
+"""Characters of all the strings on-demand expressions yield in one answer: 1,000 a row at
+10,000 entities, ≈10 MB of JSON.  Without it the per-value cap allows 10 GB."""
+
 MAX_PROBLEMS_LISTED = 20  # a 10,000-row request with one bad column should not yield 10,000
 
 KeyValue = str | int
@@ -52,6 +83,12 @@ def decode_batch_request(body: bytes) -> BatchRequest:
                                             f"{MAX_FEATURES_PER_REQUEST} per request"))
     if problems:
         raise InvalidFeatureRequestError(problems)
+    cells = len(request.entities) * len(request.features)
+    if cells > MAX_RESPONSE_CELLS:
+        raise LimitExceededError(
+            f"{len(request.entities)} entities times {len(request.features)} features is "
+            f"{cells} response cells: the limit is {MAX_RESPONSE_CELLS} cells per request "
+            "(split the entities over several requests)")
     return request
 
 
@@ -112,7 +149,9 @@ def decode_entity_key(entity_key: str) -> list[str]:
 
 def checked_request_value(spec: Field, value: object) -> Scalar | None:
     """``value`` of request field ``spec``, judged by the platform's one rule
-    (:mod:`core.values`: ``3.0`` is no long); ValueError saying why it does not fit."""
+    (:mod:`core.values`: ``3.0`` is no long); ValueError saying why it does not fit,
+    LimitExceededError for a string over :data:`MAX_REQUEST_STRING_CHARS` (before any message
+    could quote it)."""
     if value is None:
         if spec.required:
             raise ValueError("is required")
@@ -121,6 +160,10 @@ def checked_request_value(spec: Field, value: object) -> Scalar | None:
     if typed is None:
         raise ValueError(f"must be of type {spec.type}, got {json_type_name(value)} "
                          f"{value!r:.40}")
+    if type(typed) is str and len(typed) > MAX_REQUEST_STRING_CHARS:
+        raise LimitExceededError(
+            f"request_context.{spec.name} holds a string of {len(typed)} characters: the limit "
+            f"is {MAX_REQUEST_STRING_CHARS} characters per request-context string")
     if isinstance(typed, int | float) and not isinstance(typed, bool):
         if spec.min is not None and typed < spec.min:
             raise ValueError(f"{typed} is below the minimum {spec.min}")

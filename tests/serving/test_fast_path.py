@@ -12,9 +12,9 @@ from litestar.testing import TestClient
 
 from core.errors import InfrastructureError, NotFoundError
 from core.problems import EXCEPTION_HANDLERS
-from serving.app import BATCH_PATH, MAX_BODY_BYTES, with_fast_batch_path
+from serving.app import BATCH_PATH, with_fast_batch_path
 from serving.metrics import REQUESTS, request_metrics
-from serving.requests import decode_batch_request
+from serving.requests import MAX_BODY_BYTES, decode_batch_request
 
 FAILURES: dict[str, Exception] = {
     "missing:x": NotFoundError("feature view 'missing' is not registered"),

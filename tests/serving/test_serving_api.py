@@ -11,7 +11,8 @@ import pytest
 
 from core.domain.layout import namespace_of
 from fp.local.base import free_port
-from serving.app import MAX_BODY_BYTES, create_serving_app
+from serving.app import create_serving_app
+from serving.requests import MAX_BODY_BYTES
 from tests.serving.conftest import FAST_REFRESH, OnlineStore, ThreadedServer, apply, wait_for
 from tests.serving.definitions import ENTITY, SOURCE, feature_view, now_millis, on_demand_view
 
