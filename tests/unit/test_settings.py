@@ -12,8 +12,8 @@ import pytest
 from core.errors import ConfigurationError
 from core.settings import (
     VARIABLES,
-    RateLimit,
     DeployerSettings,
+    RateLimit,
     RegistrySettings,
     Settings,
     WebhookSettings,
