@@ -611,9 +611,10 @@ class RedisOnlineStore:
     def migrate_key_layout(self) -> KeyMigration:
         """Move the progress hashes and version maps of the first layout to their current keys
         (docs/reference.md, "Online store layout"); feature hashes keep theirs.  Run once
-        with the writers, deployer and servers of the new release stopped; running it again
-        finds nothing to move.  Each key moves in one script call, so a key is never lost
-        or half-moved."""
+        between stopping the old release's writers, deployer and servers and starting the new
+        release's, so that neither layout is written meanwhile; running it again finds
+        nothing to move.  Each key moves in one script call, so a key is never lost or
+        half-moved."""
         moved = superseded = 0
         try:
             for prefix in (FIRST_LAYOUT_META_PREFIX, FIRST_LAYOUT_VERSIONS_PREFIX):
