@@ -31,6 +31,9 @@ ConnectorJars = Literal["auto"] | tuple[Path, ...]
 """The jars shipped with each Flink job: ``auto`` (the Kafka connector, downloaded once and
 cached) or exactly these (none when the cluster carries the connector itself)."""
 
+WebhookPython = Literal["off", "sandboxed"]
+"""Python definitions in pushed repositories: refused, or run in the loader's sandbox."""
+
 
 @dataclass(frozen=True)
 class Variable(Generic[T_co]):
@@ -128,6 +131,15 @@ def _true_or_false(text: str) -> bool:
     return _TRUE_FALSE[text]
 
 
+_WEBHOOK_PYTHON: dict[str, WebhookPython] = {"off": "off", "sandboxed": "sandboxed"}
+
+
+def _webhook_python(text: str) -> WebhookPython:
+    if text not in _WEBHOOK_PYTHON:
+        raise ValueError(f"{text!r} is not a choice: use {' or '.join(_WEBHOOK_PYTHON)}")
+    return _WEBHOOK_PYTHON[text]
+
+
 def _connector_jars(text: str) -> ConnectorJars:
     if text == AUTO_JARS:
         return AUTO_JARS
@@ -185,11 +197,28 @@ WEBHOOK_SECRET = Variable(
     "FP_WEBHOOK_SECRET", "the git webhooks' shared secret; unset: every webhook request is "
     "refused", "",
     _optional(str))
+GITHUB_WEBHOOK_SECRET = Variable(
+    "FP_GITHUB_WEBHOOK_SECRET", "GitHub webhooks' secret; unset: `FP_WEBHOOK_SECRET`", "",
+    _optional(str))
+GITLAB_WEBHOOK_SECRET = Variable(
+    "FP_GITLAB_WEBHOOK_SECRET", "GitLab webhooks' secret token; unset: `FP_WEBHOOK_SECRET`", "",
+    _optional(str))
+GIT_REPOSITORIES = Variable(
+    "FP_GIT_REPOSITORIES", "comma-separated repositories whose pushes the webhooks apply: full "
+    "names (`org/repo`) or exact URLs (any scheme, e.g. a local `file://` mirror); unset: any "
+    "https or ssh repository", "", _names)
+WEBHOOK_RETENTION = Variable(
+    "FP_WEBHOOK_RETENTION", "how long finished webhook deliveries keep their payload, and "
+    "unused clones of pushed repositories are kept (a duration)", "7d", parse_duration)
 GIT_BRANCH = Variable(
     "FP_GIT_BRANCH", "the branch whose pushes the webhooks apply", "main", str)
 FEATURES_PATH = Variable(
     "FP_FEATURES_PATH", "the folder of the pushed repository holding the definitions",
     "features", str)
+WEBHOOK_PYTHON = Variable(
+    "FP_WEBHOOK_PYTHON", "Python files in pushed repositories: `sandboxed` (run in the "
+    "loader's bubblewrap sandbox; refused when it is unavailable) or `off` (refused)",
+    "sandboxed", _webhook_python)
 DEPLOYER_START = Variable(
     "FP_DEPLOYER_START", "where a new version's job starts reading its source: `window` "
     "(far enough back to fill its longest window) or `earliest` (the whole topic)", "window",
@@ -220,7 +249,8 @@ DEFAULT_WEBHOOK_RATE_LIMIT = _rate_limit(WEBHOOK_RATE_LIMIT.default)
 VARIABLES: tuple[Variable[object], ...] = (
     DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP, FLINK_URL, WAREHOUSE, REGISTRY_URL, API_TOKENS,
     API_TOKEN, READ_TOKENS, OPEN_WRITES, APPLY_RATE_LIMIT, WEBHOOK_RATE_LIMIT,
-    WEBHOOK_SECRET, GIT_BRANCH, FEATURES_PATH, DEPLOYER_START, READY_TIMEOUT,
+    WEBHOOK_SECRET, GITHUB_WEBHOOK_SECRET, GITLAB_WEBHOOK_SECRET, GIT_REPOSITORIES,
+    WEBHOOK_RETENTION, GIT_BRANCH, FEATURES_PATH, WEBHOOK_PYTHON, DEPLOYER_START, READY_TIMEOUT,
     KEEP_NAMESPACES, PURGE_GRACE, FLINK_CONNECTOR_JARS, DEPLOYER_CRASH_AT)
 
 
@@ -241,11 +271,21 @@ class RegistrySettings:
     webhook_rate_limit: RateLimit = DEFAULT_WEBHOOK_RATE_LIMIT
 
 
+DEFAULT_WEBHOOK_RETENTION_MS = parse_duration(WEBHOOK_RETENTION.default)
+
+
 @dataclass(frozen=True)
 class WebhookSettings:
     secret: str | None
     branch: str
     features_path: str
+    python: WebhookPython
+    github_secret: str | None = None
+    """Each provider's own secret; None: ``secret``."""
+    gitlab_secret: str | None = None
+    repositories: tuple[str, ...] = ()
+    """FP_GIT_REPOSITORIES; none: any https or ssh repository."""
+    retention_ms: int = DEFAULT_WEBHOOK_RETENTION_MS
 
 
 @dataclass(frozen=True)
@@ -293,7 +333,12 @@ class Settings:
                 webhook_rate_limit=WEBHOOK_RATE_LIMIT.read(env)),
             webhooks=WebhookSettings(secret=WEBHOOK_SECRET.read(env),
                                      branch=GIT_BRANCH.read(env),
-                                     features_path=FEATURES_PATH.read(env)),
+                                     features_path=FEATURES_PATH.read(env),
+                                     python=WEBHOOK_PYTHON.read(env),
+                                     github_secret=GITHUB_WEBHOOK_SECRET.read(env),
+                                     gitlab_secret=GITLAB_WEBHOOK_SECRET.read(env),
+                                     repositories=GIT_REPOSITORIES.read(env),
+                                     retention_ms=WEBHOOK_RETENTION.read(env)),
             deployer=DeployerSettings(
                 start=DEPLOYER_START.read(env), ready_timeout_ms=READY_TIMEOUT.read(env),
                 keep_namespaces=KEEP_NAMESPACES.read(env), purge_grace_ms=PURGE_GRACE.read(env),
