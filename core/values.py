@@ -60,7 +60,7 @@ def _real(value: object) -> Scalar | None:
         try:
             return float(value)
         except OverflowError:  # beyond the double range: the stream casts it to infinity
-            return math.copysign(math.inf, value)
+            return math.inf if value > 0 else -math.inf
     return None
 
 

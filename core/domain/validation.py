@@ -134,10 +134,7 @@ def _field_value_problems(fields: Sequence[Field], key: str) -> list[tuple[str, 
         for where, value in values.items():
             if value is None or (where in {"min", "max"} and not field.type.is_numeric):
                 continue  # bounds of other types are refused with the definition itself
-            try:
-                judged = judge(field.type, value)
-            except OverflowError:  # core.values widens an integer beyond doubles: no value
-                judged = None
+            judged = judge(field.type, value)
             if judged is None or (isinstance(judged, float) and not math.isfinite(judged)):
                 problems.append((f"{key}[{index}].{where}",
                                  f"{value!r} is not a value of type {field.type}: expected "

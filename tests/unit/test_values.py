@@ -112,3 +112,10 @@ def test_a_long_is_what_the_streams_check_reads_as_one(value: int | float) -> No
     in_range = spelled_as_integer is not None and \
         INT64_RANGE[0] <= int(text) <= INT64_RANGE[1]  # TRY_CAST(... AS BIGINT)
     assert (judge(ValueType.LONG, json.loads(text)) is not None) is in_range
+
+
+@pytest.mark.parametrize(("value", "judged"), [(10**400, float("inf")),
+                                               (-(10**400), -float("inf"))])
+def test_an_integer_beyond_doubles_widens_to_an_infinity_never_an_error(value: int,
+                                                                        judged: float) -> None:
+    assert judge(ValueType.DOUBLE, value) == judged
