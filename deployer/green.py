@@ -24,7 +24,7 @@ from core.domain.definitions import Definition, FeatureView, Source, parse_defin
 from core.domain.deployments import Deployment
 from core.domain.events import Readiness
 from core.domain.layout import WRITER_GROUP, result_topic, source_group
-from core.errors import FeaturePlatformError
+from core.errors import FeaturePlatformError, InfrastructureError
 from core.settings import DeployerStart
 from deployer.faults import crash_point
 from deployer.rollout import ViewState
@@ -66,6 +66,9 @@ class GreenRunner:
         job = deployment.job_id
         status = self.flink.status(job)
         if status is None:
+            if now_ms > deadline_ms:
+                return GreenOutcome(failure=f"green could not be submitted within "
+                                            f"{(deadline_ms - deployment.started_at_ms) // 1000} s")
             return self._submit(state, deployment, now_ms)
         if status.terminal:
             return GreenOutcome(failure=f"green job {job} is {status.state}: "
@@ -91,6 +94,8 @@ class GreenRunner:
             self.kafka.ensure_topics([spec.result_topic, spec.dlq_topic])
             self.flink.submit(spec)
             crash_point("submitted")
+        except InfrastructureError:
+            raise  # transient: the worker retries, and a submit by job id is idempotent
         except FeaturePlatformError as error:
             return GreenOutcome(failure=f"submitting green failed: {error}")
         logger.info("%s: green %s submitted for %s", state.view, spec.job_id,

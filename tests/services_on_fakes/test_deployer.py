@@ -24,7 +24,7 @@ from deployer.worker import DeployerWorker
 from registry.service import RegistryService
 from registry.store.memory import MemoryRegistryStore
 from sinks.compiler import JobSpec
-from sinks.flink import JobStatus
+from sinks.flink import FlinkError, JobStatus
 from sinks.online_memory import InMemoryOnlineStore
 from tests.reference_definitions import reference_definitions
 
@@ -280,4 +280,28 @@ def test_an_infrastructure_error_is_retried_until_it_passes(deployment: Deployme
     deployment.start_worker()
     eventually(lambda: deployment.active_version() == 1)
     assert online.failures == 0
+    assert [d["state"] for d in deployment.service.deployments(VIEW)] == ["completed"]
+
+
+class FlinkRefusingFirstSubmits(FakeFlink):
+    """Flink unreachable for the first ``failures`` submissions."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def submit(self, spec: JobSpec) -> str:
+        if self.failures:
+            self.failures -= 1
+            raise FlinkError("Flink unreachable")
+        return super().submit(spec)
+
+
+def test_a_submission_failing_for_infrastructure_is_retried_not_failed(
+        deployment: Deployment) -> None:
+    flink = deployment.flink = FlinkRefusingFirstSubmits(failures=2)
+    deployment.apply()
+    deployment.start_worker()
+    eventually(lambda: deployment.active_version() == 1)
+    assert flink.failures == 0
     assert [d["state"] for d in deployment.service.deployments(VIEW)] == ["completed"]
