@@ -33,13 +33,7 @@ def build(settings: Settings) -> RegistryServer:
     registry = settings.registry
     engine = create_registry_engine(settings.require_database_url())
     service = RegistryService(PostgresRegistryStore(engine))
-    webhooks = Webhooks(service, PostgresDeliveryInbox(engine), WebhookConfig(
-        secret=settings.webhooks.secret, github_secret=settings.webhooks.github_secret,
-        gitlab_secret=settings.webhooks.gitlab_secret,
-        repositories=settings.webhooks.repositories,
-        retention=timedelta(milliseconds=settings.webhooks.retention_ms),
-        branch=settings.webhooks.branch,
-        features_path=settings.webhooks.features_path))
+    webhooks = Webhooks(service, PostgresDeliveryInbox(engine), webhook_config(settings))
     access = Access(api_tokens=registry.api_tokens, read_tokens=registry.read_tokens,
                     apply_rate_limit=registry.apply_rate_limit,
                     webhook_rate_limit=registry.webhook_rate_limit)
@@ -47,6 +41,15 @@ def build(settings: Settings) -> RegistryServer:
                               lifespan=[webhooks.lifespan])
     return RegistryServer(app, writes_need_tokens=bool(registry.api_tokens),
                           open_writes_asked=registry.open_writes)
+
+
+def webhook_config(settings: Settings) -> WebhookConfig:
+    webhooks = settings.webhooks
+    return WebhookConfig(
+        secret=webhooks.secret, github_secret=webhooks.github_secret,
+        gitlab_secret=webhooks.gitlab_secret, repositories=webhooks.repositories,
+        retention=timedelta(milliseconds=webhooks.retention_ms), branch=webhooks.branch,
+        features_path=webhooks.features_path, python=webhooks.python)
 
 
 def serve(server: RegistryServer, host: str, port: int) -> None:
