@@ -95,10 +95,12 @@ class _BatchOperation(Operation):
 
 
 def create_serving_app(registry_url: str, redis_url: str, *,
+                       registry_token: str | None = None,
                        clock: Clock = wall_clock_millis,
                        intervals: Intervals = DEFAULT_INTERVALS) -> ASGIApp:
     history = DefinitionHistory()
-    service = FeatureService(RegistryEvents(registry_url, history), RedisOnlineStore(redis_url),
+    events = RegistryEvents(registry_url, history, token=registry_token)
+    service = FeatureService(events, RedisOnlineStore(redis_url),
                              history, clock=clock, intervals=intervals)
 
     @get("/v1/features/{view:str}/{entity_key:str}",

@@ -8,13 +8,18 @@ import uvicorn
 from litestar.types import ASGIApp
 
 from core.settings import Settings
+from registry.client import parse_token
 from serving.app import create_serving_app
 
 logger = logging.getLogger(__name__)
 
 
 def build(settings: Settings) -> ASGIApp:
-    return create_serving_app(settings.registry.url, settings.require_redis_url())
+    registry = settings.registry
+    # The event log may need a read token: the client's token, else the first read token.
+    entry = registry.client_token or next(iter(registry.read_tokens), None)
+    return create_serving_app(registry.url, settings.require_redis_url(),
+                              registry_token=parse_token(entry, 1)[1] if entry else None)
 
 
 def serve(app: ASGIApp, host: str, port: int) -> None:

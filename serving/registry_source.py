@@ -27,11 +27,15 @@ _KINDS = {kind.value for kind in Kind}
 
 class RegistryEvents:
     def __init__(self, registry_url: str, history: DefinitionHistory,
-                 http: httpx.AsyncClient | None = None, timeout: float = 10.0) -> None:
+                 http: httpx.AsyncClient | None = None, timeout: float = 10.0,
+                 token: str | None = None) -> None:
+        """``token``: the bearer secret sent with every read, for a registry whose event log
+        needs a read token (``FP_READ_TOKENS``)."""
         self.registry_url = registry_url.rstrip("/")
         self.history = history
         self.position = 0
         self._http = http or httpx.AsyncClient(base_url=self.registry_url, timeout=timeout)
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -56,7 +60,7 @@ class RegistryEvents:
 
     async def _page(self, after: int) -> dict[str, Any]:
         try:
-            response = await self._http.get("/v1/events",
+            response = await self._http.get("/v1/events", headers=self._headers,
                                              params={"after": after, "limit": EVENTS_PAGE})
             response.raise_for_status()
             page: dict[str, Any] = response.json()
