@@ -20,9 +20,11 @@ from litestar import Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, RawBody
 
 from core.errors import NotFoundError
+from core.problems import problem_responses
 from core.settings import GITHUB_WEBHOOK_SECRET, GITLAB_WEBHOOK_SECRET, WEBHOOK_SECRET
 from registry.webhooks.git import without_credentials
 from registry.webhooks.inbox import DeliveryInbox, DeliveryStatus, NewDelivery
@@ -111,7 +113,9 @@ def webhook_route_handlers(receiver: WebhookReceiver,
     def endpoint(provider: Provider, path: str) -> HTTPRouteHandler:
         @post(path, sync_to_thread=True, guards=[receiver.secret_guard(provider)], status_code=202,
               request_max_body_size=MAX_BODY_BYTES, name=f"webhook-{provider.value}",
-              summary=f"{provider.value.capitalize()} push webhook", tags=["webhooks"])
+              summary=f"{provider.value.capitalize()} push webhook", tags=["webhooks"],
+              responses={204: ResponseSpec(None, description="A ping: nothing to do."),
+                         **problem_responses(400, 401, 403, 413)})
         def receive(request: Request[Any, Any, Any], body: RawBody) -> Response[Any]:
             headers = {name.lower(): value for name, value in request.headers.items()}
             recorded = receiver.receive(provider, headers, body)
@@ -122,7 +126,8 @@ def webhook_route_handlers(receiver: WebhookReceiver,
         return receive
 
     @get("/v1/webhooks/deliveries/{delivery_id:str}", sync_to_thread=True, tags=["webhooks"],
-         summary="One webhook delivery: status, commit, changes, error")
+         summary="One webhook delivery: status, commit, changes, error",
+         responses=problem_responses(404))
     def delivery(delivery_id: FromPath[str]) -> dict[str, Any]:
         record = inbox.get(delivery_id)
         if record is None:
