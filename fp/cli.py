@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,8 +47,7 @@ class Style:
 def _client(settings: Settings) -> Any:
     from registry.client import RegistryClient
 
-    return RegistryClient(settings.registry.url, token=settings.registry.client_token,
-                          actor=f"{getpass.getuser()}@{socket.gethostname()}")
+    return RegistryClient(settings.registry.url, token=settings.registry.client_token)
 
 
 def _load(path: str) -> list[dict[str, Any]]:
@@ -180,6 +177,15 @@ def cmd_writer_run(args: argparse.Namespace, settings: Settings) -> int:
     return run_until_stopped(build(settings))
 
 
+def cmd_online_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks.bootstrap import online_store
+
+    migration = online_store(settings).migrate_key_layout()
+    print(f"online store: {migration.moved} keys moved to the current layout, "
+          f"{migration.superseded} superseded first-layout keys deleted")
+    return EXIT_OK
+
+
 def cmd_deployer_run(args: argparse.Namespace, settings: Settings) -> int:
     from deployer.bootstrap import build
 
@@ -303,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     writer = commands.add_parser("writer", help="feature rows → Redis").add_subparsers(
         dest="writer_command", required=True, metavar="COMMAND")
     command("run", cmd_writer_run, "apply every job's result rows to Redis", writer)
+
+    online = commands.add_parser("online", help="the online store (Redis)").add_subparsers(
+        dest="online_command", required=True, metavar="COMMAND")
+    command("migrate", cmd_online_migrate, "move keys of the first layout to the current one "
+            "(once, with writers, deployer and servers stopped)", online)
 
     archiver = commands.add_parser("archiver", help="raw events → Iceberg").add_subparsers(
         dest="archiver_command", required=True, metavar="COMMAND")

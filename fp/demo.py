@@ -48,8 +48,7 @@ def start_demo(settings: Settings, examples: Path, stop: threading.Event,
     """Create the topic, apply the example repo, and stream payments in the background."""
     bootstrap = settings.require_kafka_bootstrap()
     KafkaAdmin(bootstrap).ensure_topics([DEMO_TOPIC])
-    client = RegistryClient(settings.registry.url, token=settings.registry.client_token,
-                            actor="fp up --demo")
+    client = RegistryClient(settings.registry.url, token=settings.registry.client_token)
     result = client.apply(
         load_repository(examples), message="demo")
     changed = [c for c in result["changes"] if c["action"] != "unchanged"]

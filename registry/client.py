@@ -29,14 +29,11 @@ def parse_token(entry: str, position: int) -> tuple[str, str]:
 
 
 class RegistryClient:
-    def __init__(self, base_url: str, token: str | None = None, actor: str | None = None,
-                 timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
         """``token`` is a token entry (``name:secret`` or a bare secret): its secret is sent."""
         headers = {}
         if token:
             headers["Authorization"] = f"Bearer {parse_token(token, 1)[1]}"
-        if actor:
-            headers["X-FP-Actor"] = actor
         self.base_url = base_url
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import redis
+
+from core.domain.layout import meta_key, versions_key
 from tests.conftest import RunningRegistry
 
 
@@ -87,3 +91,21 @@ def test_a_usage_error_exits_1_never_the_plan_exit_for_changes() -> None:
                               capture_output=True, text=True, timeout=60, check=False)
     assert mistyped.returncode == 1
     assert "unrecognized arguments: --dry" in mistyped.stderr
+
+
+def test_online_migrate_moves_the_first_layouts_keys(stream_redis: redis.Redis,
+                                                     stream_redis_url: str) -> None:
+    stream_redis.hset("fp:versions:clicks", mapping={"active": "1", "1": "v1"})
+    stream_redis.hset("fp:meta:clicks:v1", mapping={"watermark": "7000", "rows": "3"})
+    env = {**os.environ, "FP_REDIS_URL": stream_redis_url}
+    migrate = [sys.executable, "-m", "fp.cli", "online", "migrate"]
+    first = subprocess.run(migrate, env=env, capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert first.returncode == 0, first.stderr
+    assert "2 keys moved" in first.stdout
+    assert stream_redis.hgetall(versions_key("clicks")) == {"active": "1", "1": "v1"}
+    assert stream_redis.hget(meta_key("clicks", "v1"), "rows") == "3"
+    again = subprocess.run(migrate, env=env, capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert "0 keys moved" in again.stdout
+

@@ -319,7 +319,7 @@ def test_a_token_named_in_fp_api_tokens_is_the_recorded_actor_end_to_end(
             url = f"http://127.0.0.1:{port}"
             wait_until(partial(answers_ok, f"{url}/healthz"), 30, "the registry server")
             # The CLI's FP_API_TOKEN may be the whole entry: the client sends its secret.
-            client = RegistryClient(url, token="ci:s3cret", actor="alice@laptop")
+            client = RegistryClient(url, token="ci:s3cret")
             client.apply(definitions)
             events = client.get("/v1/events")["events"]
             client.close()
