@@ -160,8 +160,9 @@ def test_a_busy_loop_is_stopped_at_the_cpu_limit(tmp_path: Path,
     features(tmp_path, {"loop.py": "while True:\n    pass\n"})
     started = time.monotonic()
     message = load_error(tmp_path)
-    assert time.monotonic() - started < 7
-    # On a busy machine the wall-clock limit (5 s) may come first; either stops it.
+    # On a busy machine the wall-clock limit (5 s) may come first; either stops it, and the
+    # margin is for the machine, not for the limits (a loop left running never returns).
+    assert time.monotonic() - started < 5 + 7
     assert message.endswith("and was stopped"), message
 
 
@@ -175,7 +176,7 @@ def test_a_sleeping_load_and_its_detached_processes_are_stopped_at_the_deadline(
     started = time.monotonic()
     assert "took longer than 2 s and was stopped" in load_error(
         tmp_path, SandboxedLoader(SandboxLimits(wall_seconds=2, cpu_seconds=10)))
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 2 + 5  # the deadline, and a margin for a busy machine
 
 
 def test_memory_is_limited(tmp_path: Path) -> None:

@@ -297,7 +297,9 @@ def test_definitions_that_loop_forever_are_stopped_at_the_time_limit(
     assert done["status"] == "failed"
     assert done["error"].startswith("loading the definitions "), done["error"]
     assert done["error"].endswith(" and was stopped"), done["error"]
-    assert time.monotonic() - started < 10
+    # Stopped by the CPU limit (3 s) or at the latest the wall-clock limit (10 s); the margin
+    # is for fetching the push on a busy machine.
+    assert time.monotonic() - started < 10 + 8
     assert events(client) == []
 
 
