@@ -184,12 +184,19 @@ def test_memory_is_limited(tmp_path: Path) -> None:
     assert "features/hog.py:1: MemoryError" in load_error(tmp_path)
 
 
-@pytest.mark.parametrize(("target", "refusal"), [
-    ("sys.stderr.buffer", "OSError: [Errno 27] File too large"),
-    ("open('features/big', 'wb')", "OSError: [Errno 30] Read-only file system"),
-    ("open('/tmp/big', 'wb')", "FileNotFoundError: [Errno 2] No such file or directory"),
+# /tmp is absent in the sandbox, unless the project itself lives below /tmp: then /tmp is
+# a read-only parent of its mount.  Either way the write is refused.
+NO_TMP = ("FileNotFoundError: [Errno 2] No such file or directory",
+          "OSError: [Errno 30] Read-only file system")
+
+
+@pytest.mark.parametrize(("target", "refusals"), [
+    ("sys.stderr.buffer", ("OSError: [Errno 27] File too large",)),
+    ("open('features/big', 'wb')", ("OSError: [Errno 30] Read-only file system",)),
+    ("open('/tmp/big', 'wb')", NO_TMP),
 ], ids=["output", "checkout", "tmp"])
-def test_a_10_gb_write_is_stopped(tmp_path: Path, target: str, refusal: str) -> None:
+def test_a_10_gb_write_is_stopped(tmp_path: Path, target: str,
+                                  refusals: tuple[str, ...]) -> None:
     features(tmp_path, {"big.py": f"""
         import sys
         sink = {target}
@@ -198,7 +205,8 @@ def test_a_10_gb_write_is_stopped(tmp_path: Path, target: str, refusal: str) -> 
         """})
     message = load_error(tmp_path, SandboxedLoader(
         SandboxLimits(wall_seconds=5, cpu_seconds=2, file_bytes=1 << 20)))
-    assert message.startswith("features/big.py:") and refusal in message, message
+    assert message.startswith("features/big.py:"), message
+    assert any(refusal in message for refusal in refusals), message
 
 
 def test_a_crash_of_the_interpreter_is_reported(tmp_path: Path) -> None:
