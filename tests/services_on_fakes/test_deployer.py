@@ -274,15 +274,6 @@ class FlakyOnlineStore(InMemoryOnlineStore):
         super().switch(view, active, namespaces)
 
 
-def test_an_infrastructure_error_is_retried_until_it_passes(deployment: Deployment) -> None:
-    online = deployment.online = FlakyOnlineStore(failures=3)
-    deployment.apply()
-    deployment.start_worker()
-    eventually(lambda: deployment.active_version() == 1)
-    assert online.failures == 0
-    assert [d["state"] for d in deployment.service.deployments(VIEW)] == ["completed"]
-
-
 class FlinkRefusingFirstSubmits(FakeFlink):
     """Flink unreachable for the first ``failures`` submissions."""
 
@@ -297,11 +288,16 @@ class FlinkRefusingFirstSubmits(FakeFlink):
         return super().submit(spec)
 
 
-def test_a_submission_failing_for_infrastructure_is_retried_not_failed(
-        deployment: Deployment) -> None:
-    flink = deployment.flink = FlinkRefusingFirstSubmits(failures=2)
+@pytest.mark.parametrize("unreachable", ["online store", "flink"])
+def test_an_infrastructure_error_is_retried_until_it_passes(deployment: Deployment,
+                                                            unreachable: str) -> None:
+    flaky: FlakyOnlineStore | FlinkRefusingFirstSubmits
+    if unreachable == "online store":
+        flaky = deployment.online = FlakyOnlineStore(failures=3)
+    else:  # a submission is retried, not failed: submitting by job id is idempotent
+        flaky = deployment.flink = FlinkRefusingFirstSubmits(failures=2)
     deployment.apply()
     deployment.start_worker()
     eventually(lambda: deployment.active_version() == 1)
-    assert flink.failures == 0
+    assert flaky.failures == 0
     assert [d["state"] for d in deployment.service.deployments(VIEW)] == ["completed"]
