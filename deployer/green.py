@@ -20,10 +20,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from core.domain.definitions import Definition, FeatureView, Source, parse_definition
+from core.domain.definitions import (
+    Definition,
+    FeatureView,
+    Kind,
+    Source,
+    definition_key,
+    parse_definition,
+)
 from core.domain.deployments import Deployment
 from core.domain.events import Readiness
 from core.domain.layout import WRITER_GROUP, result_topic, source_group
+from core.domain.validation import references
 from core.errors import FeaturePlatformError, InfrastructureError
 from core.settings import DeployerStart
 from deployer.faults import crash_point
@@ -103,16 +111,22 @@ class GreenRunner:
         return WAITING
 
     def _compile(self, state: ViewState, deployment: Deployment, now_ms: int) -> JobSpec:
-        catalog: dict[str, Definition] = {f"{r.kind}:{r.name}": parse_definition(dict(r.spec))
-                                          for r in self.store.definitions()}
         view = parse_definition(dict(state.specs[deployment.version]))
         assert isinstance(view, FeatureView)
-        catalog[f"feature_view:{view.name}"] = view
-        source = catalog[f"source:{view.source}"]
-        assert isinstance(source, Source)
+        # Only what the view relies on: another definition, even one registered before a
+        # rule it breaks existed, never fails this rollout.
+        catalog: dict[str, Definition] = {definition_key(view): view}
+        for key in references(view):
+            kind, name = key.split(":", 1)
+            record = self.store.definition(kind, name)
+            if record is not None:
+                catalog[key] = parse_definition(dict(record.spec))
+        source = catalog.get(f"{Kind.SOURCE}:{view.source}")
+        # Without its source the compiler refuses the view, naming what is missing.
+        start = self._start(view, source, now_ms) if isinstance(source, Source) \
+            else StartPosition()
         spec = compile_view(view, catalog, deployment.namespace, deployment.version,
-                            kafka=KafkaOptions(self.kafka.bootstrap_servers,
-                                               self._start(view, source, now_ms)),
+                            kafka=KafkaOptions(self.kafka.bootstrap_servers, start),
                             deployment=deployment.number)
         assert spec.job_id == deployment.job_id, "job ids are derived the same way"
         return spec

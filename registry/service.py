@@ -20,7 +20,13 @@ from core.domain.changes import (
     diff_specs,
     plan_changes,
 )
-from core.domain.definitions import Definition, Kind, parse_definition, parse_definitions
+from core.domain.definitions import (
+    Definition,
+    Kind,
+    definition_key,
+    parse_definition,
+    parse_definitions,
+)
 from core.domain.deployments import deployment_history
 from core.domain.events import (
     DefinitionRegistered,
@@ -32,7 +38,12 @@ from core.domain.events import (
 )
 from core.domain.limits import check_batch_size
 from core.domain.validation import dependants, references, validate_batch
-from core.errors import ConcurrencyConflictError, NotFoundError
+from core.errors import (
+    ConcurrencyConflictError,
+    InvalidDefinitionError,
+    NotFoundError,
+    Problem,
+)
 from registry.store.base import DefinitionRecord, RegistryStore, VersionRecord
 
 
@@ -70,8 +81,7 @@ class RegistryService:
         check_batch_size(len(raw_definitions))
         batch = parse_definitions(list(raw_definitions))
         records = {f"{r.kind}:{r.name}": r for r in self.store.definitions()}
-        registered = {key: parse_definition(dict(r.spec)) for key, r in records.items()}
-        catalog = validate_batch(registered, batch)
+        catalog = validate_batch(_registered_catalog(records, batch), batch)
         changes = plan_changes(batch, {key: RegisteredVersion(r.latest_version, r.spec,
                                                               r.spec_hash)
                                        for key, r in records.items()})
@@ -133,6 +143,32 @@ class RegistryService:
         entries = diff_specs(old.spec, new.spec)
         return VersionDiff(kind.value, name, from_version, to_version,
                            classify(kind, entries) if entries else None, tuple(entries))
+
+
+def _registered_catalog(records: dict[str, DefinitionRecord],
+                        batch: list[Definition]) -> dict[str, Definition]:
+    """The registered definitions a batch is validated against.
+
+    A definition registered before a rule it breaks existed is left out, so that it blocks
+    only the batches that replace it or rely on it (which are told why), never every apply.
+    """
+    replaced = {definition_key(d) for d in batch}
+    catalog: dict[str, Definition] = {}
+    outdated: dict[str, InvalidDefinitionError] = {}
+    for key, record in records.items():
+        if key in replaced:
+            continue
+        try:
+            catalog[key] = parse_definition(dict(record.spec))
+        except InvalidDefinitionError as error:
+            outdated[key] = error
+    relied_on = {ref for d in batch for ref in references(d)} & outdated.keys()
+    if relied_on:
+        raise InvalidDefinitionError([
+            Problem(p.path, f"{p.message} (registered before this rule existed: apply a "
+                            "corrected version of it in the same batch)", key)
+            for key in sorted(relied_on) for p in outdated[key].problems])
+    return catalog
 
 
 def _registered_event(change: Change, provenance: Provenance) -> NewEvent:
