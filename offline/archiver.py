@@ -154,9 +154,10 @@ class EventBuffer:
         columns[iceberg.PARTITION].append(partition)
         columns[iceberg.OFFSET].append(offset)
         columns[iceberg.INGESTED_AT].append(ingested_at_us)
-        columns[iceberg.VIOLATION].append(checked.violation)
+        violation = checked.violation
+        columns[iceberg.VIOLATION].append(None if violation is None else violation.message)
         columns[iceberg.PAYLOAD].append(
-            None if checked.violation is None or payload is None
+            None if violation is None or payload is None
             else payload.decode("utf-8", errors="replace"))
         columns[iceberg.CONTRACT_VERSION].append(self.contract_version)
         if self.first_at is None:

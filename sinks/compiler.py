@@ -7,11 +7,12 @@ One job per (view, version, namespace), all plain Flink SQL:
 2. ``parsed_events`` → ``typed_events`` → ``checked_events``: each schema field's JSON text
    taken out of the message once (the only per-field parse of it), converted to its SQL type
    with ``TRY_CAST`` (NULL when it does not convert), then every event checked against the
-   source's data contract — not a JSON object, a required field missing, a wrong JSON type,
-   out of range, not in ``allowed`` — and against lateness: an event whose window slice has
+   source's data contract — the rules of :func:`core.domain.contracts.contract_rules`, each
+   rendered to a SQL condition — and against lateness: an event whose window slice has
    already fired would be dropped silently by the window operator, so it is flagged
-   instead.  The first violation is the event's ``violation``.
-3. Violations go to ``{topic}.dlq`` with the reason, the payload and where it came from.
+   instead.  The index of the first broken rule is the event's ``broken_rule``.
+3. Violations go to ``{topic}.dlq`` with the rule's message, reason code and field, the
+   payload and where it came from.
 4. Clean events are aggregated, one window-TVF query per distinct (window, slide), plus one
    per-event projection for ``last`` features; every result row goes to the view's result
    topic as ``{"e": entity key, "t": event time ms, "f": {feature: value}, "p": per-feature
@@ -34,6 +35,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from core.domain.contracts import (
+    EPOCH_SECONDS_LIMIT_MS,
+    Reason,
+    Rule,
+    contract_rules,
+    number_text,
+)
 from core.domain.definitions import (
     Aggregation,
     Definition,
@@ -59,7 +67,6 @@ from core.domain.layout import (
 )
 from core.domain.validation import definition_problems
 from core.errors import InvalidDefinitionError, Problem
-from core.values import INT64_RANGE
 
 
 def sql_string(value: str) -> str:
@@ -76,15 +83,6 @@ def sql_interval(millis: int) -> str:
     minutes, rest = divmod(rest, 60_000)
     seconds, ms = divmod(rest, 1000)
     return f"INTERVAL '{days} {hours:02}:{minutes:02}:{seconds:02}.{ms:03}' DAY TO SECOND(3)"
-
-
-def _number(value: float) -> str:
-    """A numeric literal of a validated (finite) bound or allowed value.  An integer beyond
-    BIGINT is written as a double: Flink would read its digits as a DECIMAL, which holds 38."""
-    low, high = INT64_RANGE
-    if isinstance(value, int) and low <= value <= high:
-        return str(value)
-    return repr(float(value))
 
 
 def dlq_topic(source: Source) -> str:
@@ -208,30 +206,33 @@ def _typed_value(field: Field) -> str:
     return f"TRY_CAST({text} AS {_SQL_TYPE[field.type]})"
 
 
-def _field_checks(field: Field) -> list[str]:
-    """CASE expressions yielding a reason when the field breaks the contract, else NULL."""
-    raw, value, label = _raw(field), _typed(field), field.name
-    checks = []
-    if field.required:
-        checks.append(f"CASE WHEN {raw} IS NULL THEN "
-                      f"{sql_string(f'{label}: required field is missing')} END")
-    type_ok = f"REGEXP({raw}, {sql_string(_TYPE_PATTERN[field.type])})"
-    checks.append(f"CASE WHEN {raw} IS NOT NULL AND (NOT {type_ok} OR {value} "
-                  f"IS NULL) THEN {sql_string(f'{label}: not a valid {field.type}')} END")
-    if field.min is not None:
-        checks.append(f"CASE WHEN {value} < {_number(field.min)} THEN "
-                      f"CONCAT({sql_string(f'{label}: ')}, {_raw_text(field)}, "
-                      f"{sql_string(f' is below the minimum {_number(field.min)}')}) END")
-    if field.max is not None:
-        checks.append(f"CASE WHEN {value} > {_number(field.max)} THEN "
-                      f"CONCAT({sql_string(f'{label}: ')}, {_raw_text(field)}, "
-                      f"{sql_string(f' is above the maximum {_number(field.max)}')}) END")
-    if field.allowed is not None:
-        allowed = ", ".join(_allowed_literal(field, v) for v in field.allowed)
-        checks.append(f"CASE WHEN {value} NOT IN ({allowed}) THEN "
-                      f"CONCAT({sql_string(f'{label}: ')}, {_raw_text(field)}, "
-                      f"{sql_string(' is not an allowed value')}) END")
-    return checks
+def _broken(rule: Rule) -> str:
+    """The SQL condition of an event breaking ``rule``, over ``typed_events`` (NULL counts as
+    not broken, as a missing value breaks no bound)."""
+    field = rule.field
+    if field is None:
+        return ("NOT `is_object`" if rule.reason is Reason.NOT_AN_OBJECT
+                else "`event_ms` IS NULL")
+    raw, value = _raw(field), _typed(field)
+    if rule.reason is Reason.MISSING_REQUIRED:
+        return f"{raw} IS NULL"
+    if rule.reason is Reason.WRONG_TYPE:
+        type_ok = f"REGEXP({raw}, {sql_string(_TYPE_PATTERN[field.type])})"
+        return f"{raw} IS NOT NULL AND (NOT {type_ok} OR {value} IS NULL)"
+    if rule.reason in (Reason.BELOW_MIN, Reason.ABOVE_MAX):
+        assert rule.limit is not None, "a bound rule has its limit"
+        operator = "<" if rule.reason is Reason.BELOW_MIN else ">"
+        return f"{value} {operator} {number_text(rule.limit)}"
+    allowed = ", ".join(_allowed_literal(field, v) for v in rule.allowed)
+    return f"{value} NOT IN ({allowed})"
+
+
+def _message(rule: Rule) -> str:
+    """The rule's message as SQL, quoting the offending value as the message spelled it."""
+    before, after = rule.message_around_value()
+    if not rule.quotes_value or rule.field is None:
+        return sql_string(before)
+    return f"CONCAT({sql_string(before)}, {_raw_text(rule.field)}, {sql_string(after)})"
 
 
 def _allowed_literal(field: Field, value: Scalar) -> str:
@@ -240,7 +241,7 @@ def _allowed_literal(field: Field, value: Scalar) -> str:
         return sql_string(value)
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
-    return f"CAST({_number(value)} AS {_SQL_TYPE[field.type]})"
+    return f"CAST({number_text(value)} AS {_SQL_TYPE[field.type]})"
 
 
 def _event_millis(source: Source, text: str) -> str:
@@ -248,7 +249,9 @@ def _event_millis(source: Source, text: str) -> str:
     if source.timestamp_format is TimestampFormat.EPOCH_MILLIS:
         return f"TRY_CAST({text} AS BIGINT)"
     if source.timestamp_format is TimestampFormat.EPOCH_SECONDS:
-        return f"CAST(TRY_CAST({text} AS DOUBLE) * 1000 AS BIGINT)"
+        millis = f"TRY_CAST({text} AS DOUBLE) * 1000"
+        return (f"CASE WHEN ABS({millis}) < {EPOCH_SECONDS_LIMIT_MS!r} "
+                f"THEN CAST({millis} AS BIGINT) END")
     parsed = f"TRY_CAST(REPLACE(REPLACE({text}, 'T', ' '), 'Z', '') AS TIMESTAMP(3))"
     return _timestamp_millis(parsed)
 
@@ -340,10 +343,13 @@ def compile_view(view: FeatureView, catalog: Mapping[str, Definition], namespace
     )
 
     used = _used_fields(view, source, keys)
-    violation = "COALESCE(\n    " + ",\n    ".join(
-        ["CASE WHEN NOT `is_object` THEN 'payload is not a JSON object' END",
-         *(check for f in source.schema for check in _field_checks(f)),
-         *_lateness_checks(view)]) + ")"
+    rules = contract_rules(source)
+    late = _lateness_checks(view)
+    broken_rule = "COALESCE(\n    " + ",\n    ".join(
+        [*(f"CASE WHEN {_broken(rule)} THEN {index} END" for index, rule in enumerate(rules)),
+         *(f"CASE WHEN {check} THEN {len(rules)} END" for check in late)]) + ")"
+    quoted = [f for f in source.schema
+              if any(r.field == f and r.quotes_value for r in rules)]
     passed = "`message`, `kafka_partition`, `kafka_offset`, `event_time`"
     parsed_view = (
         f"CREATE TEMPORARY VIEW `parsed_events` AS SELECT {passed},\n  "
@@ -362,20 +368,26 @@ def compile_view(view: FeatureView, catalog: Mapping[str, Definition], namespace
     checked_view = (
         f"CREATE TEMPORARY VIEW `checked_events` AS SELECT {passed}, `event_ms`,\n  "
         + "".join(f"{_typed(f)}, " for f in used)
-        + f"\n  {violation} AS `violation`\nFROM `typed_events`"
+        + "".join(f"{_raw(f)}, " for f in quoted)
+        + f"\n  {broken_rule} AS `broken_rule`\nFROM `typed_events`"
     )
     clean_view = (
         "CREATE TEMPORARY VIEW `clean_events` AS SELECT `event_ms`, `event_time`,\n  "
         + ",\n  ".join(f"{_typed(f)} AS {ident(f.name)}" for f in used)
-        + "\nFROM `checked_events` WHERE `violation` IS NULL"
+        + "\nFROM `checked_events` WHERE `broken_rule` IS NULL"
     )
     dead_letters = (
         "INSERT INTO `dead_letters` SELECT JSON_OBJECT("
-        f"KEY 'reason' VALUE `violation`, KEY 'view' VALUE {sql_string(view.name)}, "
+        f"KEY 'reason' VALUE {_by_rule([_message(r) for r in rules], LATE_MESSAGE)},\n  "
+        "KEY 'reason_code' VALUE "
+        f"{_by_rule([sql_string(r.reason) for r in rules], LATE_REASON)},\n  "
+        "KEY 'field' VALUE "
+        f"{_by_rule([_field_literal(r) for r in rules], 'CAST(NULL AS STRING)')},\n  "
+        f"KEY 'view' VALUE {sql_string(view.name)}, "
         f"KEY 'namespace' VALUE {sql_string(namespace)}, KEY 'topic' VALUE "
         f"{sql_string(source.topic)}, KEY 'partition' VALUE `kafka_partition`, "
         "KEY 'offset' VALUE `kafka_offset`, KEY 'payload' VALUE `message`) "
-        "FROM `checked_events` WHERE `violation` IS NOT NULL"
+        "FROM `checked_events` WHERE `broken_rule` IS NOT NULL"
     )
     per_feature_times = len(_groups(view)) + any(
         f.aggregation is Aggregation.LAST for f in view.features) > 1
@@ -404,15 +416,32 @@ def _groups(view: FeatureView) -> list[tuple[int, int]]:
     return sorted({g for f in view.features if (g := f.window_group) is not None})
 
 
+LATE_REASON = sql_string("late")
+"""The dead-letter reason code of a late event, next to the contract's (a stream-only rule)."""
+LATE_MESSAGE = sql_string("late: its window has already closed")
+
+
+def _by_rule(per_rule: list[str], late: str) -> str:
+    """One SQL value per contract rule, then ``late`` for the lateness checks (which follow
+    the contract's rules), picked by ``broken_rule``."""
+    cases = " ".join(f"WHEN {index} THEN {value}" for index, value in enumerate(per_rule))
+    return f"CASE `broken_rule` {cases} ELSE {late} END"
+
+
+def _field_literal(rule: Rule) -> str:
+    return "CAST(NULL AS STRING)" if rule.field is None else sql_string(rule.field.name)
+
+
 def _lateness_checks(view: FeatureView) -> list[str]:
-    """An event is late when the slice it falls in has fired for some window group: the
-    window operator would drop it (or use it for later windows only), so it goes to the DLQ.
+    """The conditions of an event being late: the slice it falls in has fired for some window
+    group.  The window operator would drop it (or use it for later windows only), so it goes
+    to the DLQ.
     A slice (gcd of size and slide — the slide, which divides the window) fires once the
     watermark reaches its end - 1 ms."""
     slices = sorted({slide for _, slide in _groups(view)})
     return [
-        f"CASE WHEN TO_TIMESTAMP_LTZ(`event_ms` - MOD(`event_ms`, {s}) + {s - 1}, 3) <= "
-        f"CURRENT_WATERMARK(`event_time`) THEN 'late: its window has already closed' END"
+        f"TO_TIMESTAMP_LTZ(`event_ms` - MOD(`event_ms`, {s}) + {s - 1}, 3) <= "
+        "CURRENT_WATERMARK(`event_time`)"
         for s in slices
     ]
 

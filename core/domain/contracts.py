@@ -1,36 +1,139 @@
-"""A source's data contract applied to one raw Kafka message, in Python (pure; no I/O).
+"""A source's data contract: its rules as data, and their check of one raw message in Python
+(pure; no I/O).
 
-The archiver judges every event exactly as the streaming job does (:mod:`sinks.compiler`,
-``checked_events``), so that "clean" means the same online and offline:
+:func:`contract_rules` lists a source's rules in the order they are judged; each carries a
+stable :class:`Reason` code and the message template of :data:`MESSAGES`.  Two checks are
+built from that one list, so they cannot drift apart: :class:`ContractChecker` evaluates it
+here (the archiver, and any door that judges events before they reach the stream), and the
+streaming job's SQL renders it (:mod:`sinks.compiler`, ``checked_events``).  In order:
 
 - the payload must be a JSON object (UTF-8; ``NaN``/``Infinity`` are not JSON);
 - then, field by field in contract order: a required field must be present and not null;
   a present value must be of the field's type as :func:`core.values.judge` decides it (so
   ``3.0`` is no long), except that a ``timestamp`` field must be a readable date-time string,
   since the stream casts its text; then ``min``, ``max`` and ``allowed``;
-- the first broken rule is the event's violation, worded as the stream's dead letters word it;
-- the event time must be readable from ``timestamp_field`` (the stream sends an event without
-  one to the dead-letter topic as late, since it lands at epoch 0).
+- the event time must be readable from ``timestamp_field`` (a string field of an
+  ``iso8601`` source can hold any text, and an ``epoch_seconds`` time can overflow).
 
-Lateness itself is not judged here: it depends on the stream's watermark, which the archive
-cannot know (see docs/offline.md, "Lateness").
+The first broken rule is the event's violation.  Lateness is not a rule of the contract: it
+depends on the stream's watermark, which no other door can know (see docs/offline.md,
+"Lateness").
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from core.domain.definitions import Field, Scalar, Source, TimestampFormat, ValueType
-from core.values import judge
+from core.values import INT64_RANGE, judge
 
-NOT_AN_OBJECT = "payload is not a JSON object"
-UNREADABLE_EVENT_TIME = "event time is missing or unreadable"
 
+class Reason(StrEnum):
+    """Why an event breaks its source's contract: a stable code, for programs to act on."""
+
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_REQUIRED = "missing_required"
+    WRONG_TYPE = "wrong_type"
+    BELOW_MIN = "below_min"
+    ABOVE_MAX = "above_max"
+    NOT_ALLOWED = "not_allowed"
+    UNREADABLE_EVENT_TIME = "unreadable_event_time"
+
+
+VALUE_SLOT = "{value}"
+"""Where a message quotes the offending value, as the message spelled it."""
+
+MESSAGES: Mapping[Reason, str] = {
+    Reason.NOT_AN_OBJECT: "payload is not a JSON object",
+    Reason.MISSING_REQUIRED: "{field}: required field is missing",
+    Reason.WRONG_TYPE: "{field}: not a valid {type}",
+    Reason.BELOW_MIN: "{field}: " + VALUE_SLOT + " is below the minimum {limit}",
+    Reason.ABOVE_MAX: "{field}: " + VALUE_SLOT + " is above the maximum {limit}",
+    Reason.NOT_ALLOWED: "{field}: " + VALUE_SLOT + " is not an allowed value",
+    Reason.UNREADABLE_EVENT_TIME: "event time is missing or unreadable",
+}
+"""The human wording of each reason, as dead letters and the archive's ``_violation`` read."""
+
+
+EPOCH_SECONDS_LIMIT_MS = 2.0**63
+"""An ``epoch_seconds`` time is readable when its milliseconds are below this in magnitude:
+they fit in a BIGINT."""
+
+
+def number_text(value: float) -> str:
+    """A bound or allowed number as written in messages and the stream's SQL literals: an
+    integer in the BIGINT range as digits, anything else as a double (Flink would read longer
+    digits as a DECIMAL, which holds 38)."""
+    low, high = INT64_RANGE
+    if isinstance(value, int) and low <= value <= high:
+        return str(value)
+    return repr(float(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule of a contract: ``field``'s (None for the event as a whole) ``reason`` rule,
+    with its ``limit`` (``min``, ``max``) or its ``allowed`` values."""
+
+    reason: Reason
+    field: Field | None = None
+    limit: float | None = None
+    allowed: tuple[Scalar, ...] = ()
+
+    @property
+    def quotes_value(self) -> bool:
+        return VALUE_SLOT in MESSAGES[self.reason]
+
+    def message_around_value(self) -> tuple[str, str]:
+        """The message before and after the offending value's text ("" after a message that
+        quotes none): the stream concatenates the value in between, as :meth:`message` does."""
+        field = self.field
+        text = MESSAGES[self.reason].format(
+            field=field.name if field else "", type=field.type if field else "",
+            limit="" if self.limit is None else number_text(self.limit), value=VALUE_SLOT)
+        before, _, after = text.partition(VALUE_SLOT)
+        return before, after
+
+    def message(self, value_text: str) -> str:
+        before, after = self.message_around_value()
+        return before + value_text + after if self.quotes_value else before
+
+
+def _field_rules(field: Field) -> list[Rule]:
+    rules = [Rule(Reason.MISSING_REQUIRED, field)] if field.required else []
+    rules.append(Rule(Reason.WRONG_TYPE, field))
+    if field.min is not None:
+        rules.append(Rule(Reason.BELOW_MIN, field, limit=field.min))
+    if field.max is not None:
+        rules.append(Rule(Reason.ABOVE_MAX, field, limit=field.max))
+    if field.allowed is not None:
+        rules.append(Rule(Reason.NOT_ALLOWED, field, allowed=field.allowed))
+    return rules
+
+
+def contract_rules(source: Source) -> tuple[Rule, ...]:
+    """Every rule of the source's contract, in the order they are judged."""
+    return (Rule(Reason.NOT_AN_OBJECT),
+            *(rule for field in source.schema for rule in _field_rules(field)),
+            Rule(Reason.UNREADABLE_EVENT_TIME))
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """The first rule an event breaks."""
+
+    field: str | None
+    """The field the rule is about; None for a rule about the whole event."""
+    reason: Reason
+    message: str
+
+
+# --------------------------------------------------------------------------- the Python check
 
 class _NotJsonError(ValueError):
     pass
@@ -80,37 +183,8 @@ def _allowed_set(field: Field, allowed: Sequence[Scalar]) -> frozenset[object]:
 
 
 def _text(value: object) -> str:
-    """The value as JSON_VALUE prints it in a violation message."""
+    """The value as the stream prints it in a violation message."""
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def _number(bound: float) -> str:
-    return repr(float(bound)) if isinstance(bound, float) else str(int(bound))
-
-
-FieldCheck = Callable[[object], tuple[object | None, str | None]]
-"""A present (non-null) raw value → (typed value, violation or None)."""
-
-
-def _field_check(field: Field) -> FieldCheck:
-    allowed = _allowed_set(field, field.allowed) if field.allowed is not None else None
-    not_typed = f"{field.name}: not a valid {field.type}"
-
-    def check(raw: object) -> tuple[object | None, str | None]:
-        value = _typed(field, raw)
-        if value is None:
-            return None, not_typed
-        if field.min is not None and value < field.min:
-            return value, (f"{field.name}: {_text(raw)} is below the minimum "
-                           f"{_number(field.min)}")
-        if field.max is not None and value > field.max:
-            return value, (f"{field.name}: {_text(raw)} is above the maximum "
-                           f"{_number(field.max)}")
-        if allowed is not None and value not in allowed:
-            return value, f"{field.name}: {_text(raw)} is not an allowed value"
-        return value, None
-
-    return check
 
 
 def _event_millis(source: Source) -> Callable[[object], int | None]:
@@ -122,9 +196,12 @@ def _event_millis(source: Source) -> Callable[[object], int | None]:
             return millis if isinstance(millis, int) else None
         if fmt is TimestampFormat.EPOCH_SECONDS:
             seconds = judge(ValueType.DOUBLE, raw)
-            if not isinstance(seconds, float) or not math.isfinite(seconds):
+            if not isinstance(seconds, float):
                 return None
-            return int(seconds * 1000)  # truncates, as the stream's CAST(... AS BIGINT)
+            millis_float = seconds * 1000
+            # Beyond BIGINT (infinity too) a time is unreadable on both sides; within it the
+            # conversion truncates, as the stream's CAST(... AS BIGINT).
+            return int(millis_float) if abs(millis_float) < EPOCH_SECONDS_LIMIT_MS else None
         parsed = parse_timestamp_text(raw) if isinstance(raw, str) else None
         return None if parsed is None else _datetime_millis(parsed)
 
@@ -137,11 +214,44 @@ def _datetime_millis(value: datetime) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class _Reading:
+    """An event object read once: each field's raw and typed value, and its event time."""
+
+    raw: Mapping[str, object]
+    typed: Mapping[str, Any]
+    event_time_ms: int | None
+
+
+_Broken = Callable[[_Reading], bool]
+
+
+def _broken_when(rule: Rule) -> _Broken:
+    """Whether a read event breaks ``rule`` (an object, so not the not-an-object rule)."""
+    name = rule.field.name if rule.field else ""
+    if rule.reason is Reason.MISSING_REQUIRED:
+        return lambda event: event.raw[name] is None
+    if rule.reason is Reason.WRONG_TYPE:
+        return lambda event: event.raw[name] is not None and event.typed[name] is None
+    if rule.reason in (Reason.BELOW_MIN, Reason.ABOVE_MAX):
+        assert rule.limit is not None, "a bound rule has its limit"
+        limit, below = rule.limit, rule.reason is Reason.BELOW_MIN
+        return lambda event: ((value := event.typed[name]) is not None
+                              and (value < limit if below else value > limit))
+    if rule.reason is Reason.NOT_ALLOWED:
+        assert rule.field is not None, "allowed values belong to a field"
+        allowed = _allowed_set(rule.field, rule.allowed)
+        return lambda event: (value := event.typed[name]) is not None and value not in allowed
+    if rule.reason is Reason.UNREADABLE_EVENT_TIME:
+        return lambda event: event.event_time_ms is None
+    return lambda event: False  # NOT_AN_OBJECT: a read event is an object
+
+
+@dataclass(frozen=True, slots=True)
 class CheckedEvent:
     values: tuple[object | None, ...]
     """One value per contract field, in contract order; None when absent or mistyped."""
     event_time_ms: int | None
-    violation: str | None
+    violation: Violation | None
     """The first contract rule the event breaks; None for a clean event."""
 
 
@@ -151,26 +261,26 @@ class ContractChecker:
     def __init__(self, source: Source) -> None:
         self.source = source
         self.field_names = tuple(f.name for f in source.schema)
-        self._fields = [(f.name, f.required, _field_check(f)) for f in source.schema]
+        self.rules = contract_rules(source)
+        self._fields = source.schema
+        self._checks = [(rule, _broken_when(rule)) for rule in self.rules]
         self._read_time = _event_millis(source)
 
     def check(self, payload: bytes | None) -> CheckedEvent:
         event = _parse_object(payload) if payload is not None else None
         if event is None:
-            return CheckedEvent((None,) * len(self._fields), None, NOT_AN_OBJECT)
-        violation: str | None = None
-        values: list[object | None] = []
-        for name, required, check in self._fields:
-            raw = event.get(name)
-            if raw is None:
-                values.append(None)
-                if required and violation is None:
-                    violation = f"{name}: required field is missing"
-                continue
-            value, problem = check(raw)
-            values.append(value)
-            violation = violation or problem
-        event_time = self._read_time(event.get(self.source.timestamp_field))
-        if event_time is None and violation is None:
-            violation = UNREADABLE_EVENT_TIME
-        return CheckedEvent(tuple(values), event_time, violation)
+            return CheckedEvent((None,) * len(self._fields), None,
+                                _violation(self.rules[0], None))
+        raw = {f.name: event.get(f.name) for f in self._fields}
+        typed = {f.name: None if raw[f.name] is None else _typed(f, raw[f.name])
+                 for f in self._fields}
+        reading = _Reading(raw, typed, self._read_time(event.get(self.source.timestamp_field)))
+        broken = next((rule for rule, broken_by in self._checks if broken_by(reading)), None)
+        return CheckedEvent(tuple(typed.values()), reading.event_time_ms,
+                            None if broken is None else _violation(broken, reading))
+
+
+def _violation(rule: Rule, event: _Reading | None) -> Violation:
+    field = rule.field.name if rule.field else None
+    quoted = event.raw[field] if event is not None and field is not None else None
+    return Violation(field, rule.reason, rule.message(_text(quoted)))

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.domain.contracts import NOT_AN_OBJECT, UNREADABLE_EVENT_TIME, ContractChecker
+from core.domain.contracts import ContractChecker, Reason, Violation
 from core.domain.definitions import Source, parse_definition
 from tests.offline.support import source_spec
 from tests.payments import INVALID_EVENTS, SCHEMA
@@ -25,6 +25,14 @@ def checker(**overrides: Any) -> ContractChecker:
     return ContractChecker(source)
 
 
+NOT_AN_OBJECT = "payload is not a JSON object"
+
+
+def message(checked: ContractChecker, payload: bytes | None) -> str | None:
+    violation = checked.check(payload).violation
+    return None if violation is None else violation.message
+
+
 def test_a_clean_event_yields_its_typed_values_and_event_time() -> None:
     checked = checker().check(json.dumps({"account_id": "a", "region": "eu", "amount": 3,
                                           "kind": "b", "ts": TS}).encode())
@@ -36,7 +44,7 @@ def test_a_clean_event_yields_its_typed_values_and_event_time() -> None:
 
 def test_violations_are_worded_as_the_streaming_dead_letters() -> None:
     """The reasons test_materialization observed from Flink for the same invalid events."""
-    reasons = {checker().check(make(TS)).violation for make in INVALID_EVENTS}
+    reasons = {message(checker(), make(TS)) for make in INVALID_EVENTS}
     assert reasons == {NOT_AN_OBJECT, "account_id: required field is missing",
                        "amount: not a valid double", "amount: -5 is below the minimum 0",
                        "kind: z is not an allowed value", "region: not a valid string",
@@ -45,7 +53,7 @@ def test_violations_are_worded_as_the_streaming_dead_letters() -> None:
 
 def test_the_first_broken_rule_in_contract_order_is_reported() -> None:
     payload = json.dumps({"region": 1, "amount": -1, "ts": TS}).encode()
-    assert checker().check(payload).violation == "account_id: required field is missing"
+    assert message(checker(), payload) == "account_id: required field is missing"
 
 
 def test_json_null_counts_as_absent() -> None:
@@ -54,22 +62,23 @@ def test_json_null_counts_as_absent() -> None:
     assert checked.violation is None and checked.values[2] is None
     missing = checker().check(json.dumps({"account_id": None, "region": "eu",
                                           "ts": TS}).encode())
-    assert missing.violation == "account_id: required field is missing"
+    assert missing.violation == Violation("account_id", Reason.MISSING_REQUIRED,
+                                         "account_id: required field is missing")
 
 
 def test_what_json_refuses_is_not_an_object() -> None:
     for payload in (b"", b"null", b'"text"', b"{\"amount\": NaN}", b"\xff\xfe", None):
-        assert checker().check(payload).violation == NOT_AN_OBJECT
+        assert message(checker(), payload) == NOT_AN_OBJECT
 
 
 def test_integers_out_of_range_and_fractions_are_not_longs_or_ints() -> None:
     ints = checker(schema=[{"name": "n", "type": "int"},
                            {"name": "ts", "type": "long", "required": True}])
-    assert ints.check(b'{"n": 2147483648, "ts": 1}').violation == "n: not a valid int"
-    assert ints.check(b'{"n": 12.0, "ts": 1}').violation == "n: not a valid int"
-    assert ints.check(b'{"n": true, "ts": 1}').violation == "n: not a valid int"
+    assert message(ints, b'{"n": 2147483648, "ts": 1}') == "n: not a valid int"
+    assert message(ints, b'{"n": 12.0, "ts": 1}') == "n: not a valid int"
+    assert message(ints, b'{"n": true, "ts": 1}') == "n: not a valid int"
     assert ints.check(b'{"n": -7, "ts": 1}').values == (-7, 1)
-    assert ints.check(b'{"ts": 9223372036854775808}').violation == "ts: not a valid long"
+    assert message(ints, b'{"ts": 9223372036854775808}') == "ts: not a valid long"
 
 
 def test_event_times_in_every_format() -> None:
@@ -83,23 +92,42 @@ def test_event_times_in_every_format() -> None:
     assert checked.values == (expected,) and checked.violation is None
     assert checked.event_time_ms == int(expected.timestamp() * 1000)
     assert iso.check(b'{"ts": "2026-09-21 12:00:00"}').violation is None
-    assert iso.check(b'{"ts": "yesterday"}').violation == "ts: not a valid timestamp"
+    assert message(iso, b'{"ts": "yesterday"}') == "ts: not a valid timestamp"
 
 
-def test_an_unreadable_event_time_is_a_violation_even_when_the_field_is_untyped() -> None:
-    # The stream parses the time with its own cast: such an event lands at epoch 0 → late.
-    loose = checker(schema=[{"name": "ts", "type": "long", "required": True}],
-                    timestamp_format="epoch_millis")
-    assert loose.check(b'{"ts": 1.5}').violation == "ts: not a valid long"
-    assert loose.check(b'{"ts": 15}').event_time_ms == 15
-    assert UNREADABLE_EVENT_TIME  # worded for the case a contract lets an odd time through
+def test_an_unreadable_event_time_is_a_violation_of_its_own() -> None:
+    """A string field of an iso8601 source holds any text, and seconds can overflow BIGINT
+    milliseconds: both pass their field's rules and break the event-time rule (the stream
+    once let them through to land at epoch 0, late for a window, clean for a last value)."""
+    iso_text = checker(timestamp_format="iso8601",
+                       schema=[{"name": "ts", "type": "string", "required": True}])
+    assert iso_text.check(b'{"ts": "yesterday"}').violation == Violation(
+        None, Reason.UNREADABLE_EVENT_TIME, "event time is missing or unreadable")
+    seconds = checker(timestamp_format="epoch_seconds",
+                      schema=[{"name": "ts", "type": "double", "required": True}])
+    assert seconds.check(b'{"ts": 1e306}').violation is not None
+    assert seconds.check(b'{"ts": -9.2e15}').event_time_ms == -9_200_000_000_000_000_000
+
+
+def test_each_rule_has_its_reason_code_and_field() -> None:
+    numbers = checker(schema=[{"name": "n", "type": "long", "min": 0, "max": 9},
+                              {"name": "k", "type": "string", "allowed": ["a"]},
+                              {"name": "ts", "type": "long", "required": True}])
+    cases = {b"[]": (None, Reason.NOT_AN_OBJECT), b'{"n": 1}': ("ts", Reason.MISSING_REQUIRED),
+             b'{"n": "1", "ts": 1}': ("n", Reason.WRONG_TYPE),
+             b'{"n": -1, "ts": 1}': ("n", Reason.BELOW_MIN),
+             b'{"n": 10, "ts": 1}': ("n", Reason.ABOVE_MAX),
+             b'{"k": "b", "ts": 1}': ("k", Reason.NOT_ALLOWED)}
+    for payload, (field, reason) in cases.items():
+        violation = numbers.check(payload).violation
+        assert violation is not None and (violation.field, violation.reason) == (field, reason)
 
 
 def test_allowed_values_are_compared_in_the_fields_type() -> None:
     numbers = checker(schema=[{"name": "n", "type": "double", "allowed": [1, 2.5]},
                               {"name": "ts", "type": "long", "required": True}])
     assert numbers.check(b'{"n": 1.0, "ts": 1}').violation is None
-    assert numbers.check(b'{"n": 2, "ts": 1}').violation == "n: 2 is not an allowed value"
+    assert message(numbers, b'{"n": 2, "ts": 1}') == "n: 2 is not an allowed value"
 
 
 json_values = st.one_of(st.none(), st.booleans(), st.integers(-(2**62), 2**62),

@@ -57,30 +57,34 @@ CREATE TEMPORARY VIEW `typed_events` AS SELECT `message`, `kafka_partition`, `ka
 FROM `parsed_events`;
 
 CREATE TEMPORARY VIEW `checked_events` AS SELECT `message`, `kafka_partition`, `kafka_offset`, `event_time`, `event_ms`,
-  `typed:merchant_id`, `typed:amount`, 
+  `typed:merchant_id`, `typed:amount`, `raw:amount`, `raw:currency`, `raw:channel`, 
   COALESCE(
-    CASE WHEN NOT `is_object` THEN 'payload is not a JSON object' END,
-    CASE WHEN `raw:user_id` IS NULL THEN 'user_id: required field is missing' END,
-    CASE WHEN `raw:user_id` IS NOT NULL AND (NOT REGEXP(`raw:user_id`, '^\["') OR `typed:user_id` IS NULL) THEN 'user_id: not a valid string' END,
-    CASE WHEN `raw:merchant_id` IS NULL THEN 'merchant_id: required field is missing' END,
-    CASE WHEN `raw:merchant_id` IS NOT NULL AND (NOT REGEXP(`raw:merchant_id`, '^\["') OR `typed:merchant_id` IS NULL) THEN 'merchant_id: not a valid string' END,
-    CASE WHEN `raw:amount` IS NOT NULL AND (NOT REGEXP(`raw:amount`, '^\[-?[0-9]') OR `typed:amount` IS NULL) THEN 'amount: not a valid double' END,
-    CASE WHEN `typed:amount` < 0 THEN CONCAT('amount: ', SUBSTR(`raw:amount`, 2, CHAR_LENGTH(`raw:amount`) - 2), ' is below the minimum 0') END,
-    CASE WHEN `raw:currency` IS NOT NULL AND (NOT REGEXP(`raw:currency`, '^\["') OR `typed:currency` IS NULL) THEN 'currency: not a valid string' END,
-    CASE WHEN `typed:currency` NOT IN ('EUR', 'USD', 'GBP') THEN CONCAT('currency: ', JSON_VALUE(`raw:currency`, '$[0]'), ' is not an allowed value') END,
-    CASE WHEN `raw:channel` IS NOT NULL AND (NOT REGEXP(`raw:channel`, '^\["') OR `typed:channel` IS NULL) THEN 'channel: not a valid string' END,
-    CASE WHEN `typed:channel` NOT IN ('web', 'app', 'pos') THEN CONCAT('channel: ', JSON_VALUE(`raw:channel`, '$[0]'), ' is not an allowed value') END,
-    CASE WHEN `raw:ts` IS NULL THEN 'ts: required field is missing' END,
-    CASE WHEN `raw:ts` IS NOT NULL AND (NOT REGEXP(`raw:ts`, '^\[-?[0-9]+\]$') OR `typed:ts` IS NULL) THEN 'ts: not a valid long' END,
-    CASE WHEN TO_TIMESTAMP_LTZ(`event_ms` - MOD(`event_ms`, 60000) + 59999, 3) <= CURRENT_WATERMARK(`event_time`) THEN 'late: its window has already closed' END) AS `violation`
+    CASE WHEN NOT `is_object` THEN 0 END,
+    CASE WHEN `raw:user_id` IS NULL THEN 1 END,
+    CASE WHEN `raw:user_id` IS NOT NULL AND (NOT REGEXP(`raw:user_id`, '^\["') OR `typed:user_id` IS NULL) THEN 2 END,
+    CASE WHEN `raw:merchant_id` IS NULL THEN 3 END,
+    CASE WHEN `raw:merchant_id` IS NOT NULL AND (NOT REGEXP(`raw:merchant_id`, '^\["') OR `typed:merchant_id` IS NULL) THEN 4 END,
+    CASE WHEN `raw:amount` IS NOT NULL AND (NOT REGEXP(`raw:amount`, '^\[-?[0-9]') OR `typed:amount` IS NULL) THEN 5 END,
+    CASE WHEN `typed:amount` < 0 THEN 6 END,
+    CASE WHEN `raw:currency` IS NOT NULL AND (NOT REGEXP(`raw:currency`, '^\["') OR `typed:currency` IS NULL) THEN 7 END,
+    CASE WHEN `typed:currency` NOT IN ('EUR', 'USD', 'GBP') THEN 8 END,
+    CASE WHEN `raw:channel` IS NOT NULL AND (NOT REGEXP(`raw:channel`, '^\["') OR `typed:channel` IS NULL) THEN 9 END,
+    CASE WHEN `typed:channel` NOT IN ('web', 'app', 'pos') THEN 10 END,
+    CASE WHEN `raw:ts` IS NULL THEN 11 END,
+    CASE WHEN `raw:ts` IS NOT NULL AND (NOT REGEXP(`raw:ts`, '^\[-?[0-9]+\]$') OR `typed:ts` IS NULL) THEN 12 END,
+    CASE WHEN `event_ms` IS NULL THEN 13 END,
+    CASE WHEN TO_TIMESTAMP_LTZ(`event_ms` - MOD(`event_ms`, 60000) + 59999, 3) <= CURRENT_WATERMARK(`event_time`) THEN 14 END) AS `broken_rule`
 FROM `typed_events`;
 
 CREATE TEMPORARY VIEW `clean_events` AS SELECT `event_ms`, `event_time`,
   `typed:merchant_id` AS `merchant_id`,
   `typed:amount` AS `amount`
-FROM `checked_events` WHERE `violation` IS NULL;
+FROM `checked_events` WHERE `broken_rule` IS NULL;
 
-INSERT INTO `dead_letters` SELECT JSON_OBJECT(KEY 'reason' VALUE `violation`, KEY 'view' VALUE 'merchant_transactions', KEY 'namespace' VALUE 'v3', KEY 'topic' VALUE 'transactions', KEY 'partition' VALUE `kafka_partition`, KEY 'offset' VALUE `kafka_offset`, KEY 'payload' VALUE `message`) FROM `checked_events` WHERE `violation` IS NOT NULL;
+INSERT INTO `dead_letters` SELECT JSON_OBJECT(KEY 'reason' VALUE CASE `broken_rule` WHEN 0 THEN 'payload is not a JSON object' WHEN 1 THEN 'user_id: required field is missing' WHEN 2 THEN 'user_id: not a valid string' WHEN 3 THEN 'merchant_id: required field is missing' WHEN 4 THEN 'merchant_id: not a valid string' WHEN 5 THEN 'amount: not a valid double' WHEN 6 THEN CONCAT('amount: ', SUBSTR(`raw:amount`, 2, CHAR_LENGTH(`raw:amount`) - 2), ' is below the minimum 0') WHEN 7 THEN 'currency: not a valid string' WHEN 8 THEN CONCAT('currency: ', JSON_VALUE(`raw:currency`, '$[0]'), ' is not an allowed value') WHEN 9 THEN 'channel: not a valid string' WHEN 10 THEN CONCAT('channel: ', JSON_VALUE(`raw:channel`, '$[0]'), ' is not an allowed value') WHEN 11 THEN 'ts: required field is missing' WHEN 12 THEN 'ts: not a valid long' WHEN 13 THEN 'event time is missing or unreadable' ELSE 'late: its window has already closed' END,
+  KEY 'reason_code' VALUE CASE `broken_rule` WHEN 0 THEN 'not_an_object' WHEN 1 THEN 'missing_required' WHEN 2 THEN 'wrong_type' WHEN 3 THEN 'missing_required' WHEN 4 THEN 'wrong_type' WHEN 5 THEN 'wrong_type' WHEN 6 THEN 'below_min' WHEN 7 THEN 'wrong_type' WHEN 8 THEN 'not_allowed' WHEN 9 THEN 'wrong_type' WHEN 10 THEN 'not_allowed' WHEN 11 THEN 'missing_required' WHEN 12 THEN 'wrong_type' WHEN 13 THEN 'unreadable_event_time' ELSE 'late' END,
+  KEY 'field' VALUE CASE `broken_rule` WHEN 0 THEN CAST(NULL AS STRING) WHEN 1 THEN 'user_id' WHEN 2 THEN 'user_id' WHEN 3 THEN 'merchant_id' WHEN 4 THEN 'merchant_id' WHEN 5 THEN 'amount' WHEN 6 THEN 'amount' WHEN 7 THEN 'currency' WHEN 8 THEN 'currency' WHEN 9 THEN 'channel' WHEN 10 THEN 'channel' WHEN 11 THEN 'ts' WHEN 12 THEN 'ts' WHEN 13 THEN CAST(NULL AS STRING) ELSE CAST(NULL AS STRING) END,
+  KEY 'view' VALUE 'merchant_transactions', KEY 'namespace' VALUE 'v3', KEY 'topic' VALUE 'transactions', KEY 'partition' VALUE `kafka_partition`, KEY 'offset' VALUE `kafka_offset`, KEY 'payload' VALUE `message`) FROM `checked_events` WHERE `broken_rule` IS NOT NULL;
 
 INSERT INTO `feature_rows` SELECT REPLACE(REPLACE(CAST(`merchant_id` AS STRING), '\', '\\'), '|', '\|'), JSON_OBJECT(KEY 'e' VALUE REPLACE(REPLACE(CAST(`merchant_id` AS STRING), '\', '\\'), '|', '\|'), KEY 't' VALUE (UNIX_TIMESTAMP(CAST(`window_end` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `window_end`)), KEY 'f' VALUE JSON_OBJECT(KEY 'txn_count_1m' VALUE COUNT(*), KEY 'amount_1m' VALUE SUM(`amount`), KEY 'amount_min_1m' VALUE MIN(`amount`)), KEY 'p' VALUE FALSE, KEY 'l' VALUE FALSE, KEY 'w' VALUE TRUE)
 FROM TABLE(TUMBLE(TABLE `clean_events`, DESCRIPTOR(`event_time`), INTERVAL '0 00:01:00.000' DAY TO SECOND(3)))
