@@ -49,9 +49,14 @@ class GreenOutcome:
     readiness: Readiness | None = None
     """Set once green is ready: what it was checked against."""
     failure: str | None = None
+    missing_topic: str | None = None
+    """Set when green could not be submitted because this source topic does not exist yet:
+    the deployment waits for it rather than failing (a view may be applied before anything
+    produces to its topic)."""
 
 
-WAITING = GreenOutcome()
+NOT_READY_YET = GreenOutcome()
+"""Green is on its way: submitted, or running but not caught up."""
 
 
 class GreenRunner:
@@ -73,10 +78,10 @@ class GreenRunner:
         assert deployment.job_id is not None, "blue/green deployments have a job"
         job = deployment.job_id
         status = self.flink.status(job)
+        allowed_s = (deadline_ms - deployment.submittable_since_ms) // 1000
         if status is None:
             if now_ms > deadline_ms:
-                return GreenOutcome(failure=f"green could not be submitted within "
-                                            f"{(deadline_ms - deployment.started_at_ms) // 1000} s")
+                return GreenOutcome(failure=f"green could not be submitted within {allowed_s} s")
             return self._submit(state, deployment, now_ms)
         if status.terminal:
             return GreenOutcome(failure=f"green job {job} is {status.state}: "
@@ -86,18 +91,18 @@ class GreenRunner:
             return GreenOutcome(failure=f"green job {job} is in a restart loop ({restarts} "
                                         f"restarts): {'; '.join(self.flink.exceptions(job)[:3])}")
         if now_ms > deadline_ms:
-            return GreenOutcome(failure=f"green was not ready within "
-                                        f"{(deadline_ms - deployment.started_at_ms) // 1000} s")
+            return GreenOutcome(failure=f"green was not ready within {allowed_s} s")
         if not status.running:
-            return WAITING
+            return NOT_READY_YET
         return self._caught_up(state, deployment)
 
     def _submit(self, state: ViewState, deployment: Deployment, now_ms: int) -> GreenOutcome:
-        """First sight of this deployment's job: clean its namespace, submit it."""
+        """First sight of this deployment's job: clean its namespace, submit it — or, while
+        its source topic does not exist, nothing but say so."""
         try:
             spec = self._compile(state, deployment, now_ms)
             if not self.kafka.topic_exists(spec.source_topic):
-                return GreenOutcome(failure=f"source topic {spec.source_topic!r} does not exist")
+                return GreenOutcome(missing_topic=spec.source_topic)
             self.versions.clear_namespace(state.view, deployment.namespace)
             self.kafka.ensure_topics([spec.result_topic, spec.dlq_topic])
             self.flink.submit(spec)
@@ -108,11 +113,14 @@ class GreenRunner:
             return GreenOutcome(failure=f"submitting green failed: {error}")
         logger.info("%s: green %s submitted for %s", state.view, spec.job_id,
                     deployment.namespace)
-        return WAITING
+        return NOT_READY_YET
+
+    def source_topic_exists(self, state: ViewState, deployment: Deployment) -> bool:
+        """Whether the topic green of ``deployment`` reads exists (now)."""
+        return self.kafka.topic_exists(self._source_topic(_view(state, deployment)))
 
     def _compile(self, state: ViewState, deployment: Deployment, now_ms: int) -> JobSpec:
-        view = parse_definition(dict(state.specs[deployment.version]))
-        assert isinstance(view, FeatureView)
+        view = _view(state, deployment)
         # Only what the view relies on: another definition, even one registered before a
         # rule it breaks existed, never fails this rollout.
         catalog: dict[str, Definition] = {definition_key(view): view}
@@ -140,17 +148,16 @@ class GreenRunner:
         return StartPosition(now_ms - span)
 
     def _caught_up(self, state: ViewState, deployment: Deployment) -> GreenOutcome:
-        view = parse_definition(dict(state.specs[deployment.version]))
-        assert isinstance(view, FeatureView)
+        view = _view(state, deployment)
         topic = self._source_topic(view)
         target = self._target(state.view, deployment, topic)
         if not self.kafka.caught_up(source_group(state.view, deployment.namespace), topic,
                                     target):
-            return WAITING
+            return NOT_READY_YET
         results = result_topic(state.view, deployment.namespace)
         written = self.kafka.end_offsets(results)
         if not self.kafka.caught_up(WRITER_GROUP, results, written):
-            return WAITING
+            return NOT_READY_YET
         return GreenOutcome(readiness={
             "source_offsets": {str(p): o for p, o in target.items()},
             "green_watermark": self.versions.progress(state.view, deployment.namespace).watermark,
@@ -177,3 +184,10 @@ class GreenRunner:
 
     def drop_result_topic(self, view: str, namespace: str) -> None:
         self.kafka.delete_topics([result_topic(view, namespace)])
+
+
+def _view(state: ViewState, deployment: Deployment) -> FeatureView:
+    """The definition of the version ``deployment`` rolls out."""
+    view = parse_definition(dict(state.specs[deployment.version]))
+    assert isinstance(view, FeatureView)
+    return view

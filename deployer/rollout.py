@@ -6,6 +6,7 @@ its outcome as the next event, so a worker that dies at any point resumes from t
 
     DefinitionRegistered / RollbackRequested      (what should be active: ``desired``)
     DeploymentStarted(kind=blue_green|flip)       green job submitted for namespace v{N}
+    DeploymentWaiting / DeploymentResumed         green's source topic missing / there
     DeploymentReady                               green caught up with blue
     VersionActivated                              version map flipped atomically
     VersionRetired                                blue stopped with a savepoint
@@ -40,7 +41,9 @@ from core.domain.events import (
     DeploymentFailed,
     DeploymentKind,
     DeploymentReady,
+    DeploymentResumed,
     DeploymentStarted,
+    DeploymentWaiting,
     NamespacePurged,
     Readiness,
     RecordedEvent,
@@ -54,7 +57,8 @@ from core.domain.layout import job_id, namespace_of
 @dataclass(frozen=True)
 class RolloutConfig:
     ready_deadline_ms: int = 600_000
-    """A green not ready this long after it started fails."""
+    """A green not ready this long after it could be submitted fails (time spent waiting
+    for its source topic does not count)."""
     max_restarts: int = 3
     """A green restarting more often than this is in a restart loop and fails."""
     keep_namespaces: int = 3
@@ -177,6 +181,14 @@ class AdvanceGreen:
 
 
 @dataclass(frozen=True)
+class AwaitSourceTopic:
+    """Look for the source topic a waiting deployment waits for; record DeploymentResumed
+    once it exists, nothing while it does not."""
+
+    deployment: Deployment
+
+
+@dataclass(frozen=True)
 class MarkReady:
     """A flip needs no job: it is ready as soon as it started."""
 
@@ -211,8 +223,8 @@ class PurgeNamespace:
     namespace: str
 
 
-Action = StartDeployment | AdvanceGreen | MarkReady | Activate | RetireBlue | Abandon | \
-    PurgeNamespace
+Action = StartDeployment | AdvanceGreen | AwaitSourceTopic | MarkReady | Activate | \
+    RetireBlue | Abandon | PurgeNamespace
 
 
 def decide(state: ViewState, now_ms: int, config: RolloutConfig) -> Action | None:
@@ -229,13 +241,20 @@ def decide(state: ViewState, now_ms: int, config: RolloutConfig) -> Action | Non
     return None
 
 
+SUPERSEDABLE = frozenset({DeploymentState.STARTED, DeploymentState.WAITING})
+"""States of a deployment that a newer desired version abandons: green never served."""
+
+
 def _continue(state: ViewState, deployment: Deployment, config: RolloutConfig) -> Action:
+    if deployment.state in SUPERSEDABLE and deployment.version != state.desired:
+        return Abandon(deployment, f"superseded by version {state.desired}")
+    if deployment.state is DeploymentState.WAITING:
+        return AwaitSourceTopic(deployment)
     if deployment.state is DeploymentState.STARTED:
-        if deployment.version != state.desired:
-            return Abandon(deployment, f"superseded by version {state.desired}")
         if deployment.kind is DeploymentKind.FLIP:
             return MarkReady(deployment)
-        return AdvanceGreen(deployment, deployment.started_at_ms + config.ready_deadline_ms,
+        return AdvanceGreen(deployment,
+                            deployment.submittable_since_ms + config.ready_deadline_ms,
                             config.max_restarts)
     if deployment.state is DeploymentState.READY:
         return Activate(deployment, version_map_after(
@@ -291,6 +310,16 @@ def deployment_started(view: str, deployment: Deployment) -> DeploymentStarted:
                              job_id=deployment.job_id, blue_version=deployment.blue_version,
                              blue_namespace=deployment.blue_namespace,
                              blue_job_id=deployment.blue_job_id)
+
+
+def deployment_waiting(view: str, deployment: Deployment, topic: str) -> DeploymentWaiting:
+    """Green's source topic does not exist yet."""
+    return DeploymentWaiting(**_names(view, deployment),
+                             reason=f"source topic {topic!r} does not exist yet", topic=topic)
+
+
+def deployment_resumed(view: str, deployment: Deployment) -> DeploymentResumed:
+    return DeploymentResumed(**_names(view, deployment))
 
 
 def deployment_ready(view: str, deployment: Deployment,

@@ -33,6 +33,7 @@ from deployer.rollout import (
     Action,
     Activate,
     AdvanceGreen,
+    AwaitSourceTopic,
     MarkReady,
     PurgeNamespace,
     RetireBlue,
@@ -42,7 +43,9 @@ from deployer.rollout import (
     decide,
     deployment_failed,
     deployment_ready,
+    deployment_resumed,
     deployment_started,
+    deployment_waiting,
     evolve,
     state_from_json,
     state_to_json,
@@ -174,6 +177,8 @@ class DeployerWorker:
             return self._record(state, deployment_ready(view, action.deployment))
         if isinstance(action, AdvanceGreen):
             return self._advance(state, action)
+        if isinstance(action, AwaitSourceTopic):
+            return self._await_source_topic(state, action.deployment)
         if isinstance(action, Activate):
             self.versions.switch(view, action.deployment.version, action.version_map)
             crash_point("switched")
@@ -194,10 +199,23 @@ class DeployerWorker:
                                                         outcome.readiness))
         if outcome.failure is not None:
             return self._fail(state, deployment, outcome.failure)
+        if outcome.missing_topic is not None:
+            logger.info("%s: v%s waits for its source topic %r", state.view,
+                        deployment.version, outcome.missing_topic)
+            return self._record(state, deployment_waiting(state.view, deployment,
+                                                          outcome.missing_topic))
         return False
 
+    def _await_source_topic(self, state: ViewState, deployment: Deployment) -> bool:
+        """Looked for on every pass; nothing is recorded until the topic is there."""
+        if not self.green.source_topic_exists(state, deployment):
+            return False
+        logger.info("%s: v%s's source topic exists now", state.view, deployment.version)
+        return self._record(state, deployment_resumed(state.view, deployment))
+
     def _fail(self, state: ViewState, deployment: Deployment, reason: str) -> bool:
-        if deployment.job_id:
+        # A waiting deployment never submitted green: there is nothing to cancel.
+        if deployment.job_id and deployment.state is not DeploymentState.WAITING:
             self.flink.cancel(deployment.job_id)
             self.flink.wait_until_terminal(deployment.job_id)
         logger.warning("%s: deployment of v%s failed: %s", state.view, deployment.version,

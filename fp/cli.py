@@ -126,13 +126,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _deployment_summary(history: list[dict[str, Any]]) -> tuple[str, str]:
-    """The newest deployment ("v3 started") and the job serving the active version."""
+    """The newest deployment ("v3 started", "v3 failed: why", "v3 waiting: for what") and
+    the job serving the active version."""
     if not history:
         return "none yet", "-"
     newest = history[0]
     summary = f"v{newest['version']} {newest['state']}"
-    if newest["state"] == "failed":
-        summary += f": {newest.get('error', '')}"[:80]
+    reason_key = {"failed": "error", "waiting": "waiting_reason"}.get(newest["state"])
+    if reason_key is not None:
+        summary += f": {newest.get(reason_key, '')}"[:80]
     serving = next((d for d in history if d["state"] == "completed" and d.get("job_id")), None)
     job = (serving or {}).get("job_id") or "-"
     return summary, job

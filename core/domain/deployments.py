@@ -19,7 +19,9 @@ from core.domain.events import (
     DeploymentFailed,
     DeploymentKind,
     DeploymentReady,
+    DeploymentResumed,
     DeploymentStarted,
+    DeploymentWaiting,
     RecordedEvent,
     VersionActivated,
     VersionRetired,
@@ -41,6 +43,8 @@ def at_epoch_ms(ms: int) -> datetime:
 class DeploymentState(StrEnum):
     STARTED = "started"
     """Green submitted (blue/green) or about to be marked ready (flip)."""
+    WAITING = "waiting"
+    """Green not submitted: its source topic does not exist yet.  Started again when it does."""
     READY = "ready"
     ACTIVATED = "activated"
     """Active; blue's job still runs until it is retired."""
@@ -49,8 +53,8 @@ class DeploymentState(StrEnum):
     FAILED = "failed"
 
 
-IN_FLIGHT = frozenset({DeploymentState.STARTED, DeploymentState.READY,
-                       DeploymentState.ACTIVATED})
+IN_FLIGHT = frozenset({DeploymentState.STARTED, DeploymentState.WAITING,
+                       DeploymentState.READY, DeploymentState.ACTIVATED})
 """States in which the deployer still has something to do."""
 
 
@@ -75,6 +79,11 @@ class Deployment:
     savepoint: str | None = None
     failed_at: datetime | None = None
     error: str | None = None
+    waiting_since: datetime | None = None
+    """When it last began waiting for its source topic."""
+    waiting_reason: str | None = None
+    resumed_at: datetime | None = None
+    """When that wait last ended."""
 
     @property
     def in_flight(self) -> bool:
@@ -84,6 +93,12 @@ class Deployment:
     def started_at_ms(self) -> int:
         return epoch_ms(self.started_at)
 
+    @property
+    def submittable_since_ms(self) -> int:
+        """Since when green could be submitted: the start, or the end of the last wait for
+        its source topic.  The ready deadline counts from here, so no wait uses it up."""
+        return epoch_ms(self.resumed_at or self.started_at)
+
     def to_json(self) -> dict[str, Any]:
         """The registry API's record: each step's fields appear once the step happened."""
         body: dict[str, Any] = {
@@ -92,6 +107,11 @@ class Deployment:
             "blue_version": self.blue_version, "blue_namespace": self.blue_namespace,
             "blue_job_id": self.blue_job_id, "requested_by": self.requested_by,
             "started_at": self.started_at.isoformat()}
+        if self.waiting_since is not None:
+            body |= {"waiting_since": self.waiting_since.isoformat(),
+                     "waiting_reason": self.waiting_reason}
+        if self.resumed_at is not None:
+            body["resumed_at"] = self.resumed_at.isoformat()
         if self.ready_at is not None:
             body |= {"ready_at": self.ready_at.isoformat(), "readiness": dict(self.readiness)}
         if self.activated_at is not None:
@@ -116,10 +136,12 @@ class Deployment:
                    ready_at=moment("ready_at"), readiness=dict(body.get("readiness", {})),
                    activated_at=moment("activated_at"), retired_at=moment("retired_at"),
                    savepoint=body.get("savepoint"), failed_at=moment("failed_at"),
-                   error=body.get("error"))
+                   error=body.get("error"), waiting_since=moment("waiting_since"),
+                   waiting_reason=body.get("waiting_reason"), resumed_at=moment("resumed_at"))
 
 
-DeploymentStep = DeploymentReady | VersionActivated | VersionRetired | DeploymentFailed
+DeploymentStep = DeploymentWaiting | DeploymentResumed | DeploymentReady | VersionActivated \
+    | VersionRetired | DeploymentFailed
 
 
 def deployment_after(deployment: Deployment | None, event: RecordedEvent) -> Deployment | None:
@@ -141,6 +163,11 @@ def deployment_after(deployment: Deployment | None, event: RecordedEvent) -> Dep
 
 
 def _stepped(deployment: Deployment, step: DeploymentStep, at: datetime) -> Deployment:
+    if isinstance(step, DeploymentWaiting):
+        return replace(deployment, state=DeploymentState.WAITING, waiting_since=at,
+                       waiting_reason=step.reason)
+    if isinstance(step, DeploymentResumed):
+        return replace(deployment, state=DeploymentState.STARTED, resumed_at=at)
     if isinstance(step, DeploymentReady):
         return replace(deployment, state=DeploymentState.READY, ready_at=at,
                        readiness=step.readiness)

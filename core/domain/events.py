@@ -33,6 +33,8 @@ from core.errors import UnreadableEventError
 class EventType(StrEnum):
     DEFINITION_REGISTERED = "DefinitionRegistered"
     DEPLOYMENT_STARTED = "DeploymentStarted"
+    DEPLOYMENT_WAITING = "DeploymentWaiting"
+    DEPLOYMENT_RESUMED = "DeploymentResumed"
     DEPLOYMENT_READY = "DeploymentReady"
     VERSION_ACTIVATED = "VersionActivated"
     VERSION_RETIRED = "VersionRetired"
@@ -106,6 +108,24 @@ class DeploymentStarted(DeploymentEvent, frozen=True, kw_only=True):
     blue_namespace: str | None
     blue_job_id: str | None
     """The job maintaining the active namespace, retired once the version is active."""
+
+
+class DeploymentWaiting(DeploymentEvent, frozen=True, kw_only=True):
+    """Green cannot be submitted yet: its source topic does not exist.  Recorded once per
+    wait; the deployer keeps looking and records :class:`DeploymentResumed` when it appears."""
+
+    TYPE = EventType.DEPLOYMENT_WAITING
+    reason: str
+    """For people: ``source topic 'clicks' does not exist yet``."""
+    topic: str
+    """The source topic waited for."""
+
+
+class DeploymentResumed(DeploymentEvent, frozen=True, kw_only=True):
+    """What a waiting deployment waited for is there: green is submitted next, and its ready
+    deadline counts from this event."""
+
+    TYPE = EventType.DEPLOYMENT_RESUMED
 
 
 class Readiness(TypedDict):
@@ -208,6 +228,8 @@ EVENT_SCHEMAS: Mapping[str, EventSchema] = {
         EventSchema(RollbackRequested),
         EventSchema(NamespacePurged),
         EventSchema(DeploymentStarted),
+        EventSchema(DeploymentWaiting),
+        EventSchema(DeploymentResumed),
         EventSchema(DeploymentReady, (_frontier_offsets_are_source_offsets,)),
         EventSchema(VersionActivated),
         EventSchema(VersionRetired),

@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 
 from core.domain.definitions import Kind
-from core.domain.events import Provenance
+from core.domain.events import DeploymentWaiting, Provenance, deployment_stream
 from core.errors import InfrastructureError
 from deployer.coordination import MemoryCheckpointStore, MemoryLeaderElection
 from deployer.green import GreenRunner
 from deployer.rollout import RolloutConfig
 from deployer.worker import DeployerWorker
+from fp.cli import _deployment_summary
 from registry.service import RegistryService
 from registry.store.memory import MemoryRegistryStore
 from sinks.compiler import JobSpec
@@ -164,6 +165,14 @@ class Deployment:
         view["name"] = name
         self.definitions.append(view)
 
+    def states(self, view: str = VIEW) -> list[tuple[int, str]]:
+        """(version, state) of every deployment of ``view``, newest first."""
+        return [(d["version"], d["state"]) for d in self.service.deployments(view)]
+
+    def waits_recorded(self, view: str = VIEW) -> int:
+        return sum(isinstance(event.payload, DeploymentWaiting)
+                   for event in self.store.read_stream(deployment_stream(view)))
+
     def served_namespace(self) -> str | None:
         version_map = asyncio.run(self.online.version_maps([VIEW]))[VIEW]
         if version_map is None or version_map.active is None:
@@ -301,3 +310,45 @@ def test_an_infrastructure_error_is_retried_until_it_passes(deployment: Deployme
     eventually(lambda: deployment.active_version() == 1)
     assert flaky.failures == 0
     assert [d["state"] for d in deployment.service.deployments(VIEW)] == ["completed"]
+
+
+def test_a_view_applied_before_its_source_topic_exists_waits_for_it(
+        deployment: Deployment) -> None:
+    deployment.kafka.topics.clear()
+    deployment.apply()
+    deployment.start_worker()
+    eventually(lambda: deployment.states() == [(1, "waiting")])
+    time.sleep(0.5)  # ten passes of the worker
+
+    [waiting] = deployment.service.deployments(VIEW)
+    assert waiting["waiting_reason"] == "source topic 'clicks' does not exist yet"
+    assert "waiting_since" in waiting
+    assert deployment.waits_recorded() == 1, "recorded once, however long it waits"
+    assert _deployment_summary([waiting]) == (
+        "v1 waiting: source topic 'clicks' does not exist yet", "-")
+    assert deployment.flink.jobs == {} and deployment.active_version() is None
+
+    deployment.kafka.topics.add("clicks")  # someone starts producing
+    eventually(lambda: deployment.active_version() == 1)
+    assert deployment.states() == [(1, "completed")]
+    [job] = deployment.flink.running()
+    assert _deployment_summary(deployment.service.deployments(VIEW)) == ("v1 completed", job)
+    assert deployment.waits_recorded() == 1
+
+
+def test_a_deployment_waiting_for_its_topic_is_superseded_by_a_new_version(
+        deployment: Deployment) -> None:
+    deployment.kafka.topics.clear()
+    deployment.apply()
+    deployment.start_worker()
+    eventually(lambda: deployment.states() == [(1, "waiting")])
+
+    deployment.definitions[2]["features"][0]["window"] = "2h"
+    deployment.apply()
+    eventually(lambda: deployment.states() == [(2, "waiting"), (1, "failed")])
+    assert deployment.service.deployments(VIEW)[1]["error"] == "superseded by version 2"
+
+    deployment.kafka.topics.add("clicks")
+    eventually(lambda: deployment.active_version() == 2)
+    assert deployment.states() == [(2, "completed"), (1, "failed")]
+    assert len(deployment.flink.jobs) == 1, "the superseded version never had a job"

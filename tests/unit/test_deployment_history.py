@@ -5,6 +5,7 @@ in-flight one the deployer acts on."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,9 @@ from core.domain.events import (
 from deployer.rollout import (
     deployment_failed,
     deployment_ready,
+    deployment_resumed,
     deployment_started,
+    deployment_waiting,
     version_activated,
     version_retired,
 )
@@ -79,6 +82,14 @@ def failed(deployment: Deployment, reason: str) -> EventPayload:
     return deployment_failed(VIEW_NAME, deployment, reason)
 
 
+def waiting(deployment: Deployment) -> EventPayload:
+    return deployment_waiting(VIEW_NAME, deployment, "clicks")
+
+
+def resumed(deployment: Deployment) -> EventPayload:
+    return deployment_resumed(VIEW_NAME, deployment)
+
+
 READINESS: Readiness = {"source_offsets": {"0": 12, "1": 4}, "green_watermark": 1_000,
                         "blue_watermark": 990}
 SAVEPOINT = "file:///savepoints/sp-1"
@@ -112,6 +123,31 @@ def test_a_blue_green_deployment_moves_through_its_states(recorded_steps: int,
 
 FIRST_READINESS: Readiness = {"source_offsets": {"0": 12, "1": 4}, "green_watermark": 7,
                               "blue_watermark": None}
+WAITED = {"waiting_since": at(1), "waiting_reason": "source topic 'clicks' does not exist yet"}
+WAITING_LIFECYCLE: list[Step] = [
+    (started(FIRST), 0),
+    (waiting(FIRST), 1),
+    (resumed(FIRST), 3600),
+    (ready(FIRST, FIRST_READINESS), 3630),
+    (activated(FIRST), 3631),
+]
+
+
+@pytest.mark.parametrize(("recorded_steps", "expected"), [
+    pytest.param(2, {"state": "waiting", **WAITED}, id="waiting, with the reason and since when"),
+    pytest.param(3, {"state": "started", **WAITED, "resumed_at": at(3600)},
+                 id="started again once the topic is there"),
+    pytest.param(5, {"state": "completed", **WAITED, "resumed_at": at(3600),
+                     "ready_at": at(3630), "readiness": FIRST_READINESS,
+                     "activated_at": at(3631)}, id="completed, the wait kept in the record"),
+])
+def test_a_deployment_waiting_for_its_source_topic_shows_it(recorded_steps: int,
+                                                            expected: dict[str, Any]) -> None:
+    [record] = served(recorded(WAITING_LIFECYCLE[:recorded_steps]))
+    assert record == {
+        "deployment": 1, "version": 1, "kind": "blue_green", "namespace": "v1",
+        "job_id": "job-1", "blue_version": None, "blue_namespace": None, "blue_job_id": None,
+        "requested_by": "deployer", "started_at": at(0)} | expected
 
 
 @pytest.mark.parametrize(("deployment", "steps", "expected"), [
@@ -141,6 +177,9 @@ def test_an_activation_with_no_blue_job_is_complete(deployment: Deployment, step
                  "green was not ready within 600 s", id="deadline"),
     pytest.param([(started(BREAKING), 0), (failed(BREAKING, "superseded by version 3"), 600)],
                  "superseded by version 3", id="abandoned"),
+    pytest.param([(started(BREAKING), 0), (waiting(BREAKING), 1),
+                  (failed(BREAKING, "superseded by version 3"), 600)],
+                 "superseded by version 3", id="abandoned while waiting for its topic"),
     pytest.param([(started(BREAKING), 0), (ready(BREAKING, READINESS), 90),
                   (failed(BREAKING, "boom"), 600)],
                  "boom", id="after ready"),
@@ -210,7 +249,13 @@ def test_the_history_of_stored_events_is_what_the_registry_served_before() -> No
                T0 + timedelta(seconds=2), "boom"),
     Deployment(4, 3, BLUE_GREEN, "v3", "green", 2, "v2", "blue", T0,
                DeploymentState.COMPLETED, "deployer", T0, dict(READINESS), T0, T0, None),
-], ids=["started", "failed", "completed"])
+    replace(Deployment(4, 3, BLUE_GREEN, "v3", "green", 2, "v2", "blue", T0),
+            state=DeploymentState.WAITING, waiting_since=T0 + timedelta(seconds=1),
+            waiting_reason="source topic 'clicks' does not exist yet"),
+    replace(Deployment(4, 3, BLUE_GREEN, "v3", "green", 2, "v2", "blue", T0),
+            waiting_since=T0 + timedelta(seconds=1), waiting_reason="no topic",
+            resumed_at=T0 + timedelta(hours=1)),
+], ids=["started", "failed", "completed", "waiting", "resumed"])
 def test_a_record_survives_its_json(record: Deployment) -> None:
     assert Deployment.from_json(record.to_json()) == record
 
@@ -254,6 +299,11 @@ def test_the_deployer_acts_on_the_in_flight_record_of_the_history(name: str) -> 
                                 (1, 1, "completed", None)], id="superseded"),
     pytest.param("deadline", [(2, 2, "failed", "green was not ready within 4 s"),
                               (1, 1, "completed", None)], id="deadline"),
+    pytest.param("waiting for the source topic", [(1, 1, "completed", None)],
+                 id="waited for its source topic"),
+    pytest.param("superseded while waiting for the source topic", [
+        (2, 2, "completed", None), (1, 1, "failed", "superseded by version 2")],
+                 id="superseded while waiting"),
 ])
 def test_the_history_of_simulated_rollouts(name: str,
                                            expected: list[tuple[int, int, str, str | None]],

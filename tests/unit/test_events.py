@@ -22,7 +22,9 @@ from core.domain.events import (
     DeploymentFailed,
     DeploymentKind,
     DeploymentReady,
+    DeploymentResumed,
     DeploymentStarted,
+    DeploymentWaiting,
     EventSchema,
     EventType,
     NamespacePurged,
@@ -64,15 +66,19 @@ def decode(event_type: str, data: dict[str, Any],
 
 # --------------------------------------------------------------------------- today's rows
 
-PAYLOAD_TYPES = {
+PAYLOAD_TYPES: dict[str, type[events.EventPayload]] = {
     "DefinitionRegistered": DefinitionRegistered, "DeploymentStarted": DeploymentStarted,
     "DeploymentReady": DeploymentReady, "VersionActivated": VersionActivated,
     "VersionRetired": VersionRetired, "DeploymentFailed": DeploymentFailed,
     "RollbackRequested": RollbackRequested, "NamespacePurged": NamespacePurged}
+"""The event types of the fixture: every type there was before schema versions."""
+TYPES_SINCE_SCHEMA_VERSIONS: dict[str, type[events.EventPayload]] = {
+    "DeploymentWaiting": DeploymentWaiting, "DeploymentResumed": DeploymentResumed}
 
 
-def test_the_fixture_holds_every_event_type() -> None:
-    assert {row["type"] for row in FIXTURE["events"]} == set(EventType) == set(PAYLOAD_TYPES)
+def test_the_fixture_holds_every_event_type_older_than_schema_versions() -> None:
+    assert {row["type"] for row in FIXTURE["events"]} == set(PAYLOAD_TYPES)
+    assert set(EventType) == set(PAYLOAD_TYPES) | set(TYPES_SINCE_SCHEMA_VERSIONS)
 
 
 @pytest.mark.parametrize("row", FIXTURE["events"],
@@ -129,6 +135,30 @@ def test_the_schema_version_is_stored_in_the_metadata_and_read_out_of_it() -> No
     event = decode_event(1, deployment_stream("user_clicks"), 1, stored, T0)
     assert event.metadata == {"actor": "deployer"}, "provenance only"
     assert event.schema_version == 1
+
+
+WAITING = DeploymentWaiting(view="user_clicks", deployment=1, version=1, namespace="v1",
+                            reason="source topic 'clicks' does not exist yet", topic="clicks")
+RESUMED = DeploymentResumed(view="user_clicks", deployment=1, version=1, namespace="v1")
+
+
+@pytest.mark.parametrize(("payload", "data"), [
+    pytest.param(WAITING, {"view": "user_clicks", "deployment": 1, "version": 1,
+                           "namespace": "v1", "reason": "source topic 'clicks' does not "
+                           "exist yet", "topic": "clicks"}, id="waiting"),
+    pytest.param(RESUMED, {"view": "user_clicks", "deployment": 1, "version": 1,
+                           "namespace": "v1"}, id="resumed"),
+])
+def test_an_event_newer_than_schema_versions_round_trips_at_version_1(
+        payload: events.EventPayload, data: dict[str, Any]) -> None:
+    stored = encode_event(NewEvent(payload, {"actor": "deployer"}))
+    assert stored == StoredEvent(str(payload.TYPE), data,
+                                 {"actor": "deployer", SCHEMA_VERSION_KEY: 1})
+
+    event = decode_event(7, deployment_stream("user_clicks"), 3, stored, T0)
+
+    assert event.payload == payload
+    assert (event.type, event.schema_version, event.data) == (payload.TYPE, 1, data)
 
 
 # --------------------------------------------------------------------------- upcasting

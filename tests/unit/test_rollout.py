@@ -26,6 +26,8 @@ from core.domain.events import (
     DeploymentFailed,
     DeploymentKind,
     DeploymentReady,
+    DeploymentResumed,
+    DeploymentWaiting,
     EventPayload,
     EventType,
     NamespacePurged,
@@ -44,6 +46,7 @@ from deployer.rollout import (
     Action,
     Activate,
     AdvanceGreen,
+    AwaitSourceTopic,
     MarkReady,
     PurgeNamespace,
     RetireBlue,
@@ -53,7 +56,9 @@ from deployer.rollout import (
     decide,
     deployment_failed,
     deployment_ready,
+    deployment_resumed,
     deployment_started,
+    deployment_waiting,
     evolve,
     state_from_json,
     state_to_json,
@@ -62,10 +67,11 @@ from deployer.rollout import (
     version_retired,
     view_of,
 )
-from tests.unit.test_definitions import VIEW, Edits, contract, edited
+from tests.unit.test_definitions import SOURCE, VIEW, Edits, contract, edited
 from tests.unit.test_events import FIXTURE, fixture_events
 
 VIEW_NAME = contract()[VIEW]["name"]
+SOURCE_TOPIC = contract()[SOURCE]["topic"]
 DEFINITION_STREAM = f"{Kind.FEATURE_VIEW}:{VIEW_NAME}"
 DEPLOYMENT_STREAM = deployment_stream(VIEW_NAME)
 CONFIG = RolloutConfig()
@@ -116,6 +122,7 @@ def test_the_scenario_specs_have_the_intended_change_classes(
 # --------------------------------------------------------------------------- the simulator
 
 WAITING, GREEN_READY, GREEN_FAILED = "waiting", "ready", "failed"
+TOPIC_MISSING = "topic missing"
 
 
 @dataclass(frozen=True)
@@ -127,15 +134,22 @@ class Green:
     """Version → how long its green takes to catch up (others are ready at once)."""
     failing: frozenset[int] = frozenset()
     """Versions whose green job dies."""
+    topic_from: int | None = None
+    """When the source topic appears (None: it always existed)."""
+
+    def topic_exists(self, now_ms: int) -> bool:
+        return self.topic_from is None or now_ms >= self.topic_from
 
     def outcome(self, action: AdvanceGreen, now_ms: int) -> tuple[str, str | None]:
         deployment = action.deployment
+        if not self.topic_exists(now_ms):
+            return TOPIC_MISSING, None
         if deployment.version in self.failing:
             return GREEN_FAILED, f"green job {deployment.job_id} is FAILED: boom"
         if now_ms > action.deadline_ms:
-            waited_s = (action.deadline_ms - deployment.started_at_ms) // 1000
+            waited_s = (action.deadline_ms - deployment.submittable_since_ms) // 1000
             return GREEN_FAILED, f"green was not ready within {waited_s} s"
-        if now_ms - deployment.started_at_ms >= self.slow.get(deployment.version, 0):
+        if now_ms - deployment.submittable_since_ms >= self.slow.get(deployment.version, 0):
             return GREEN_READY, None
         return WAITING, None
 
@@ -162,6 +176,8 @@ def describe(action: Action) -> str:
     d = action.deployment
     if isinstance(action, AdvanceGreen):
         return f"advance green v{d.version}"
+    if isinstance(action, AwaitSourceTopic):
+        return f"await the source topic of v{d.version}"
     if isinstance(action, MarkReady):
         return f"mark v{d.version} ready"
     if isinstance(action, Activate):
@@ -273,7 +289,13 @@ class Sim:
             if found == GREEN_FAILED:
                 assert reason is not None
                 return deployment_failed(VIEW_NAME, d, reason)
+            if found == TOPIC_MISSING:
+                return deployment_waiting(VIEW_NAME, d, SOURCE_TOPIC)
             return None
+        if isinstance(action, AwaitSourceTopic):
+            appeared = self.green.topic_exists(self.now) if outcome is None \
+                else outcome != TOPIC_MISSING
+            return deployment_resumed(VIEW_NAME, d) if appeared else None
         if isinstance(action, Activate):
             return version_activated(VIEW_NAME, d)
         if isinstance(action, RetireBlue):
@@ -408,6 +430,13 @@ SCENARIOS: dict[str, tuple[Script, dict[str, Any]]] = {
     "namespaces dropped and purged": (
         [*FIVE_VERSIONS, wait(CONFIG.purge_grace_ms), run],
         {"config": RolloutConfig(keep_namespaces=2)}),
+    "waiting for the source topic": (
+        [register(V1), run],
+        {"green": Green(slow={1: 3 * TICK}, topic_from=T0 + 10 * TICK),
+         "config": RolloutConfig(ready_deadline_ms=4 * TICK)}),
+    "superseded while waiting for the source topic": (
+        [register(V1), steps(3), register(BREAKING), run],
+        {"green": Green(topic_from=T0 + 10 * TICK)}),
 }
 
 
@@ -652,6 +681,60 @@ def test_advance_green_carries_started_at_plus_the_ready_deadline(decided_at: in
         T0 - 5 + CONFIG.ready_deadline_ms, CONFIG.max_restarts)
 
 
+# --------------------------------------------------------------------------- a missing source topic
+
+def test_a_deployment_waits_for_its_source_topic_and_records_the_wait_once() -> None:
+    sim = scenario("waiting for the source topic")
+
+    assert [describe(step.action) for step in sim.steps] == [
+        "start blue_green v1 in v1", "advance green v1",
+        *["await the source topic of v1"] * 8, *["advance green v1"] * 3, "activate v1"]
+    assert event_types(sim) == ["DefinitionRegistered", "DeploymentStarted",
+                                "DeploymentWaiting", "DeploymentResumed", "DeploymentReady",
+                                "VersionActivated"]
+    waiting = sim.log[2].payload
+    assert isinstance(waiting, DeploymentWaiting)
+    assert (waiting.reason, waiting.topic) == (
+        f"source topic {SOURCE_TOPIC!r} does not exist yet", SOURCE_TOPIC)
+    awaited = [step.state.in_flight for step in sim.steps
+               if isinstance(step.action, AwaitSourceTopic)]
+    assert {d.state for d in awaited if d is not None} == {DeploymentState.WAITING}
+    assert sim.state.active == 1
+
+
+def test_the_ready_deadline_counts_from_when_the_source_topic_appeared() -> None:
+    """The scenario waits 8 ticks with a deadline of 4: the wait does not count."""
+    sim = scenario("waiting for the source topic")
+    resumed = next(e for e in sim.log if isinstance(e.payload, DeploymentResumed))
+    advances = [step.action for step in sim.steps if isinstance(step.action, AdvanceGreen)]
+
+    assert {a.deadline_ms for a in advances[1:]} == {
+        epoch_ms(resumed.recorded_at) + sim.config.ready_deadline_ms}
+    assert advances[0].deadline_ms == advances[0].deployment.started_at_ms + \
+        sim.config.ready_deadline_ms, "a deployment that never waited counts from its start"
+
+
+def test_a_waiting_deployment_keeps_waiting_however_late_it_is() -> None:
+    sim = play([register(V1), steps(2)], green=Green(topic_from=T0 + 10**9))
+    waiting = sim.state.in_flight
+    assert waiting is not None and waiting.state is DeploymentState.WAITING
+
+    assert decide(sim.state, sim.now + 100 * CONFIG.ready_deadline_ms, CONFIG) == \
+        AwaitSourceTopic(waiting)
+
+
+def test_a_waiting_deployment_is_superseded_by_a_newer_version() -> None:
+    sim = scenario("superseded while waiting for the source topic")
+
+    assert [describe(step.action) for step in sim.steps[3:]] == [
+        "abandon v1: superseded by version 2", "start blue_green v2 in v2",
+        "advance green v2", *["await the source topic of v2"] * 4, "advance green v2",
+        "activate v2"]
+    assert [e.type for e in sim.log if isinstance(e.payload, DeploymentWaiting)] == [
+        "DeploymentWaiting"] * 2, "each deployment records its own wait"
+    assert (sim.state.active, sim.state.failed) == (2, frozenset({1}))
+
+
 # --------------------------------------------------------------------------- namespaces
 
 def test_the_version_map_keeps_the_newest_namespaces_and_purges_dropped_ones_later() -> None:
@@ -889,8 +972,10 @@ requests = st.one_of(
     st.tuples(st.just("rollback"), st.integers(min_value=0, max_value=30)),
     st.tuples(st.just("wait"), st.sampled_from([TICK, CONFIG.purge_grace_ms])),
 )
-outcomes = st.sampled_from([GREEN_READY, GREEN_READY, GREEN_READY, GREEN_FAILED, WAITING])
-"""What each AdvanceGreen finds (ready most often, so that rollouts get somewhere)."""
+outcomes = st.sampled_from([GREEN_READY, GREEN_READY, GREEN_READY, GREEN_FAILED, WAITING,
+                            TOPIC_MISSING])
+"""What each AdvanceGreen finds (ready most often, so that rollouts get somewhere), and
+whether each AwaitSourceTopic finds the topic (anything but TOPIC_MISSING: it does)."""
 
 
 History = list[tuple[tuple[str, Any], list[str]]]
