@@ -224,8 +224,9 @@ DEPLOYER_START = Variable(
     "(far enough back to fill its longest window) or `earliest` (the whole topic)", "window",
     _deployer_start)
 READY_TIMEOUT = Variable(
-    "FP_READY_TIMEOUT", "a new version's job not ready this long after its deployment "
-    "started fails (a duration)", "10m", parse_duration)
+    "FP_READY_TIMEOUT", "a new version's job not ready this long after it could be submitted "
+    "fails (a duration; waiting for a missing source topic does not count)", "10m",
+    parse_duration)
 KEEP_NAMESPACES = Variable(
     "FP_KEEP_NAMESPACES", "namespaces kept in a view's version map for pinned reads (a whole "
     "number ≥ 1)", "3",

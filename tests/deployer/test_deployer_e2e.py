@@ -39,7 +39,7 @@ DELAY_MS = 1000
 
 def definitions(suffix: str, revision: str) -> list[dict[str, Any]]:
     """v1 counts per 5 s; ``breaking`` counts per 10 s and adds a max; ``metadata`` only
-    redescribes ``breaking``; ``other_source`` reads a topic that does not exist."""
+    redescribes ``breaking``; ``other_source`` reads a topic that does not exist yet."""
     features = {
         "v1": [{"name": "orders_5s", "aggregation": "count", "window": "5s"},
                {"name": "amount_5s", "aggregation": "sum", "column": "amount", "window": "5s"},
@@ -273,17 +273,22 @@ def test_a_deployer_killed_at_any_step_of_a_swap_finishes_the_rollout_after_rest
         assert p.version_map()["active"] == str(version)
 
 
-def test_a_green_that_cannot_become_ready_fails_and_blue_keeps_serving(
-        platform: Platform) -> None:
+def test_a_version_whose_source_topic_is_missing_waits_for_it_while_blue_serves(
+        platform: Platform, kafka_bootstrap: str) -> None:
     p = platform
     p.apply("v1")
     p.wait_active(1)
     blue = p.running_jobs()
     assert p.apply("other_source") == 2
-    wait_for(lambda: p.service.deployments(p.view)[0]["state"] == "failed",
-             "the deployment to fail", timeout=60)
-    failure = p.service.deployments(p.view)[0]
-    assert "does not exist" in failure["error"]
+    wait_for(lambda: p.service.deployments(p.view)[0]["state"] == "waiting",
+             "the deployment to wait for its source topic", timeout=60)
+    waiting = p.service.deployments(p.view)[0]
+    assert waiting["waiting_reason"] == f"source topic 'missing_{p.suffix}' does not exist yet"
     assert p.version_map()["active"] == "1"
     assert p.running_jobs() == blue
     assert p.active_in_registry() == 1
+
+    create_topics(kafka_bootstrap, {f"missing_{p.suffix}": 2})
+    p.wait_active(2)
+    assert p.active_in_registry() == 2
+    assert p.running_jobs() != blue
