@@ -23,9 +23,10 @@ depends on the stream's watermark, which no other door can know (see docs/offlin
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -156,20 +157,131 @@ def _parse_object(payload: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def parse_timestamp_text(text: str) -> datetime | None:
-    """A date-time string as the stream reads it ('T' and 'Z' optional), in UTC; None if
-    unreadable.  A string without an offset is UTC (the job's session time zone)."""
-    try:
-        parsed = datetime.fromisoformat(text.strip())
-    except ValueError:
+# The stream reads a timestamp's text as REPLACE(REPLACE(text, 'T', ' '), 'Z', '') cast to
+# TIMESTAMP(3), and the Python check must read exactly the same texts to the same instant.  That
+# cast parses with java.time pattern "yyyy-[MM][M]-[dd][d][ [HH][H]:[mm][m]:[ss][s][.fraction]]"
+# and its SMART resolver, whose quirks this grammar and ``_flink_timestamp_millis`` reproduce
+# (measured, probe by probe, in tests/offline/test_contract_check.py):
+# - a year is 4 digits, or "+" and 5 to 19 digits; "-" years and year 0 are unreadable;
+# - each other part may be written twice, 2 digits then 1 to 19 more ("012" reads 01 then 2):
+#   both must agree;
+# - a day needs a month ("2026--21" reads month -21, and fails);
+# - a fraction has at most 9 digits, cut to milliseconds; no space, offset or zone is allowed.
+_DIGIT_PAIR_THEN_DIGITS = r"(?P<{0}_pair>[0-9]{{2}})?+(?P<{0}>[0-9]{{1,19}}+)?+"
+_TIMESTAMP_TEXT = re.compile(
+    r"(?P<year>[0-9]{4}|\+[0-9]{5,19})-" + _DIGIT_PAIR_THEN_DIGITS.format("month") + "-"
+    + _DIGIT_PAIR_THEN_DIGITS.format("day")
+    + "(?: " + ":".join(_DIGIT_PAIR_THEN_DIGITS.format(part)
+                        for part in ("hour", "minute", "second"))
+    + r"(?:\.(?P<fraction>[0-9]{0,9}+))?+)?+")
+_MAX_YEAR = 999_999_999
+_MILLIS_PER_DAY = 86_400_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class _UnreadableError(ValueError):
+    pass
+
+
+def _part(match: re.Match[str], name: str) -> int | None:
+    """A date-time part written as an optional 2-digit pair and optional further digits."""
+    pair, digits = match.group(f"{name}_pair"), match.group(name)
+    written = {int(text) for text in (pair, digits) if text is not None}
+    if len(written) > 1:
+        raise _UnreadableError(name)  # java.time refuses a part parsed twice, differently
+    return written.pop() if written else None
+
+
+def _in_range(value: int | None, low: int, high: int) -> int | None:
+    if value is not None and not low <= value <= high:
+        raise _UnreadableError(value)
+    return value
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _epoch_day(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 in the proleptic Gregorian calendar, for any year (datetime only
+    holds years up to 9999); the civil-from-days arithmetic of eras of 400 years."""
+    year -= month <= 2
+    era, year_of_era = divmod(year, 400)
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468
+
+
+_MAX_EPOCH_DAY = _epoch_day(_MAX_YEAR, 12, 31)
+
+
+def timestamp_text_millis(text: str) -> int | None:
+    """Epoch ms (UTC, the job's session time zone) of the TIMESTAMP(3) the stream reads from a
+    timestamp's text; None where its cast yields NULL (see the grammar above)."""
+    match = _TIMESTAMP_TEXT.fullmatch(text.replace("T", " ").replace("Z", ""))
+    if match is None:
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    try:
+        return _flink_timestamp_millis(match)
+    except _UnreadableError:
+        return None
+
+
+def _flink_timestamp_millis(match: re.Match[str]) -> int:
+    year = int(match["year"])
+    _in_range(year, 1, _MAX_YEAR)
+    month = _in_range(_part(match, "month"), 1, 12)
+    day = _in_range(_part(match, "day"), 1, 31)
+    if month is None and day is not None:
+        raise _UnreadableError(day)
+    hour, minute, second = (_part(match, part) for part in ("hour", "minute", "second"))
+    fraction = match["fraction"]
+    # The resolver builds a time only from an hour followed by unbroken parts: then it reads
+    # 24:00:00 as the end of the day, the next day's midnight.  Otherwise each part is checked
+    # alone and 24 is no hour.
+    builds_time = hour is not None and (
+        minute is not None or (second is None and fraction is None)) and (
+        second is not None or minute is None or fraction is None)
+    end_of_day = (builds_time and hour == 24 and not minute and not second
+                  and not (fraction or "0").strip("0"))
+    if not end_of_day:
+        _in_range(hour, 0, 23)
+    _in_range(minute, 0, 59)
+    _in_range(second, 0, 59)
+    if month is not None and day is not None:
+        # The resolver clamps a day past the month's end (2026-02-30 is 2026-02-28); without
+        # a whole date it drops the day that 24:00 carries into.
+        day = min(day, _days_in_month(year, month))
+        epoch_day = _epoch_day(year, month, day) + (1 if end_of_day else 0)
+    else:
+        epoch_day = _epoch_day(year, month or 1, 1)
+    if epoch_day > _MAX_EPOCH_DAY:
+        raise _UnreadableError(epoch_day)
+    millis = (epoch_day * _MILLIS_PER_DAY
+              + (0 if end_of_day else ((hour or 0) * 60 + (minute or 0)) * 60_000)
+              + (second or 0) * 1000 + int((fraction or "").ljust(3, "0")[:3]))
+    # TimestampData keeps its milliseconds in a Java long, which wraps past 292 million years.
+    return (millis + 2**63) % 2**64 - 2**63
+
+
+def _timestamp_value(text: str) -> datetime | None:
+    """A ``timestamp`` field's value as the archive holds it: the instant the stream reads,
+    None if unreadable, or past year 9999, which a datetime cannot hold."""
+    millis = timestamp_text_millis(text)
+    if millis is None:
+        return None
+    try:
+        return _EPOCH + timedelta(milliseconds=millis)
+    except OverflowError:
+        return None
 
 
 def _typed(field: Field, value: object) -> Any:
     """``value`` in the field's type, or None when it does not have that type."""
     if field.type is ValueType.TIMESTAMP:
-        return parse_timestamp_text(value) if isinstance(value, str) else None
+        return _timestamp_value(value) if isinstance(value, str) else None
     return judge(field.type, value)
 
 
@@ -202,15 +314,9 @@ def _event_millis(source: Source) -> Callable[[object], int | None]:
             # Beyond BIGINT (infinity too) a time is unreadable on both sides; within it the
             # conversion truncates, as the stream's CAST(... AS BIGINT).
             return int(millis_float) if abs(millis_float) < EPOCH_SECONDS_LIMIT_MS else None
-        parsed = parse_timestamp_text(raw) if isinstance(raw, str) else None
-        return None if parsed is None else _datetime_millis(parsed)
+        return timestamp_text_millis(raw) if isinstance(raw, str) else None
 
     return read
-
-
-def _datetime_millis(value: datetime) -> int:
-    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 @dataclass(frozen=True, slots=True)
