@@ -12,6 +12,7 @@ type               the JSON values of that type                           judged
 ``string``         a string                                                as is
 ``boolean``        ``true`` or ``false``                                   as is
 ``long``           an integer in the int64 range                           an int
+                   (as the stream renders it: ``1.5e1`` is, ``3.0`` is not)
 ``int``            an integer in the int32 range                           an int
 ``double, float``  any number; an integer widens                           a float
 ``timestamp``      epoch milliseconds (an integer in the int64 range) or   as written
@@ -22,12 +23,16 @@ Strict: kinds never turn into each other — ``"12"`` is not a long, ``1`` not a
 ``true`` not a number.
 
 **An integral float is not a long**: ``3.0`` is refused where a long or an int is expected,
-at every door.  JSON tells an integer by its spelling, without fraction or exponent, and
-the stream judges a long by that spelling (``-?[0-9]+``): an event carrying ``3.0`` is a
-dead letter there, so the archive's check has to refuse it too.  A request or a stored value
-judged by another rule would make one value valid at one door and invalid at the next; the
-platform's own writers never spell a long ``3.0``, and an on-demand expression declared a long
-must give an integer (``round``, ``int``, ``//``) on every row rather than on those whose
+at every door.  The stream judges a long by the text its JSON functions render for the number
+(``-?[0-9]+``): Java's ``BigDecimal.toString()`` of the number as written, which
+:class:`decimal.Decimal` renders alike (:func:`rendered_number`).  That text is integer digits
+exactly when the power of ten of the last written digit is 0: ``15`` and ``1.5e1`` are longs,
+``3.0``, ``1.50e1`` (``15.0``) and ``1e3`` (``1E+3``) are not.  A door that parses numbers
+exactly (``parse_float``/``parse_int`` as ``Decimal``, as the contract check does) is judged by
+that rule; a Python float has lost its spelling and is never a long.  A request or a stored
+value judged by another rule would make one value valid at one door and invalid at the next;
+the platform's own writers never spell a long ``3.0``, and an on-demand expression declared a
+long must give an integer (``round``, ``int``, ``//``) on every row rather than on those whose
 quotient happens to be whole.  A client holding floats converts them before sending.
 """
 
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 
 from core.domain.definitions import Scalar, ValueType
 
@@ -44,8 +50,17 @@ INTEGER_RANGES: Mapping[ValueType, tuple[int, int]] = {
     ValueType.LONG: INT64_RANGE, ValueType.INT: INT32_RANGE}
 
 
+def rendered_number(number: Decimal) -> str:
+    """A number as the stream's JSON functions render it: Java's ``BigDecimal.toString()``,
+    which follows the same decimal arithmetic specification as ``str(Decimal)`` (``1E+3``,
+    ``15``, ``1.50``, ``1E-7``), except that a BigDecimal has no negative zero."""
+    return str(number.copy_abs() if number.is_zero() else number)
+
+
 def _integer(low: int, high: int) -> Callable[[object], Scalar | None]:
     def judge_integer(value: object) -> Scalar | None:
+        if type(value) is Decimal and value.as_tuple().exponent == 0:
+            value = int(value)  # rendered as integer digits, so an integer to the stream
         if type(value) is int and low <= value <= high:  # bool is an int subclass: excluded
             return value
         return None
@@ -56,6 +71,8 @@ def _integer(low: int, high: int) -> Callable[[object], Scalar | None]:
 def _real(value: object) -> Scalar | None:
     if type(value) is float:
         return value
+    if type(value) is Decimal:
+        return float(value)  # beyond the double range an infinity, as the stream's cast
     if type(value) is int:
         try:
             return float(value)

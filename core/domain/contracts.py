@@ -7,11 +7,13 @@ built from that one list, so they cannot drift apart: :class:`ContractChecker` e
 here (the archiver, and any door that judges events before they reach the stream), and the
 streaming job's SQL renders it (:mod:`sinks.compiler`, ``checked_events``).  In order:
 
-- the payload must be a JSON object (UTF-8; ``NaN``/``Infinity`` are not JSON);
+- the payload must be a JSON object (UTF-8; ``NaN``/``Infinity`` are not JSON), read as the
+  stream reads it: its first JSON value after any JSON whitespace, whatever follows it;
 - then, field by field in contract order: a required field must be present and not null;
-  a present value must be of the field's type as :func:`core.values.judge` decides it (so
-  ``3.0`` is no long), except that a ``timestamp`` field must be a readable date-time string,
-  since the stream casts its text; then ``min``, ``max`` and ``allowed``;
+  a present value must be of the field's type as :func:`core.values.judge` decides it for
+  the number as written (so ``3.0`` is no long, ``1.5e1`` is), except that a ``timestamp``
+  field must be a readable date-time string, since the stream casts its text; then ``min``,
+  ``max`` and ``allowed``;
 - the event time must be readable from ``timestamp_field`` (a string field of an
   ``iso8601`` source can hold any text, and an ``epoch_seconds`` time can overflow).
 
@@ -27,11 +29,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from core.domain.definitions import Field, Scalar, Source, TimestampFormat, ValueType
-from core.values import INT64_RANGE, judge
+from core.values import INT64_RANGE, judge, rendered_number
 
 
 class Reason(StrEnum):
@@ -145,13 +148,19 @@ def _reject_constant(name: str) -> float:
     raise _NotJsonError(name)
 
 
-# One decoder for every message: json.loads with an option builds a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# One decoder for every message: json.loads with an option builds a new one per call.  Numbers
+# stay as written, since the stream judges and quotes a number by its exact decimal form.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=Decimal,
+                            parse_int=Decimal)
+_JSON_WHITESPACE = " \t\n\r"
 
 
 def _parse_object(payload: bytes) -> dict[str, Any] | None:
+    """The payload's first JSON value if it is an object.  The stream's parser (Jackson) skips
+    JSON whitespace before it and never reads past it: ``{}}`` is an object."""
+    text = payload.decode("utf-8", errors="replace")
     try:
-        value = _DECODER.decode(payload.decode("utf-8", errors="replace"))
+        value, _ = _DECODER.raw_decode(text, len(text) - len(text.lstrip(_JSON_WHITESPACE)))
     except ValueError:  # JSONDecodeError and _NotJsonError are both ValueErrors
         return None
     return value if isinstance(value, dict) else None
@@ -295,7 +304,9 @@ def _allowed_set(field: Field, allowed: Sequence[Scalar]) -> frozenset[object]:
 
 
 def _text(value: object) -> str:
-    """The value as the stream prints it in a violation message."""
+    """A value of its field's type as the stream prints it in a violation message."""
+    if isinstance(value, Decimal):
+        return rendered_number(value)
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -388,5 +399,7 @@ class ContractChecker:
 
 def _violation(rule: Rule, event: _Reading | None) -> Violation:
     field = rule.field.name if rule.field else None
-    quoted = event.raw[field] if event is not None and field is not None else None
-    return Violation(field, rule.reason, rule.message(_text(quoted)))
+    if event is None or field is None or not rule.quotes_value:
+        return Violation(field, rule.reason, rule.message(""))
+    # A quoting rule is broken by a value of the field's type only: never an array or object.
+    return Violation(field, rule.reason, rule.message(_text(event.raw[field])))

@@ -82,6 +82,28 @@ def test_integers_out_of_range_and_fractions_are_not_longs_or_ints() -> None:
     assert message(ints, b'{"ts": 9223372036854775808}') == "ts: not a valid long"
 
 
+def test_a_number_is_judged_and_quoted_as_the_stream_renders_it() -> None:
+    numbers = checker(schema=[{"name": "n", "type": "long", "min": 0},
+                              {"name": "d", "type": "double", "max": 1},
+                              {"name": "ts", "type": "long", "required": True}])
+    assert numbers.check(b'{"n": 1.5e1, "ts": 1}').values == (15, None, 1)
+    assert message(numbers, b'{"n": 1e3, "ts": 1}') == "n: not a valid long"  # 1E+3
+    assert message(numbers, b'{"n": 1.50e1, "ts": 1}') == "n: not a valid long"  # 15.0
+    assert message(numbers, b'{"n": -4.9083673383399016e+16, "ts": 1}') == (
+        "n: -49083673383399016 is below the minimum 0")
+    assert message(numbers, b'{"d": 6.777984012628634e+16, "ts": 1}') == (
+        "d: 6.777984012628634E+16 is above the maximum 1")
+    assert message(numbers, b'{"d": 1.50e1, "ts": 1}') == "d: 15.0 is above the maximum 1"
+
+
+def test_the_first_json_value_is_read_and_whatever_follows_ignored() -> None:
+    for payload in (b'{"ts": 1}}', b'{"ts": 1} x', b' \t\r\n{"ts": 1}{}', b'{"ts": 1}\x00'):
+        assert checker().check(payload).violation == Violation(
+            "account_id", Reason.MISSING_REQUIRED, "account_id: required field is missing")
+    for payload in (b'\x0b{"ts": 1}', b'\xef\xbb\xbf{"ts": 1}', b'{"ts": 1,}', b'{"ts": 01}'):
+        assert message(checker(), payload) == NOT_AN_OBJECT
+
+
 def test_event_times_in_every_format() -> None:
     seconds = checker(timestamp_format="epoch_seconds",
                       schema=[{"name": "ts", "type": "double", "required": True}])

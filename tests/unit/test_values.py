@@ -4,7 +4,9 @@ requests, and the values serving decodes or computes."""
 from __future__ import annotations
 
 import json
+import math
 import re
+from decimal import Decimal
 
 import pytest
 from hypothesis import given
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 
 from core.domain.contracts import ContractChecker
 from core.domain.definitions import Field, Source, ValueType, json_type_name
-from core.values import INT32_RANGE, INT64_RANGE, judge
+from core.values import INT32_RANGE, INT64_RANGE, judge, rendered_number
 from serving.decoding import DecodeError, RowDecoder, coerce_to_type, decoder_for
 from serving.requests import checked_request_value
 from sinks import compiler
@@ -23,6 +25,8 @@ from sinks import compiler
     (ValueType.LONG, 3, 3), (ValueType.LONG, INT64_RANGE[1], INT64_RANGE[1]),
     (ValueType.INT, INT32_RANGE[0], INT32_RANGE[0]),
     (ValueType.DOUBLE, 3, 3.0), (ValueType.FLOAT, 2.5, 2.5),
+    (ValueType.LONG, Decimal("1.5e1"), 15), (ValueType.LONG, Decimal("-0"), 0),
+    (ValueType.DOUBLE, Decimal("1.50e1"), 15.0), (ValueType.DOUBLE, Decimal("1e400"), math.inf),
     (ValueType.TIMESTAMP, 1_700_000_000_000, 1_700_000_000_000),
     (ValueType.TIMESTAMP, "2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z"),
 ])
@@ -38,6 +42,8 @@ def test_values_of_their_type_are_judged_to_it(value_type: ValueType, value: obj
     (ValueType.DOUBLE, True), (ValueType.DOUBLE, "2.5"), (ValueType.BOOLEAN, 1),
     (ValueType.STRING, 1), (ValueType.TIMESTAMP, 1.5), (ValueType.TIMESTAMP, False),
     (ValueType.STRING, None), (ValueType.LONG, [1]),
+    (ValueType.LONG, Decimal("3.0")), (ValueType.LONG, Decimal("1e3")),
+    (ValueType.INT, Decimal(INT32_RANGE[1] + 1)), (ValueType.STRING, Decimal(1)),
 ])
 def test_values_of_another_kind_are_not_judged_to_a_type(value_type: ValueType,
                                                          value: object) -> None:
@@ -104,14 +110,38 @@ def test_every_door_judges_a_long_alike(accepts: object, value: object, accepted
     assert accepts(value) is accepted
 
 
-@given(st.one_of(st.integers(min_value=-(2**70), max_value=2**70),
-                 st.floats(allow_nan=False, allow_infinity=False)))
-def test_a_long_is_what_the_streams_check_reads_as_one(value: int | float) -> None:
-    text = json.dumps(value)
-    spelled_as_integer = re.match(compiler._TYPE_PATTERN[ValueType.LONG], f"[{text}]")
-    in_range = spelled_as_integer is not None and \
-        INT64_RANGE[0] <= int(text) <= INT64_RANGE[1]  # TRY_CAST(... AS BIGINT)
-    assert (judge(ValueType.LONG, json.loads(text)) is not None) is in_range
+@pytest.mark.parametrize(("text", "rendered"), [
+    ("1e3", "1E+3"), ("1E3", "1E+3"), ("1.5e1", "15"), ("1.50e1", "15.0"), ("3.0", "3.0"),
+    ("-0", "0"), ("-0.0", "0.0"), ("-0E+5", "0E+5"), ("0.000000000", "0E-9"),
+    ("0.000001", "0.000001"), ("0.0000001", "1E-7"),
+    ("-6.777984012628634e+16", "-6.777984012628634E+16"),
+    ("-4.9083673383399016e+16", "-49083673383399016"), ("1e400", "1E+400"), ("10.50", "10.50"),
+])
+def test_a_number_is_rendered_as_the_streams_json_functions_render_it(text: str,
+                                                                       rendered: str) -> None:
+    # Measured with JSON_QUERY(... WITH ARRAY WRAPPER) in Flink 2.0: Java's BigDecimal.
+    assert rendered_number(Decimal(text)) == rendered
+
+
+json_numbers = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(json.dumps),
+    st.builds("{}{}e{}".format, st.integers(-(10**20), 10**20),
+              st.sampled_from(["", ".0", ".5", ".50", ".123456789"]), st.integers(-25, 25)))
+"""A number as JSON spells it: integers, Python's floats, and mantissas with exponents."""
+
+
+@given(json_numbers)
+def test_a_long_is_what_the_streams_check_reads_as_one(text: str) -> None:
+    exact = json.loads(text, parse_float=Decimal, parse_int=Decimal)
+    rendered = rendered_number(exact)
+    rendered_as_integer = re.match(compiler._TYPE_PATTERN[ValueType.LONG], f"[{rendered}]")
+    in_range = rendered_as_integer is not None and \
+        INT64_RANGE[0] <= int(rendered) <= INT64_RANGE[1]  # TRY_CAST(... AS BIGINT)
+    assert (judge(ValueType.LONG, exact) is not None) is in_range
+    spelled_as_float = "." in text or "e" in text.lower()  # a float has lost its spelling
+    assert judge(ValueType.LONG, json.loads(text)) == (
+        None if spelled_as_float else judge(ValueType.LONG, exact))
 
 
 @pytest.mark.parametrize(("value", "judged"), [(10**400, float("inf")),
