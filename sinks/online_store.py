@@ -26,7 +26,8 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar, cast
@@ -497,6 +498,15 @@ class _ReadConnections:
             await connection.disconnect()
 
 
+@contextmanager
+def _as_infrastructure_error(what: str) -> Iterator[None]:
+    """Redis failing is an outage: callers (the deployer above all) retry it as one."""
+    try:
+        yield
+    except RedisError as error:
+        raise InfrastructureError(f"{what} failed: {error}") from error
+
+
 class RedisOnlineStore:
     """The online store in Redis.  The writer and the deployer use the blocking client, the
     serving API the asyncio one; neither connects before its first command, so each process
@@ -524,11 +534,9 @@ class RedisOnlineStore:
         The script calls stream out on one connection as they are encoded, so Redis runs a
         call while the next one is being built; every reply is read at the end."""
         now_ms = str(int(time.time() * 1000))
-        try:
+        with _as_infrastructure_error("writing features to Redis"):
             self._load_scripts()
             errors = self._send_and_read(batches, now_ms)
-        except RedisError as error:
-            raise InfrastructureError(f"writing features to Redis failed: {error}") from error
         if errors:
             raise InfrastructureError(f"writing features to Redis failed: {errors[0]}")
 
@@ -574,17 +582,16 @@ class RedisOnlineStore:
     # ------------------------------------------------------------------ deployer
 
     def switch(self, view: str, active: int, namespaces: Mapping[int, str]) -> None:
-        try:
-            with self._client.pipeline(transaction=True) as pipeline:
-                pipeline.delete(versions_key(view))
-                pipeline.hset(versions_key(view), mapping=version_map_fields(active, namespaces))
-                pipeline.publish(VERSIONS_CHANNEL, view)
-                pipeline.execute()
-        except RedisError as error:
-            raise InfrastructureError(f"switching {view} to v{active} failed: {error}") from error
+        with (_as_infrastructure_error(f"switching {view} to v{active}"),
+              self._client.pipeline(transaction=True) as pipeline):
+            pipeline.delete(versions_key(view))
+            pipeline.hset(versions_key(view), mapping=version_map_fields(active, namespaces))
+            pipeline.publish(VERSIONS_CHANNEL, view)
+            pipeline.execute()
 
     def progress(self, view: str, namespace: str) -> NamespaceProgress:
-        fields = cast(dict[bytes, bytes], self._client.hgetall(meta_key(view, namespace)))
+        with _as_infrastructure_error(f"reading the progress of {view} {namespace}"):
+            fields = cast(dict[bytes, bytes], self._client.hgetall(meta_key(view, namespace)))
 
         def number(name: str) -> int | None:
             value = fields.get(name.encode())
@@ -594,19 +601,20 @@ class RedisOnlineStore:
                                  number(UPDATED_AT_FIELD))
 
     def clear_namespace(self, view: str, namespace: str) -> int:
-        self._unmap(view, namespace)
-        deleted = 0
-        batch: list[bytes] = []
-        for key in self._client.scan_iter(match=feature_key(view, namespace, "*"),
-                                          count=PURGE_BATCH):
-            batch.append(key)
-            if len(batch) == PURGE_BATCH:
+        with _as_infrastructure_error(f"clearing {view} {namespace}"):
+            self._unmap(view, namespace)
+            deleted = 0
+            batch: list[bytes] = []
+            for key in self._client.scan_iter(match=feature_key(view, namespace, "*"),
+                                              count=PURGE_BATCH):
+                batch.append(key)
+                if len(batch) == PURGE_BATCH:
+                    deleted += cast(int, self._client.unlink(*batch))
+                    batch.clear()
+            if batch:
                 deleted += cast(int, self._client.unlink(*batch))
-                batch.clear()
-        if batch:
-            deleted += cast(int, self._client.unlink(*batch))
-        self._client.delete(meta_key(view, namespace))
-        return deleted
+            self._client.delete(meta_key(view, namespace))
+            return deleted
 
     def migrate_key_layout(self) -> KeyMigration:
         """Move the progress hashes and version maps of the first layout to their current keys
@@ -616,7 +624,7 @@ class RedisOnlineStore:
         nothing to move.  Each key moves in one script call, so a key is never lost or
         half-moved."""
         moved = superseded = 0
-        try:
+        with _as_infrastructure_error("migrating the online store's keys"):
             for prefix in (FIRST_LAYOUT_META_PREFIX, FIRST_LAYOUT_VERSIONS_PREFIX):
                 for raw_key in self._client.scan_iter(match=f"{prefix}*", count=PURGE_BATCH):
                     key = cast(bytes, raw_key).decode()
@@ -627,9 +635,6 @@ class RedisOnlineStore:
                                                            args=[EVENT_TIME_FIELD])
                     moved += outcome == 1
                     superseded += outcome == 2
-        except RedisError as error:
-            raise InfrastructureError(f"migrating the online store's keys failed: "
-                                      f"{error}") from error
         return KeyMigration(moved, superseded)
 
     def _unmap(self, view: str, namespace: str) -> None:

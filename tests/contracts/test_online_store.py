@@ -33,6 +33,7 @@ from core.domain.layout import (
     versions_key,
 )
 from core.errors import InfrastructureError
+from fp.local.base import free_port
 from sinks.online_memory import InMemoryOnlineStore
 from sinks.online_store import (
     OLDEST_TIME_REFRESH_MS,
@@ -382,3 +383,17 @@ def test_the_fake_leaves_the_hashes_the_lua_script_leaves(
     assert [s.progress(view, "v1").rows for s in stores] == [len(history)] * 2
     for store in stores:
         runner.run(store.close())
+
+
+def test_every_deployer_call_of_an_unreachable_redis_is_an_outage() -> None:
+    """The deployer retries an outage and fails a deployment for anything else, so a Redis
+    that cannot be reached must never surface as another error."""
+    store = RedisOnlineStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    calls = [lambda: store.progress("clicks", "v1"),
+             lambda: store.clear_namespace("clicks", "v1"),
+             lambda: store.switch("clicks", 1, {1: "v1"}),
+             lambda: store.apply({}),
+             store.migrate_key_layout]
+    for call in calls:
+        with pytest.raises(InfrastructureError, match="failed"):
+            call()
