@@ -70,12 +70,11 @@ class LeaderElection(Protocol):
 # --------------------------------------------------------------------------- PostgreSQL
 
 class PostgresCheckpointStore:
-    def __init__(self, engine: Engine, name: str = CHECKPOINT_NAME) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.name = name
 
     def load(self) -> SavedCheckpoint | None:
-        query = select(deployer_checkpoints).where(deployer_checkpoints.c.name == self.name)
+        query = select(deployer_checkpoints).where(deployer_checkpoints.c.name == CHECKPOINT_NAME)
         try:
             with self.engine.connect() as conn:
                 row = conn.execute(query).mappings().one_or_none()
@@ -85,7 +84,7 @@ class PostgresCheckpointStore:
 
     def save(self, checkpoint: SavedCheckpoint) -> None:
         now = datetime.now(UTC)
-        upsert = insert(deployer_checkpoints).values(name=self.name,
+        upsert = insert(deployer_checkpoints).values(name=CHECKPOINT_NAME,
                                                      position=checkpoint.position,
                                                      state=checkpoint.state, updated_at=now)
         try:

@@ -160,10 +160,8 @@ class DeployerWorker:
             except Exception:  # the failure is recorded either way
                 logger.exception("%s: cancelling green %s failed", state.view,
                                  deployment.job_id)
-        logger.warning("%s: deployment of v%s failed: %s", state.view, deployment.version,
-                       reason)
         try:
-            return self._record(state, deployment_failed(state.view, deployment, reason))
+            return self._record_failure(state, deployment, reason)
         except ConcurrencyConflictError:
             return True
 
@@ -218,6 +216,9 @@ class DeployerWorker:
         if deployment.job_id and deployment.state is not DeploymentState.WAITING:
             self.flink.cancel(deployment.job_id)
             self.flink.wait_until_terminal(deployment.job_id)
+        return self._record_failure(state, deployment, reason)
+
+    def _record_failure(self, state: ViewState, deployment: Deployment, reason: str) -> bool:
         logger.warning("%s: deployment of v%s failed: %s", state.view, deployment.version,
                        reason)
         return self._record(state, deployment_failed(state.view, deployment, reason))
