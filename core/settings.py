@@ -98,13 +98,18 @@ def _at_least_one(text: str) -> int:
     return int(text)
 
 
+def _choice(options: Mapping[str, T], noun: str) -> Callable[[str], T]:
+    """A parser of one of ``options``' names into its value."""
+    def parse(text: str) -> T:
+        if text not in options:
+            raise ValueError(f"{text!r} is not {noun}: use {' or '.join(options)}")
+        return options[text]
+
+    return parse
+
+
 _START_POLICIES: dict[str, DeployerStart] = {"window": "window", "earliest": "earliest"}
-
-
-def _deployer_start(text: str) -> DeployerStart:
-    if text not in _START_POLICIES:
-        raise ValueError(f"{text!r} is not a start policy: use {' or '.join(_START_POLICIES)}")
-    return _START_POLICIES[text]
+_deployer_start = _choice(_START_POLICIES, "a start policy")
 
 
 @dataclass(frozen=True)
@@ -122,22 +127,9 @@ def _rate_limit(text: str) -> RateLimit:
     return RateLimit(int(count), parse_duration(period))
 
 
-_TRUE_FALSE = {"true": True, "false": False}
-
-
-def _true_or_false(text: str) -> bool:
-    if text not in _TRUE_FALSE:
-        raise ValueError(f"{text!r} is not a boolean: use true or false")
-    return _TRUE_FALSE[text]
-
-
+_true_or_false = _choice({"true": True, "false": False}, "a boolean")
 _WEBHOOK_PYTHON: dict[str, WebhookPython] = {"off": "off", "sandboxed": "sandboxed"}
-
-
-def _webhook_python(text: str) -> WebhookPython:
-    if text not in _WEBHOOK_PYTHON:
-        raise ValueError(f"{text!r} is not a choice: use {' or '.join(_WEBHOOK_PYTHON)}")
-    return _WEBHOOK_PYTHON[text]
+_webhook_python = _choice(_WEBHOOK_PYTHON, "a choice")
 
 
 def _connector_jars(text: str) -> ConnectorJars:

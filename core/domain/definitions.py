@@ -24,7 +24,9 @@ from core.domain import limits
 from core.domain.durations import format_duration, parse_duration
 from core.errors import InvalidDefinitionError, Problem
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+NAME = r"[a-z][a-z0-9_]{0,62}"
+"""A name of a definition, feature or field (and so of every Redis key and topic part)."""
+NAME_PATTERN = re.compile(rf"^{NAME}$")
 
 STREAM_COLUMNS = frozenset({"event_time", "event_ms", "window_start", "window_end",
                             "window_time"})
@@ -374,13 +376,13 @@ def _nested(build: Callable[[_ObjectReader], T]) -> Callable[[object, str], T]:
     return parse
 
 
-def _allowed_value(value: object, _path: str) -> Scalar:
+_allowed_string = _bounded_string(limits.MAX_ALLOWED_VALUE_CHARS, "an allowed value")
+
+
+def _allowed_value(value: object, path: str) -> Scalar:
     if not isinstance(value, str | int | float | bool):
         raise ValueError(f"must be a string, number or boolean, got {json_type_name(value)}")
-    if isinstance(value, str) and len(value) > limits.MAX_ALLOWED_VALUE_CHARS:
-        raise ValueError(f"must be at most {limits.MAX_ALLOWED_VALUE_CHARS} characters (the "
-                         "limit for an allowed value)")
-    return value
+    return _allowed_string(value, path) if isinstance(value, str) else value
 
 
 _FIELDS = (limits.MAX_SCHEMA_FIELDS, "fields per schema")

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, TypeGuard
 
+from core.domain import limits
 from core.errors import ExpressionError, ExpressionEvaluationError
 
-MAX_SOURCE_LENGTH = 1000
 MAX_NODES = 200
 MAX_DEPTH = 32
 MAX_EXPONENT = 64
@@ -355,8 +355,9 @@ def compile_expression(source: str, allowed_names: Collection[str]) -> Expressio
     """Parse and check ``source``; raise ExpressionError saying exactly what is not allowed."""
     if not isinstance(source, str):
         raise ExpressionError(f"expression must be a string, not {type(source).__name__}")
-    if len(source) > MAX_SOURCE_LENGTH:
-        raise ExpressionError(f"expression is longer than {MAX_SOURCE_LENGTH} characters")
+    if len(source) > limits.MAX_EXPRESSION_CHARS:
+        raise ExpressionError(f"expression is longer than {limits.MAX_EXPRESSION_CHARS} "
+                              "characters")
     if not source.strip():
         raise ExpressionError("expression is empty")
     # Like eval(), tolerate leading blanks (the parser would call them an indent).

@@ -44,7 +44,7 @@ MAX_REFERENCES: Final = 100
 """Names in one list of names: an entity's ``join_keys``, a view's ``entities``, an
 on-demand view's ``inputs``."""
 
-MAX_EXPRESSION_CHARS: Final = 10_000
+MAX_EXPRESSION_CHARS: Final = 1_000
 """Characters of one on-demand feature's ``expression``."""
 
 STREAMED_DURATION_BOUND_MS: Final = 100 * 86_400_000

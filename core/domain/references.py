@@ -6,11 +6,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.domain.definitions import NAME
 from core.errors import InvalidFeatureRequestError, Problem
 
-_NAME = r"[a-z][a-z0-9_]{0,62}"
-_REFERENCE = re.compile(rf"^(?P<view>{_NAME})(?:@(?P<version>[1-9][0-9]{{0,8}}))?:"
-                        rf"(?P<feature>{_NAME})$")
+_REFERENCE = re.compile(rf"^(?P<view>{NAME})(?:@(?P<version>[1-9][0-9]{{0,8}}))?:"
+                        rf"(?P<feature>{NAME})$")
 
 
 @dataclass(frozen=True, slots=True)

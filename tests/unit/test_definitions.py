@@ -446,8 +446,8 @@ INVALID: list[tuple[str, int, Edits, str, str]] = [
      "the limit is 256 characters per tag key or value"),
     ("an owner too long", VIEW, {("owner",): "o" * 10_001}, "owner",
      "must be at most 10000 characters (the limit for a description or an owner)"),
-    ("an expression too long", ON_DEMAND, {("features", 0, "expression"): "1" * 10_001},
-     "features[0].expression", "must be at most 10000 characters (the limit for an expression)"),
+    ("an expression too long", ON_DEMAND, {("features", 0, "expression"): "1" * 1_001},
+     "features[0].expression", "must be at most 1000 characters (the limit for an expression)"),
 ]
 
 
