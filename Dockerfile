@@ -4,17 +4,20 @@
 #   docker build --target flink -t feature-platform-flink .
 
 FROM python:3.11-slim AS app
-# Java runs the PyFlink client that plans and submits the jobs; git serves the webhooks.
+# Java runs the PyFlink client that plans and submits the jobs; git serves the webhooks and
+# bubblewrap sandboxes the Python definitions of pushed repositories.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends openjdk-17-jre-headless git \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless git bubblewrap \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY fp ./fp
 COPY registry ./registry
 COPY deployer ./deployer
 COPY sinks ./sinks
 COPY serving ./serving
+COPY offline ./offline
 COPY migrations ./migrations
 COPY examples ./examples
 RUN pip install --no-cache-dir '.[runtime]'

@@ -110,14 +110,6 @@ def package_dir(package: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def process_group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def kill_process_group(pgid: int) -> None:
     """SIGKILL every process left in the group; a group that is already gone is fine."""
     with contextlib.suppress(ProcessLookupError):
