@@ -22,11 +22,10 @@ from typing import Any, Protocol
 import psycopg
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import OperationalError
 
 from core.errors import InfrastructureError
 from registry.store.memory import MemoryRegistryStore
-from registry.store.postgres import NOTIFY_CHANNEL
+from registry.store.postgres import NOTIFY_CHANNEL, database_errors
 from registry.store.tables import deployer_checkpoints
 
 logger = logging.getLogger(__name__)
@@ -75,11 +74,8 @@ class PostgresCheckpointStore:
 
     def load(self) -> SavedCheckpoint | None:
         query = select(deployer_checkpoints).where(deployer_checkpoints.c.name == CHECKPOINT_NAME)
-        try:
-            with self.engine.connect() as conn:
-                row = conn.execute(query).mappings().one_or_none()
-        except OperationalError as error:
-            raise _checkpoint_unavailable(error) from error
+        with database_errors("deployer checkpoint"), self.engine.connect() as conn:
+            row = conn.execute(query).mappings().one_or_none()
         return SavedCheckpoint(row["position"], row["state"]) if row else None
 
     def save(self, checkpoint: SavedCheckpoint) -> None:
@@ -87,19 +83,12 @@ class PostgresCheckpointStore:
         upsert = insert(deployer_checkpoints).values(name=CHECKPOINT_NAME,
                                                      position=checkpoint.position,
                                                      state=checkpoint.state, updated_at=now)
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(upsert.on_conflict_do_update(
-                    index_elements=["name"], set_={"position": checkpoint.position,
-                                                   "state": checkpoint.state, "updated_at": now}))
-        except OperationalError as error:
-            raise _checkpoint_unavailable(error) from error
+        with database_errors("deployer checkpoint"), self.engine.begin() as conn:
+            conn.execute(upsert.on_conflict_do_update(
+                index_elements=["name"], set_={"position": checkpoint.position,
+                                               "state": checkpoint.state, "updated_at": now}))
 
 
-def _checkpoint_unavailable(error: OperationalError) -> InfrastructureError:
-    # psycopg's message names the database's host and user: it goes to the log only.
-    logger.warning("deployer checkpoint unavailable: %s", error.orig)
-    return InfrastructureError("deployer checkpoint unavailable")
 
 
 class PostgresLeaderElection:

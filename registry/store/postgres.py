@@ -15,7 +15,8 @@ wake-up hint only; readers still poll by position.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,17 @@ def create_registry_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+@contextmanager
+def database_errors(what: str) -> Iterator[None]:
+    """psycopg's message names the database's host and user: the log gets it, the caller —
+    possibly an API's 503 answer — only "{what} unavailable"."""
+    try:
+        yield
+    except OperationalError as error:
+        logger.warning("%s unavailable: %s", what, error.orig)
+        raise InfrastructureError(f"{what} unavailable") from error
+
+
 class PostgresRegistryStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -58,28 +70,22 @@ class PostgresRegistryStore:
     def append(self, appends: Sequence[StreamAppend],
                preconditions: Mapping[str, int] | None = None) -> list[RecordedEvent]:
         expected = {**(preconditions or {}), **{a.stream: a.expected_version for a in appends}}
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(text("LOCK TABLE fp_events IN SHARE ROW EXCLUSIVE MODE"))
-                current = self._stream_versions(conn, list(expected))
-                for stream, version in expected.items():
-                    if current.get(stream, 0) != version:
-                        raise ConcurrencyConflictError.on_stream(stream, version,
-                                                                 current.get(stream, 0))
-                recorded = [self._insert(conn, append.stream, append.expected_version + offset,
-                                         event)
-                            for append in appends
-                            for offset, event in enumerate(append.events, start=1)]
-                for event in recorded:
-                    _project(conn, event)
-                if recorded:
-                    conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(recorded[-1].position))))
-                return recorded
-        except OperationalError as error:
-            # psycopg's message names the database's host and user: the log gets it, the API's
-            # 503 answer only a generic text.
-            logger.warning("registry database unavailable: %s", error.orig)
-            raise InfrastructureError("registry database unavailable") from error
+        with database_errors("registry database"), self.engine.begin() as conn:
+            conn.execute(text("LOCK TABLE fp_events IN SHARE ROW EXCLUSIVE MODE"))
+            current = self._stream_versions(conn, list(expected))
+            for stream, version in expected.items():
+                if current.get(stream, 0) != version:
+                    raise ConcurrencyConflictError.on_stream(stream, version,
+                                                             current.get(stream, 0))
+            recorded = [self._insert(conn, append.stream, append.expected_version + offset,
+                                     event)
+                        for append in appends
+                        for offset, event in enumerate(append.events, start=1)]
+            for event in recorded:
+                _project(conn, event)
+            if recorded:
+                conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(recorded[-1].position))))
+            return recorded
 
     @staticmethod
     def _stream_versions(conn: Connection, streams: list[str]) -> dict[str, int]:

@@ -23,8 +23,7 @@ until :meth:`DeliveryInbox.drop_payloads` for one processed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -33,9 +32,8 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, and_, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.exc import OperationalError
 
-from core.errors import InfrastructureError
+from registry.store.postgres import database_errors
 from registry.store.tables import webhook_applied_commits as applied_commits
 from registry.store.tables import webhook_deliveries as deliveries
 
@@ -163,7 +161,7 @@ class PostgresDeliveryInbox:
                              finished_at=finished)
                      .on_conflict_do_nothing(constraint="fp_webhook_deliveries_delivery_key")
                      .returning(*_RECORD_COLUMNS))
-        with _database_errors(), self.engine.begin() as conn:
+        with database_errors("webhook inbox"), self.engine.begin() as conn:
             row = conn.execute(statement).mappings().one_or_none()
             if row is not None:
                 return _record(row), True
@@ -176,12 +174,12 @@ class PostgresDeliveryInbox:
     def get(self, delivery_id: str) -> DeliveryRecord | None:
         query = (select(*_RECORD_COLUMNS).where(deliveries.c.delivery_id == delivery_id)
                  .order_by(deliveries.c.id.desc()).limit(1))
-        with _database_errors(), self.engine.connect() as conn:
+        with database_errors("webhook inbox"), self.engine.connect() as conn:
             row = conn.execute(query).mappings().one_or_none()
         return _record(row) if row else None
 
     def process_next(self, process: Callable[[ClaimedDelivery], DeliveryOutcome]) -> bool:
-        with _database_errors(), self.engine.begin() as conn:
+        with database_errors("webhook inbox"), self.engine.begin() as conn:
             row = conn.execute(_CLAIM).mappings().one_or_none()
             if row is None:
                 return False
@@ -206,7 +204,7 @@ class PostgresDeliveryInbox:
 
     def counts_by_status(self) -> dict[DeliveryStatus, int]:
         query = select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
-        with _database_errors(), self.engine.connect() as conn:
+        with database_errors("webhook inbox"), self.engine.connect() as conn:
             counted = {DeliveryStatus(status): count for status, count in conn.execute(query)}
         return {status: counted.get(status, 0) for status in DeliveryStatus}
 
@@ -215,19 +213,10 @@ class PostgresDeliveryInbox:
                      .where(deliveries.c.finished_at < finished_before,
                             func.octet_length(deliveries.c.payload) > 0)
                      .values(payload=DROPPED_PAYLOAD))
-        with _database_errors(), self.engine.begin() as conn:
+        with database_errors("webhook inbox"), self.engine.begin() as conn:
             return conn.execute(statement).rowcount
 
 
-@contextmanager
-def _database_errors() -> Iterator[None]:
-    """The database's own message names its host and user: it goes to the log, and the
-    caller — possibly a webhook answer — gets a generic one."""
-    try:
-        yield
-    except OperationalError as error:
-        logger.warning("webhook inbox: database unavailable: %s", error.orig)
-        raise InfrastructureError("webhook inbox unavailable") from error
 
 
 _RECORD_COLUMNS = [deliveries.c[name] for name in (
