@@ -107,6 +107,11 @@ _JUDGES: Mapping[ValueType, Callable[[object], Scalar | None]] = {
 }
 
 
+def judge_of(value_type: ValueType) -> Callable[[object], Scalar | None]:
+    """:func:`judge` for one type, for callers that judge many values of it."""
+    return _JUDGES[value_type]
+
+
 def judge(value_type: ValueType, value: object) -> Scalar | None:
     """``value``, a JSON value as parsed, as a value of ``value_type``; None when it is not
     one (see the module's table).  None itself is no value of any type."""

@@ -34,7 +34,7 @@ from enum import StrEnum
 from typing import Any
 
 from core.domain.definitions import Field, Scalar, Source, TimestampFormat, ValueType
-from core.values import INT64_RANGE, judge, rendered_number
+from core.values import INT64_RANGE, judge, judge_of, rendered_number
 
 
 class Reason(StrEnum):
@@ -287,11 +287,16 @@ def _timestamp_value(text: str) -> datetime | None:
         return None
 
 
-def _typed(field: Field, value: object) -> Any:
-    """``value`` in the field's type, or None when it does not have that type."""
+def _timestamp_field_value(value: object) -> datetime | None:
+    return _timestamp_value(value) if isinstance(value, str) else None
+
+
+def _judge_of(field: Field) -> Callable[[object], Any]:
+    """What turns a value into one of the field's type, or None when it does not have that
+    type: :func:`core.values.judge`, except that a ``timestamp`` field holds date-time text."""
     if field.type is ValueType.TIMESTAMP:
-        return _timestamp_value(value) if isinstance(value, str) else None
-    return judge(field.type, value)
+        return _timestamp_field_value
+    return judge_of(field.type)
 
 
 def _allowed_set(field: Field, allowed: Sequence[Scalar]) -> frozenset[object]:
@@ -330,37 +335,42 @@ def _event_millis(source: Source) -> Callable[[object], int | None]:
     return read
 
 
-@dataclass(frozen=True, slots=True)
-class _Reading:
-    """An event object read once: each field's raw and typed value, and its event time."""
-
-    raw: Mapping[str, object]
-    typed: Mapping[str, Any]
-    event_time_ms: int | None
+_FieldCheck = Callable[[object], tuple[Any, Rule | None]]
+"""One field's rules, compiled: its raw value (None when absent) → (the value in the field's
+type or None, the first of the field's rules it breaks or None)."""
 
 
-_Broken = Callable[[_Reading], bool]
-
-
-def _broken_when(rule: Rule) -> _Broken:
-    """Whether a read event breaks ``rule`` (an object, so not the not-an-object rule)."""
-    name = rule.field.name if rule.field else ""
-    if rule.reason is Reason.MISSING_REQUIRED:
-        return lambda event: event.raw[name] is None
-    if rule.reason is Reason.WRONG_TYPE:
-        return lambda event: event.raw[name] is not None and event.typed[name] is None
-    if rule.reason in (Reason.BELOW_MIN, Reason.ABOVE_MAX):
-        assert rule.limit is not None, "a bound rule has its limit"
-        limit, below = rule.limit, rule.reason is Reason.BELOW_MIN
-        return lambda event: ((value := event.typed[name]) is not None
-                              and (value < limit if below else value > limit))
+def _value_broken_by(rule: Rule) -> Callable[[Any], bool]:
+    """Whether a value of the field's type breaks ``rule`` (a bound or allowed-values rule)."""
     if rule.reason is Reason.NOT_ALLOWED:
         assert rule.field is not None, "allowed values belong to a field"
         allowed = _allowed_set(rule.field, rule.allowed)
-        return lambda event: (value := event.typed[name]) is not None and value not in allowed
-    if rule.reason is Reason.UNREADABLE_EVENT_TIME:
-        return lambda event: event.event_time_ms is None
-    return lambda event: False  # NOT_AN_OBJECT: a read event is an object
+        return lambda value: value not in allowed
+    assert rule.limit is not None, "a bound rule has its limit"
+    limit = rule.limit
+    if rule.reason is Reason.BELOW_MIN:
+        return lambda value: value < limit
+    return lambda value: value > limit
+
+
+def _field_check(field: Field) -> _FieldCheck:
+    """The field's rules of :func:`_field_rules`, judged in their order: missing, then the
+    type, then the value rules (a field has at most one rule of each reason)."""
+    rules = {rule.reason: rule for rule in _field_rules(field)}
+    missing, wrong_type = rules.get(Reason.MISSING_REQUIRED), rules[Reason.WRONG_TYPE]
+    to_type = _judge_of(field)
+    value_rules = [(rule, _value_broken_by(rule)) for rule in rules.values()
+                   if rule.reason not in (Reason.MISSING_REQUIRED, Reason.WRONG_TYPE)]
+
+    def check(raw: object) -> tuple[Any, Rule | None]:
+        if raw is None:
+            return None, missing
+        value = to_type(raw)
+        if value is None:
+            return None, wrong_type
+        return value, next((rule for rule, broken in value_rules if broken(value)), None)
+
+    return check
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,33 +383,41 @@ class CheckedEvent:
 
 
 class ContractChecker:
-    """Checks raw messages against one version of a source's contract."""
+    """Checks raw messages against one version of a source's contract.
+
+    The rules of :func:`contract_rules` are compiled once per field, so that an event costs
+    one pass over its fields (the ingest API judges tens of thousands a second); the order
+    they are judged in, and so the violation reported, is the list's."""
 
     def __init__(self, source: Source) -> None:
         self.source = source
         self.field_names = tuple(f.name for f in source.schema)
         self.rules = contract_rules(source)
-        self._fields = source.schema
-        self._checks = [(rule, _broken_when(rule)) for rule in self.rules]
+        self._not_an_object, self._unreadable_time = self.rules[0], self.rules[-1]
+        self._field_checks = [(f.name, _field_check(f)) for f in source.schema]
         self._read_time = _event_millis(source)
 
     def check(self, payload: bytes | None) -> CheckedEvent:
         event = _parse_object(payload) if payload is not None else None
         if event is None:
-            return CheckedEvent((None,) * len(self._fields), None,
-                                _violation(self.rules[0], None))
-        raw = {f.name: event.get(f.name) for f in self._fields}
-        typed = {f.name: None if raw[f.name] is None else _typed(f, raw[f.name])
-                 for f in self._fields}
-        reading = _Reading(raw, typed, self._read_time(event.get(self.source.timestamp_field)))
-        broken = next((rule for rule, broken_by in self._checks if broken_by(reading)), None)
-        return CheckedEvent(tuple(typed.values()), reading.event_time_ms,
-                            None if broken is None else _violation(broken, reading))
+            return CheckedEvent((None,) * len(self._field_checks), None,
+                                _violation(self._not_an_object, None))
+        values: list[object | None] = []
+        broken: Rule | None = None
+        for name, check in self._field_checks:
+            value, broken_here = check(event.get(name))
+            values.append(value)
+            broken = broken or broken_here
+        event_time_ms = self._read_time(event.get(self.source.timestamp_field))
+        if broken is None and event_time_ms is None:
+            broken = self._unreadable_time
+        return CheckedEvent(tuple(values), event_time_ms,
+                            None if broken is None else _violation(broken, event))
 
 
-def _violation(rule: Rule, event: _Reading | None) -> Violation:
+def _violation(rule: Rule, event: Mapping[str, object] | None) -> Violation:
     field = rule.field.name if rule.field else None
     if event is None or field is None or not rule.quotes_value:
         return Violation(field, rule.reason, rule.message(""))
     # A quoting rule is broken by a value of the field's type only: never an array or object.
-    return Violation(field, rule.reason, rule.message(_text(event.raw[field])))
+    return Violation(field, rule.reason, rule.message(_text(event[field])))
