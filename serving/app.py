@@ -39,9 +39,9 @@ from core.problems import (
     metrics_endpoint,
     problem_responses,
 )
+from registry.feed import RegistryEvents
 from serving.catalog import DefinitionHistory
 from serving.metrics import observe, request_metrics
-from serving.registry_source import RegistryEvents
 from serving.requests import MAX_BATCH_ENTITIES, MAX_BODY_BYTES, decode_batch_request
 from serving.service import (
     DEFAULT_INTERVALS,

@@ -1,7 +1,7 @@
 """The serving use cases: batch and single-entity reads, and keeping the caches current.
 
 Orchestration only: the pure modules decide, the adapters (the online store's reading side,
-:class:`sinks.online_store.FeatureReader`, and :mod:`serving.registry_source`) talk to the
+:class:`sinks.online_store.FeatureReader`, and :mod:`registry.feed`) talk to the
 outside.  Three background tasks keep the caches current: the registry poll (≈1 s), the
 ``fp:versions`` listener (immediate) and a safety refresh of every version map (≈5 s, in case
 a publish was lost).
@@ -21,6 +21,7 @@ from typing import Any
 from core.domain.layout import feature_key
 from core.domain.references import FeatureReference, parse_references
 from core.errors import InfrastructureError, InvalidFeatureRequestError
+from registry.feed import RegistryEvents
 from serving import metrics
 from serving.assembly import (
     Assembled,
@@ -33,7 +34,6 @@ from serving.assembly import (
 from serving.catalog import Catalog, DefinitionHistory
 from serving.decoding import Scalar
 from serving.planning import Plan, PlanCache, plan_request, view_references
-from serving.registry_source import RegistryEvents
 from serving.requests import (
     BatchRequest,
     check_entity_rows,

@@ -10,10 +10,10 @@ import pytest
 from core.domain.events import Provenance
 from core.errors import InfrastructureError
 from registry.api.app import Access, create_registry_app
+from registry.feed import RegistryEvents
 from registry.service import RegistryService
 from registry.store.memory import MemoryRegistryStore
 from serving.catalog import DefinitionHistory
-from serving.registry_source import RegistryEvents
 from tests.reference_definitions import reference_definitions
 
 READ_SECRET = "r3ad"

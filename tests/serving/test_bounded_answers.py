@@ -15,9 +15,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from core.errors import LimitExceededError
+from registry.feed import RegistryEvents
 from serving.app import BATCH_PATH, with_fast_batch_path
 from serving.catalog import DefinitionHistory
-from serving.registry_source import RegistryEvents
 from serving.requests import (
     MAX_FEATURES_PER_REQUEST,
     MAX_ON_DEMAND_CHARS_PER_RESPONSE,

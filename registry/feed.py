@@ -1,5 +1,6 @@
-"""The registry adapter: reads every registered definition version from the registry's event
-log (``GET /v1/events``) and keeps following it.
+"""The registry's definitions as its readers follow them (the serving and the ingest APIs):
+every registered definition version, read from the registry's event log (``GET /v1/events``),
+and every later one.
 
 The log holds each version's full canonical spec in its ``DefinitionRegistered`` event, so one
 mechanism serves both the first load and every later change: page from position 0, then poll
@@ -10,14 +11,14 @@ guarantees a reader paging with ``after`` never misses an event that commits lat
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import httpx
 
 from core.domain.definitions import Kind
 from core.domain.events import EventType
 from core.errors import InfrastructureError
-from serving.catalog import DefinitionHistory
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +26,19 @@ EVENTS_PAGE = 1000
 _KINDS = {kind.value for kind in Kind}
 
 
+class DefinitionRecorder(Protocol):
+    """What a reader keeps of the definitions it follows."""
+
+    def record(self, kind: str, name: str, version: int, spec: Mapping[str, Any]) -> None:
+        """One registered version; it may have been recorded before (a version never
+        changes)."""
+
+    def mark_loaded(self) -> None:
+        """Every version registered so far has been recorded."""
+
+
 class RegistryEvents:
-    def __init__(self, registry_url: str, history: DefinitionHistory,
+    def __init__(self, registry_url: str, history: DefinitionRecorder,
                  http: httpx.AsyncClient | None = None, timeout: float = 10.0,
                  token: str | None = None) -> None:
         """``token``: the bearer secret sent with every read, for a registry whose event log
