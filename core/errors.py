@@ -180,6 +180,32 @@ class InfrastructureError(FeaturePlatformError):
     title = "Dependency unavailable"
 
 
+class UnsupportedMediaTypeError(FeaturePlatformError):
+    """A request body's ``Content-Type`` is not one its endpoint reads; the message lists
+    those it does."""
+
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+class IdempotencyConflictError(FeaturePlatformError):
+    """An ``Idempotency-Key`` was used before for another request, or its first request is
+    still being answered."""
+
+    status = 409
+    code = "idempotency_conflict"
+    title = "Idempotency key conflict"
+
+
+class NotAcknowledgedError(InfrastructureError):
+    """The broker did not acknowledge every event of a request in time: the request is not
+    acknowledged, not even in part (some of its events may have been written)."""
+
+    code = "not_acknowledged"
+    title = "Events not acknowledged"
+
+
 class RepositoryLoadError(FeaturePlatformError):
     """A features repository could not be loaded: a file fails to parse or to run.
 

@@ -115,8 +115,10 @@ _WHEN = {
     401: "A missing or wrong bearer token (with `WWW-Authenticate: Bearer`).",
     403: "Refused: the request is authenticated but not allowed.",
     404: "An unknown name, version or delivery.",
-    409: "A concurrent change: reload and retry.",
+    409: "A conflict: a concurrent change (reload and retry), or an `Idempotency-Key` reused "
+         "for another request or whose first request is still running.",
     413: "The request is over a stated limit (body size, definitions per batch, ...).",
+    415: "The body's `Content-Type` is not one the operation reads.",
     422: "Well-formed but invalid: `errors` lists every problem found.",
     429: "Too many requests from this caller: retry after the `Retry-After` header's seconds.",
     503: "A service the API depends on is unavailable.",

@@ -236,6 +236,16 @@ DEPLOYER_CRASH_AT = Variable(
     "`switched`, an event type) after which the deployer exits at once", "",
     lambda text: frozenset(_names(text)))
 
+INGEST_URL = Variable(
+    "FP_INGEST_URL", "the ingest API that `fp ingest push` and the demo send events to",
+    "http://127.0.0.1:8002", _url(("http", "https"), "http://127.0.0.1:8002"))
+INGEST_DELIVERY_TIMEOUT = Variable(
+    "FP_INGEST_DELIVERY_TIMEOUT", "how long the ingest API waits for the broker to acknowledge "
+    "a request's events before it answers 503 (a duration)", "10s", parse_duration)
+INGEST_IDEMPOTENCY_WINDOW = Variable(
+    "FP_INGEST_IDEMPOTENCY_WINDOW", "how long the ingest API remembers a request's "
+    "`Idempotency-Key` and answer (a duration)", "24h", parse_duration)
+
 DEFAULT_APPLY_RATE_LIMIT = _rate_limit(APPLY_RATE_LIMIT.default)
 DEFAULT_WEBHOOK_RATE_LIMIT = _rate_limit(WEBHOOK_RATE_LIMIT.default)
 
@@ -244,7 +254,8 @@ VARIABLES: tuple[Variable[object], ...] = (
     API_TOKEN, READ_TOKENS, OPEN_WRITES, APPLY_RATE_LIMIT, WEBHOOK_RATE_LIMIT,
     WEBHOOK_SECRET, GITHUB_WEBHOOK_SECRET, GITLAB_WEBHOOK_SECRET, GIT_REPOSITORIES,
     WEBHOOK_RETENTION, GIT_BRANCH, FEATURES_PATH, WEBHOOK_PYTHON, DEPLOYER_START, READY_TIMEOUT,
-    KEEP_NAMESPACES, PURGE_GRACE, FLINK_CONNECTOR_JARS, DEPLOYER_CRASH_AT)
+    KEEP_NAMESPACES, PURGE_GRACE, FLINK_CONNECTOR_JARS, DEPLOYER_CRASH_AT, INGEST_URL,
+    INGEST_DELIVERY_TIMEOUT, INGEST_IDEMPOTENCY_WINDOW)
 
 
 # --------------------------------------------------------------------------- the settings
@@ -291,6 +302,18 @@ class DeployerSettings:
     crash_at: frozenset[str]
 
 
+DEFAULT_INGEST_DELIVERY_TIMEOUT_MS = parse_duration(INGEST_DELIVERY_TIMEOUT.default)
+DEFAULT_IDEMPOTENCY_WINDOW_MS = parse_duration(INGEST_IDEMPOTENCY_WINDOW.default)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    url: str = INGEST_URL.default
+    """Where clients (`fp ingest push`, the demo) find the ingest API."""
+    delivery_timeout_ms: int = DEFAULT_INGEST_DELIVERY_TIMEOUT_MS
+    idempotency_window_ms: int = DEFAULT_IDEMPOTENCY_WINDOW_MS
+
+
 @dataclass(frozen=True)
 class Settings:
     """The services' addresses, shared by several components, then each component's own.
@@ -306,6 +329,7 @@ class Settings:
     registry: RegistrySettings
     webhooks: WebhookSettings
     deployer: DeployerSettings
+    ingest: IngestSettings = IngestSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -337,13 +361,17 @@ class Settings:
                 keep_namespaces=KEEP_NAMESPACES.read(env), purge_grace_ms=PURGE_GRACE.read(env),
                 connector_jars=FLINK_CONNECTOR_JARS.read(env),
                 crash_at=DEPLOYER_CRASH_AT.read(env)),
+            ingest=IngestSettings(
+                url=INGEST_URL.read(env), delivery_timeout_ms=INGEST_DELIVERY_TIMEOUT.read(env),
+                idempotency_window_ms=INGEST_IDEMPOTENCY_WINDOW.read(env)),
         )
 
     def services_env(self) -> dict[str, str]:
         """The services' addresses as environment variables, for child processes."""
         values = {DATABASE_URL.name: self.database_url, REDIS_URL.name: self.redis_url,
                   KAFKA_BOOTSTRAP.name: self.kafka_bootstrap, FLINK_URL.name: self.flink_url,
-                  WAREHOUSE.name: self.warehouse, REGISTRY_URL.name: self.registry.url}
+                  WAREHOUSE.name: self.warehouse, REGISTRY_URL.name: self.registry.url,
+                  INGEST_URL.name: self.ingest.url}
         return {name: value for name, value in values.items() if value}
 
     def require_database_url(self) -> str:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -208,6 +209,49 @@ def cmd_serving_serve(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_ingest_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.bootstrap import build, serve
+
+    serve(build(settings), settings, args.host, args.port)
+    return EXIT_OK
+
+
+def cmd_ingest_push(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ingest.batches import Mode
+    from ingest.push import IngestClient, push_file
+
+    path = Path(args.file)
+    lines = sum(1 for line in path.open("rb") if line.strip()) if path.is_file() else 0
+    client = IngestClient(settings.ingest.url, token=settings.registry.client_token)
+    console = Console(stderr=True)
+    started = time.monotonic()
+    try:
+        with Progress(TextColumn(f"{args.source}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
+                      disable=not console.is_terminal) as bar:
+            task = bar.add_task("push", total=lines, rate="")
+
+            def advance(sent: int) -> None:
+                done = bar.tasks[0].completed + sent
+                rate = done / max(time.monotonic() - started, 1e-9)
+                bar.update(task, advance=sent, rate=f"{rate:,.0f} events/s")
+
+            summary = push_file(client, args.source, path, batch_size=args.batch_size,
+                                mode=Mode(args.mode), on_batch=advance)
+    finally:
+        client.close()
+    print(f"{args.source}: {summary.sent:,} events sent, {summary.accepted:,} accepted, "
+          f"{summary.rejected:,} rejected ({time.monotonic() - started:.1f} s)")
+    for reason, count in summary.reasons.most_common():
+        print(f"  {count:>8,}  {reason}")
+    for example in summary.examples:
+        print(f"  line {example.line}: {example.message}")
+    return EXIT_OK if summary.rejected == 0 else EXIT_CHANGES
+
+
 # --------------------------------------------------------------------------- offline store
 
 def _key_values(pairs: list[str]) -> dict[str, str]:
@@ -304,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     serving_serve.add_argument("--host", default="127.0.0.1")
     serving_serve.add_argument("--port", type=int, default=8001)
 
+    _add_ingest_commands(commands, command)
+
     deployer = commands.add_parser("deployer", help="rollouts").add_subparsers(
         dest="deployer_command", required=True, metavar="COMMAND")
     command("run", cmd_deployer_run, "run a deployer worker (one of several leads)", deployer)
@@ -353,8 +399,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_ingest_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]
+                         ) -> None:
+    ingest = commands.add_parser("ingest", help="the ingest API").add_subparsers(
+        dest="ingest_command", required=True, metavar="COMMAND")
+    ingest_serve = command("serve", cmd_ingest_serve, "run the ingest API: events checked "
+                           "against their source's contract, then written to its topic", ingest)
+    ingest_serve.add_argument("--host", default="127.0.0.1")
+    ingest_serve.add_argument("--port", type=int, default=8002)
+    push = command("push", cmd_ingest_push, "send a file of events (one JSON object a line) "
+                   "through the ingest API (exit 2 = some were rejected)", ingest)
+    push.add_argument("source", help="the source's name")
+    push.add_argument("file", metavar="FILE.jsonl")
+    push.add_argument("--batch-size", type=int, default=500, help="events a request")
+    push.add_argument("--mode", choices=["partial", "atomic"], default="partial",
+                      help="atomic: a batch with an invalid event writes none of its events")
+
+
 PLATFORM_PACKAGES = ("core", "fp", "registry", "deployer", "sinks", "serving", "offline",
-                     "migrations")
+                     "ingest", "migrations")
 
 
 def configure_logging(verbose: bool) -> None:

@@ -53,19 +53,26 @@ def webhook_config(settings: Settings) -> WebhookConfig:
 
 
 def serve(server: RegistryServer, host: str, port: int) -> None:
-    """Run the registry API in this process until interrupted.  Refuses, before listening, to
-    take anyone's writes on an address other hosts can reach unless that was asked for."""
-    if not server.writes_need_tokens and not server.open_writes_asked and not _loopback(host):
-        raise ConfigurationError(
-            f"refusing to serve the registry on {host} with {API_TOKENS.name} empty: anyone "
-            f"who can reach it could apply and roll back.  Set {API_TOKENS.name} "
-            f"(name:secret,...), or set {OPEN_WRITES.name}=true to accept writes from anyone")
-    if not server.writes_need_tokens:
-        logger.warning("%s is empty: anyone who can reach %s may apply and roll back",
-                       API_TOKENS.name, host)
+    """Run the registry API in this process until interrupted (see :func:`check_open_writes`)."""
+    check_open_writes(server.writes_need_tokens, server.open_writes_asked, host,
+                      "the registry", "apply and roll back")
     logger.info("registry API on http://%s:%d", host, port)
     # No log_config: uvicorn's loggers follow the command's (a library's from WARNING).
     uvicorn.run(server.app, host=host, port=port, access_log=False, log_config=None)
+
+
+def check_open_writes(writes_need_tokens: bool, open_writes_asked: bool, host: str,
+                      server: str, writes: str) -> None:
+    """Refuses, before a server listens, to take anyone's ``writes`` on an address other
+    hosts can reach unless that was asked for; warns when it takes them on loopback."""
+    if not writes_need_tokens and not open_writes_asked and not _loopback(host):
+        raise ConfigurationError(
+            f"refusing to serve {server} on {host} with {API_TOKENS.name} empty: anyone "
+            f"who can reach it could {writes}.  Set {API_TOKENS.name} "
+            f"(name:secret,...), or set {OPEN_WRITES.name}=true to accept writes from anyone")
+    if not writes_need_tokens:
+        logger.warning("%s is empty: anyone who can reach %s may %s", API_TOKENS.name, host,
+                       writes)
 
 
 def _loopback(host: str) -> bool:

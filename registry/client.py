@@ -60,11 +60,13 @@ class RegistryClient:
         if response.is_success:
             body: dict[str, Any] = response.json()
             return body
-        raise _error_from(response)
+        raise error_from_response(response)
 
 
-def _error_from(response: httpx.Response) -> FeaturePlatformError:
-    """The error the registry answered, rebuilt from the problem body's ``code``."""
+def error_from_response(response: httpx.Response, api: str = "registry"
+                        ) -> FeaturePlatformError:
+    """The error a platform API (the registry, the ingest API) answered, rebuilt from the
+    problem body's ``code``."""
     try:
         body = response.json()
     except ValueError:
@@ -76,5 +78,5 @@ def _error_from(response: httpx.Response) -> FeaturePlatformError:
     if error_type is AuthenticationError:
         return AuthenticationError(f"{detail} (set FP_API_TOKEN to one of the registry's tokens)")
     if error_type is None:  # not an answer of the platform's: a proxy's, say
-        return InfrastructureError(f"registry answered {response.status_code}: {detail}")
+        return InfrastructureError(f"{api} answered {response.status_code}: {detail}")
     return error_type.from_problem(detail, body)

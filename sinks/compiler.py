@@ -383,7 +383,7 @@ def compile_view(view: FeatureView, catalog: Mapping[str, Definition], namespace
         f"{_by_rule([sql_string(r.reason) for r in rules], LATE_REASON)},\n  "
         "KEY 'field' VALUE "
         f"{_by_rule([_field_literal(r) for r in rules], 'CAST(NULL AS STRING)')},\n  "
-        f"KEY 'view' VALUE {sql_string(view.name)}, "
+        f"KEY 'origin' VALUE 'stream', KEY 'view' VALUE {sql_string(view.name)}, "
         f"KEY 'namespace' VALUE {sql_string(namespace)}, KEY 'topic' VALUE "
         f"{sql_string(source.topic)}, KEY 'partition' VALUE `kafka_partition`, "
         "KEY 'offset' VALUE `kafka_offset`, KEY 'payload' VALUE `message`) "

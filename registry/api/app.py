@@ -107,18 +107,29 @@ class Access:
     apply_rate_limit: RateLimit = DEFAULT_APPLY_RATE_LIMIT
     webhook_rate_limit: RateLimit = DEFAULT_WEBHOOK_RATE_LIMIT
 
+    def writer(self) -> Callable[[ASGIConnection[Any, Any, Any, Any]], str]:
+        """Who a write comes from: its bearer token's identity (a 401 without a valid token),
+        or ``anonymous`` when there are no write tokens.  The registry's writes and the
+        ingest API's share it."""
+        writers = _secrets(self.api_tokens)
+
+        def identity(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+            return _identify(connection, writers) if writers else ANONYMOUS
+
+        return identity
+
     def guards(self) -> tuple[Guard, Guard, Guard]:
         """The guards of the writes, the protected reads and the webhooks."""
-        writers = _secrets(self.api_tokens)
-        readers = writers + _secrets(self.read_tokens)
+        readers = _secrets(self.api_tokens) + _secrets(self.read_tokens)
+        writer = self.writer()
         apply_limiter = RateLimiter(self.apply_rate_limit)
         webhook_limiter = RateLimiter(self.webhook_rate_limit)
 
         def write_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
                         ) -> None:
-            identity = _identify(connection, writers) if writers else ANONYMOUS
+            identity = writer(connection)
             # Without tokens everyone is anonymous: the client address tells callers apart.
-            apply_limiter.take(identity if writers else _client(connection))
+            apply_limiter.take(identity if self.api_tokens else _client(connection))
             connection.state[_IDENTITY] = identity
 
         def read_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler

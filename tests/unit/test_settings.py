@@ -13,6 +13,7 @@ from core.errors import ConfigurationError
 from core.settings import (
     VARIABLES,
     DeployerSettings,
+    IngestSettings,
     RateLimit,
     RegistrySettings,
     Settings,
@@ -21,7 +22,7 @@ from core.settings import (
 from fp.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT_PACKAGES = ("core", "fp", "registry", "deployer", "sinks", "serving", "offline",
+PRODUCT_PACKAGES = ("core", "fp", "registry", "deployer", "sinks", "serving", "offline", "ingest",
                     "migrations")
 
 DEFAULTS = Settings(
@@ -60,6 +61,9 @@ EVERY_VARIABLE = {
     "FP_PURGE_GRACE": "30s",
     "FP_FLINK_CONNECTOR_JARS": "/jars/a.jar:/jars/b.jar",
     "FP_DEPLOYER_CRASH_AT": "submitted,DeploymentReady",
+    "FP_INGEST_URL": "https://ingest.example/",
+    "FP_INGEST_DELIVERY_TIMEOUT": "3s",
+    "FP_INGEST_IDEMPOTENCY_WINDOW": "1h",
 }
 
 
@@ -90,7 +94,9 @@ def test_every_variable_is_read() -> None:
         deployer=DeployerSettings(
             start="earliest", ready_timeout_ms=120_000, keep_namespaces=5,
             purge_grace_ms=30_000, connector_jars=(Path("/jars/a.jar"), Path("/jars/b.jar")),
-            crash_at=frozenset({"submitted", "DeploymentReady"})))
+            crash_at=frozenset({"submitted", "DeploymentReady"})),
+        ingest=IngestSettings(url="https://ingest.example", delivery_timeout_ms=3_000,
+                              idempotency_window_ms=3_600_000))
 
 
 def test_the_client_token_defaults_to_the_first_accepted_token() -> None:
@@ -153,7 +159,7 @@ def test_settings_are_frozen_at_every_level() -> None:
     settings = Settings.from_env({})
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.redis_url = "redis://elsewhere"  # type: ignore[misc]
-    for section in (settings.registry, settings.webhooks, settings.deployer):
+    for section in (settings.registry, settings.webhooks, settings.deployer, settings.ingest):
         field = dataclasses.fields(section)[0].name
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(section, field, None)
@@ -164,7 +170,8 @@ def test_replacing_a_value_gives_a_new_settings() -> None:
     assert started.redis_url == "redis://127.0.0.1:6390/0"
     assert DEFAULTS.redis_url is None
     assert started.services_env() == {"FP_REDIS_URL": "redis://127.0.0.1:6390/0",
-                                      "FP_REGISTRY_URL": "http://127.0.0.1:8000"}
+                                      "FP_REGISTRY_URL": "http://127.0.0.1:8000",
+                                      "FP_INGEST_URL": "http://127.0.0.1:8002"}
 
 
 def test_every_fp_variable_named_in_the_product_is_in_the_settings_table() -> None:
