@@ -18,6 +18,7 @@ COPY deployer ./deployer
 COPY sinks ./sinks
 COPY serving ./serving
 COPY offline ./offline
+COPY ingest ./ingest
 COPY migrations ./migrations
 COPY examples ./examples
 RUN pip install --no-cache-dir '.[runtime]'

@@ -196,10 +196,11 @@ def cmd_deployer_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from fp.up import run
+    from fp.up import Ports, run
 
-    return run(settings, demo=args.demo, registry_port=args.registry_port,
-               serving_port=args.serving_port)
+    return run(settings, demo=args.demo, ports=Ports(registry=args.registry_port,
+                                                     serving=args.serving_port,
+                                                     ingest=args.ingest_port))
 
 
 def cmd_serving_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -321,9 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = command("up", cmd_up, "run the whole platform on this machine until Ctrl-C")
     up.add_argument("--demo", action="store_true",
-                    help="also apply examples/ and stream sample events")
+                    help="also apply examples/ and send sample events through the ingest API")
     up.add_argument("--registry-port", type=int, default=8000)
     up.add_argument("--serving-port", type=int, default=8001)
+    up.add_argument("--ingest-port", type=int, default=8002)
 
     plan = command("plan", cmd_plan, "show what `fp apply` would change (exit 2 = changes)")
     plan.add_argument("path", nargs="?", default=".", help="features repo folder")
@@ -363,30 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("migrate", cmd_online_migrate, "move keys of the first layout to the current one "
             "(once, with writers, deployer and servers stopped)", online)
 
-    archiver = commands.add_parser("archiver", help="raw events → Iceberg").add_subparsers(
-        dest="archiver_command", required=True, metavar="COMMAND")
-    archive = command("run", cmd_archiver_run, "archive every registered source's raw events "
-                      "into Iceberg, exactly once", archiver)
-    archive.add_argument("--batch-rows", type=int, default=100_000,
-                         help="append once this many events are buffered")
-    archive.add_argument("--batch-seconds", type=float, default=10.0,
-                         help="...or once the oldest buffered event waited this long")
-    archive.add_argument("--registry-poll", type=float, default=5.0,
-                         help="seconds between looks for new sources and contract versions")
-    archive.add_argument("--maintain-every", type=float, default=3600.0,
-                         help="seconds between compactions (0 = never)")
-    archive.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
-                         help="extra consumer setting (repeatable)")
-    maintain = command("maintain", cmd_archiver_maintain, "compact small files, expire old "
-                       "snapshots, delete unreferenced files", archiver)
-    maintain.add_argument("--source", action="append", help="only this source (repeatable)")
-    maintain.add_argument("--target-file-mb", type=int, default=128)
-    maintain.add_argument("--snapshot-retention", default="7d",
-                          help="keep snapshots this young (datasets built on older ones can "
-                               "no longer be reproduced)")
-    maintain.add_argument("--orphan-age", default="1h",
-                          help="delete unreferenced files only once this old (younger ones "
-                               "may belong to an append in flight)")
+    _add_archiver_commands(commands, command)
 
     dataset = command("dataset", cmd_dataset, "point-in-time training set from the archive")
     dataset.add_argument("--entities", required=True, metavar="ROWS.parquet",
@@ -414,6 +393,34 @@ def _add_ingest_commands(commands: Any, command: Callable[..., argparse.Argument
     push.add_argument("--batch-size", type=int, default=500, help="events a request")
     push.add_argument("--mode", choices=["partial", "atomic"], default="partial",
                       help="atomic: a batch with an invalid event writes none of its events")
+
+
+def _add_archiver_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]
+                           ) -> None:
+    archiver = commands.add_parser("archiver", help="raw events → Iceberg").add_subparsers(
+        dest="archiver_command", required=True, metavar="COMMAND")
+    archive = command("run", cmd_archiver_run, "archive every registered source's raw events "
+                      "into Iceberg, exactly once", archiver)
+    archive.add_argument("--batch-rows", type=int, default=100_000,
+                         help="append once this many events are buffered")
+    archive.add_argument("--batch-seconds", type=float, default=10.0,
+                         help="...or once the oldest buffered event waited this long")
+    archive.add_argument("--registry-poll", type=float, default=5.0,
+                         help="seconds between looks for new sources and contract versions")
+    archive.add_argument("--maintain-every", type=float, default=3600.0,
+                         help="seconds between compactions (0 = never)")
+    archive.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
+                         help="extra consumer setting (repeatable)")
+    maintain = command("maintain", cmd_archiver_maintain, "compact small files, expire old "
+                       "snapshots, delete unreferenced files", archiver)
+    maintain.add_argument("--source", action="append", help="only this source (repeatable)")
+    maintain.add_argument("--target-file-mb", type=int, default=128)
+    maintain.add_argument("--snapshot-retention", default="7d",
+                          help="keep snapshots this young (datasets built on older ones can "
+                               "no longer be reproduced)")
+    maintain.add_argument("--orphan-age", default="1h",
+                          help="delete unreferenced files only once this old (younger ones "
+                               "may belong to an append in flight)")
 
 
 PLATFORM_PACKAGES = ("core", "fp", "registry", "deployer", "sinks", "serving", "offline",

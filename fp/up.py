@@ -3,7 +3,7 @@
 Services named in the environment are used as they are; the missing ones are started
 locally (PostgreSQL, Redis, a Kafka-protocol broker, a Flink session cluster).  Then the
 migrations run and the platform's own processes start: registry, serving, deployer, the
-Redis writer and the archiver.  Everything this command started — and only that — is
+Redis writer, the archiver and the ingest API.  Everything this command started — and only that — is
 stopped on exit, in reverse order, with its temporary folders.  Killed instead (SIGKILL),
 it takes its processes along (the kernel kills each when it dies), and the next `fp up`
 removes the rest (see fp/local/run_record.py).
@@ -49,12 +49,20 @@ class Component:
     process: subprocess.Popen[bytes] | None = None
 
 
+@dataclass(frozen=True)
+class Ports:
+    """Where the platform's own servers listen."""
+
+    registry: int
+    serving: int
+    ingest: int
+
+
 @dataclass
 class Platform:
     settings: Settings
     work_dir: Path
-    registry_port: int
-    serving_port: int
+    ports: Ports
     say: Callable[[str], None]
     record: RunRecord
     services: list[LocalService] = field(default_factory=list)
@@ -79,7 +87,8 @@ class Platform:
             flink_url=self._use_or_start(settings.flink_url, LocalFlink,
                                          "Flink session cluster", "flink"),
             warehouse=settings.warehouse or (self.work_dir / "warehouse").as_uri(),
-            registry=replace(settings.registry, url=f"http://127.0.0.1:{self.registry_port}"))
+            registry=replace(settings.registry, url=f"http://127.0.0.1:{self.ports.registry}"),
+            ingest=replace(settings.ingest, url=f"http://127.0.0.1:{self.ports.ingest}"))
 
     def _use_or_start(self, url: str | None, factory: Callable[[Path], LocalService],
                       label: str, folder: str) -> str:
@@ -97,16 +106,17 @@ class Platform:
         return service.url
 
     def start_components(self, env: dict[str, str]) -> None:
-        registry = f"http://127.0.0.1:{self.registry_port}"
-        serving = f"http://127.0.0.1:{self.serving_port}"
+        def server(name: str, port: int) -> Component:
+            return Component(name, [name, "serve", "--port", str(port)],
+                             f"http://127.0.0.1:{port}/healthz")
+
         self.components = [
-            Component("registry", ["registry", "serve", "--port", str(self.registry_port)],
-                      f"{registry}/healthz"),
+            server("registry", self.ports.registry),
             Component("writer", ["writer", "run"]),
             Component("deployer", ["deployer", "run"]),
             Component("archiver", ["archiver", "run"]),
-            Component("serving", ["serving", "serve", "--port", str(self.serving_port)],
-                      f"{serving}/healthz"),
+            server("serving", self.ports.serving),
+            server("ingest", self.ports.ingest),
         ]
         for component in self.components:
             log = (self.work_dir / f"{component.name}.log").open("ab")
@@ -181,7 +191,7 @@ def _stop_signals_raise() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run(settings: Settings, demo: bool, registry_port: int, serving_port: int) -> int:
+def run(settings: Settings, demo: bool, ports: Ports) -> int:
     def say(message: str) -> None:
         print(f"fp up: {message}", flush=True)
 
@@ -191,7 +201,7 @@ def run(settings: Settings, demo: bool, registry_port: int, serving_port: int) -
         record = RunRecord()
         with tempfile.TemporaryDirectory(prefix="fp-up-") as folder:
             exit_code = _run_platform(
-                Platform(settings, Path(folder), registry_port, serving_port, say, record),
+                Platform(settings, Path(folder), ports, say, record),
                 demo)
         record.remove()
         return exit_code
@@ -200,7 +210,6 @@ def run(settings: Settings, demo: bool, registry_port: int, serving_port: int) -
 def _run_platform(platform: Platform, demo: bool) -> int:
     """Start the platform, watch it until a stop signal or a failure, then stop it."""
     settings, say = platform.settings, platform.say
-    registry_port, serving_port = platform.registry_port, platform.serving_port
     platform.save_record()
     stop_demo = threading.Event()
     try:
@@ -214,7 +223,7 @@ def _run_platform(platform: Platform, demo: bool) -> int:
             from fp.demo import start_demo
 
             start_demo(settings, EXAMPLES, stop_demo, say)
-        _print_urls(registry_port, serving_port, demo, say)
+        _print_urls(platform.ports, demo, say)
         while True:
             platform.check_components()
             time.sleep(1)
@@ -231,10 +240,11 @@ def _run_platform(platform: Platform, demo: bool) -> int:
         say("stopped")
 
 
-def _print_urls(registry_port: int, serving_port: int, demo: bool,
-                say: Callable[[str], None]) -> None:
-    say(f"registry  http://127.0.0.1:{registry_port}  (OpenAPI: /schema/openapi.json)")
-    say(f"serving   http://127.0.0.1:{serving_port}")
+def _print_urls(ports: Ports, demo: bool, say: Callable[[str], None]) -> None:
+    say(f"registry  http://127.0.0.1:{ports.registry}  (OpenAPI: /schema/openapi.json)")
+    say(f"serving   http://127.0.0.1:{ports.serving}")
+    say(f"ingest    http://127.0.0.1:{ports.ingest}  (POST /v1/ingest/{{source}})")
     if demo:
-        say(f"try:  curl -s http://127.0.0.1:{serving_port}/v1/features/user_transactions/u1")
+        say(f"try:  curl -s http://127.0.0.1:{ports.serving}/v1/features/user_transactions/u1")
+        say(f"      curl -s http://127.0.0.1:{ports.ingest}/metrics | grep rejected")
     say("press Ctrl-C to stop everything")

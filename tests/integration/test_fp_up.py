@@ -56,6 +56,7 @@ class FpUp:
     output: list[str]
     registry_port: int
     serving_port: int
+    ingest_port: int
 
     @property
     def text(self) -> str:
@@ -83,13 +84,14 @@ class FpUp:
 
     def ports(self) -> set[int]:
         started_at = map(int, re.findall(r"started .* at \S*:(\d+)", self.text))
-        return {self.registry_port, self.serving_port, *started_at}
+        return {self.registry_port, self.serving_port, self.ingest_port, *started_at}
 
 
 def start_fp_up(*args: str, env: dict[str, str], sigint_ignored: bool = False) -> FpUp:
-    registry_port, serving_port = free_port(), free_port()
+    registry_port, serving_port, ingest_port = free_port(), free_port(), free_port()
     command = [sys.executable, "-m", "fp.cli", "up", *args, "--registry-port",
-               str(registry_port), "--serving-port", str(serving_port)]
+               str(registry_port), "--serving-port", str(serving_port), "--ingest-port",
+               str(ingest_port)]
     if sigint_ignored:
         # As a shell starts a script's background job; exec keeps the disposition.
         command = ["sh", "-c", "trap '' INT; exec \"$@\"", "sh", *command]
@@ -99,7 +101,7 @@ def start_fp_up(*args: str, env: dict[str, str], sigint_ignored: bool = False) -
     output: list[str] = []
     threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, "")),
                      daemon=True).start()
-    return FpUp(process, output, registry_port, serving_port)
+    return FpUp(process, output, registry_port, serving_port, ingest_port)
 
 
 def _env_without_services() -> dict[str, str]:
@@ -124,6 +126,14 @@ def test_fp_up_demo_serves_features_rolls_out_and_stops_cleanly(tmp_path: Path) 
             return response.status_code == 200 and response.json()["found"]
 
         wait_for(served, "the demo's features to be served", timeout=240)
+
+        def refused_at_the_door() -> bool:
+            metrics = httpx.get(f"http://127.0.0.1:{up.ingest_port}/metrics", timeout=5).text
+            return bool(re.search(r'fp_ingest_rejected_events_total\{reason="\w+",'
+                                  r'source="transactions"\} [1-9]', metrics))
+
+        # The demo's payments come through the ingest API, 1 in 50 breaking the contract.
+        wait_for(refused_at_the_door, "the demo's broken payments to be refused", timeout=60)
 
         repo = tmp_path / "features"
         repo.mkdir()
