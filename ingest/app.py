@@ -10,7 +10,14 @@ import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import (
+    Example,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 from litestar.params import HeaderParameter, Parameter, QueryParameter
 
 from core.domain.contracts import Reason
@@ -64,7 +71,9 @@ class _IngestOperation(Operation):
                            type=OpenAPIType.ARRAY, items=_EVENT, min_items=1,
                            max_items=MAX_EVENTS)})])),
             NDJSON: OpenAPIMediaType(schema=Schema(
-                type=OpenAPIType.STRING, description="One JSON event a line"))})
+                type=OpenAPIType.STRING, pattern=r"\S", max_length=MAX_BODY_BYTES,
+                description="One JSON event a line (blank lines are skipped; at least one "
+                            "event)"))})
 
 
 def _answers(description: str) -> ResponseSpec:
@@ -83,8 +92,10 @@ def create_ingest_app(service: IngestService, access: Access) -> Litestar:
                                    "event invalid)"),
                      **problem_responses(400, 401, 404, 409, 413, 415, 503)})
     async def ingest(request: Request[Any, Any, Any],
-                     source: Annotated[str, Parameter(pattern=NAME_PATTERN.pattern,
-                                                      description="A source's name")],
+                     source: Annotated[str, Parameter(
+                         pattern=NAME_PATTERN.pattern, description="A source's name",
+                         examples=[Example(summary="the demo's source",
+                                           value="transactions")])],
                      mode: Annotated[Mode, QueryParameter(
                          description="partial: write the valid events; atomic: write "
                                      "nothing if any is invalid")] = Mode.PARTIAL,

@@ -1,15 +1,17 @@
-"""Both HTTP APIs fuzzed from their own OpenAPI schemas (schemathesis).
+"""The HTTP APIs fuzzed from their own OpenAPI schemas (schemathesis).
 
 Every operation gets examples generated from its documented parameters and bodies, valid and
 invalid, and each answer must be documented: no server error, no status code or content type
 the schema does not list, no schema-valid request refused as malformed.  The registry runs
 in-process over the in-memory store (the PostgreSQL-specific regressions are in
-test_registry_api.py); serving runs under uvicorn on loopback over Redis and a registry.
+test_registry_api.py); serving runs under uvicorn on loopback over Redis and a registry, the
+ingest API over its in-memory event log and keys and a registry.
 The seed and the example count are fixed, so a run is repeatable and takes seconds.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -30,9 +32,18 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from core.domain.events import Provenance
 from core.settings import RateLimit
 from fp.local.base import LOOPBACK, free_port
+from ingest.app import create_ingest_app
+from ingest.batches import NDJSON
+from ingest.contracts import SourceContracts
+from ingest.event_log import MemoryEventLog
+from ingest.idempotency import MemoryIdempotencyStore
+from ingest.service import IngestService
 from registry.api.app import Access, create_registry_app
+from registry.feed import RegistryEvents
+from registry.repo_loader import load_repository
 from registry.service import RegistryService
 from registry.store.memory import MemoryRegistryStore
 from registry.webhooks import WebhookConfig, Webhooks
@@ -48,6 +59,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # view and its entity keys have the right types, is the domain's verdict, not a schema's.
 DOMAIN_VERDICTS = PositiveDataAcceptanceConfig(
     expected_statuses=["2xx", "401", "404", "409", "413", "422", "429"])
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "features"
 UNLIMITED = RateLimit(1_000_000, 1_000)
 """The fuzz sends far more than any caller would: the limits have tests of their own."""
 
@@ -124,3 +136,39 @@ def serving_url(stream_redis_url: str, tmp_path_factory: pytest.TempPathFactory
 @seed(20261207)
 def test_the_serving_api_answers_only_what_it_documents(case: Any, serving_url: str) -> None:
     case.call_and_validate(base_url=serving_url, checks=CHECKS)
+
+
+def _ingest_app(registry_url: str) -> ASGIApp:
+    contracts = SourceContracts()
+    service = IngestService(RegistryEvents(registry_url, contracts), contracts,
+                            MemoryEventLog(), MemoryIdempotencyStore(),
+                            delivery_timeout_ms=1_000, idempotency_window_ms=60_000)
+    return create_ingest_app(service, Access())
+
+
+@schemathesis.serializer(NDJSON)
+def _ndjson(_: Any, value: Any) -> bytes:
+    """NDJSON bodies as the schema types them: text (one JSON event a line)."""
+    return value.encode() if isinstance(value, str) else json.dumps(value).encode()
+
+
+ingest_schema = schemathesis.openapi.from_dict(TestClient(
+    _ingest_app("http://127.0.0.1:9")).get("/schema/openapi.json").json())
+ingest_schema.config.checks.positive_data_acceptance = DOMAIN_VERDICTS
+
+
+@pytest.fixture(scope="module")
+def ingest_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    registry = RegistryService(MemoryRegistryStore())
+    registry.apply(load_repository(EXAMPLES), Provenance(actor="fuzz"))
+    with _Server(create_registry_app(registry)) as registry_server, \
+            _Server(_ingest_app(registry_server.url)) as ingest:
+        yield ingest.url
+
+
+@ingest_schema.parametrize()
+@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None,
+          suppress_health_check=list(HealthCheck))
+@seed(20261207)
+def test_the_ingest_api_answers_only_what_it_documents(case: Any, ingest_url: str) -> None:
+    case.call_and_validate(base_url=ingest_url, checks=CHECKS)
