@@ -52,16 +52,43 @@ def serving_url(registry_server: RunningRegistry, stream_redis_url: str, tmp_pat
     server.stop()
 
 
+@pytest.fixture
+def ingest_url(registry_server: RunningRegistry, stream_redis_url: str, kafka_bootstrap: str,
+               tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    server = PlatformProcess(["ingest", "serve", "--port", str(port)], {
+        "FP_REGISTRY_URL": registry_server.url, "FP_REDIS_URL": stream_redis_url,
+        "FP_KAFKA_BOOTSTRAP": kafka_bootstrap}, tmp_path / "ingest.log")
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: answers_ok(f"{url}/healthz"), 30, "the ingest API")
+    yield url
+    server.stop()
+
+
 def test_every_tagged_block_exists() -> None:
-    assert set(blocks()) == {"cli", "registry-api", "serving-api"}
+    assert set(blocks()) == {"cli", "registry-api", "ingest-api", "serving-api"}
 
 
 def test_readme_examples_run(registry_server: RunningRegistry, serving_url: str,
-                             stream_redis_url: str) -> None:
+                             ingest_url: str, stream_redis_url: str) -> None:
     env = registry_server.env
-    urls = {"http://127.0.0.1:8000": registry_server.url, "http://127.0.0.1:8001": serving_url}
+    urls = {"http://127.0.0.1:8000": registry_server.url, "http://127.0.0.1:8001": serving_url,
+            "http://127.0.0.1:8002": ingest_url}
     status = run_block("cli", env, urls)
     assert "user_transactions" in status
+
+    def ingested() -> dict[str, Any]:
+        [answer] = json_values(run_block("ingest-api", env, urls))
+        return answer
+
+    # The ingest API reads the registry once a second: the source is there within that.
+    wait_until(lambda: _answers(ingested), 30, "the ingest API to know the source")
+    first, again = ingested(), ingested()
+    assert first == again, "the same Idempotency-Key gives the same answer"
+    assert first["accepted"] == 1
+    assert first["rejected"] == [{"index": 1, "field": "amount", "reason": "below_min",
+                                  "message": "amount: -3 is below the minimum 0"}]
 
     registry_output = run_block("registry-api", env, urls)
     assert '"latest_version":1' in registry_output.replace(" ", "")
@@ -79,6 +106,14 @@ def test_readme_examples_run(registry_server: RunningRegistry, serving_url: str,
     assert batch["versions"] == {"user_transactions": 1, "user_transactions@1": 1,
                                  "user_ratios": 1}
     assert batch["results"][0]["user_transactions:amount_1m"] == 42.5
+
+
+def _answers(ingested: Any) -> bool:
+    try:
+        ingested()
+    except AssertionError:  # curl -f: a 404 while the source is unknown
+        return False
+    return True
 
 
 def json_values(text: str) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """The Python contract check and the stream's SQL check, both built from one rule table
 (:func:`core.domain.contracts.contract_rules`), judge every event alike: the same verdict,
-reason code, field and message.
+reason code, field and message — so the stream never dead-letters an event the ingest API
+accepted.
 
 Hypothesis draws several hundred events — valid ones, every kind of violation, edge numbers
 spelled as JSON spells them, unicode text, nulls, non-objects, broken JSON — and one bounded
@@ -9,17 +10,29 @@ compared with the Python verdicts offset by offset."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from core.domain.contracts import ContractChecker, Violation
 from core.domain.definitions import FeatureView, Source, parse_definitions
+from core.domain.events import Provenance
 from core.domain.validation import validate_batch
+from core.errors import MalformedBodyError
+from ingest.contracts import SourceContracts
+from ingest.event_log import KafkaEventLog
+from ingest.idempotency import MemoryIdempotencyStore
+from ingest.service import IngestRequest, IngestService
+from registry.api.app import create_registry_app
+from registry.feed import RegistryEvents
+from registry.service import RegistryService
+from registry.store.memory import MemoryRegistryStore
 from sinks.compiler import JobSpec, KafkaOptions, compile_view
 from sinks.flink import FlinkClient
 from tests.services import consume_all, create_topics, produce
@@ -121,6 +134,12 @@ def definitions(topic: str) -> list[dict[str, Any]]:
     return [{"kind": "entity", "name": "probe", "join_keys": ["s"]}, source, view]
 
 
+def contracts_source(topic: str) -> Source:
+    source = validate_batch({}, parse_definitions(definitions(topic)))["source:contract_probe"]
+    assert isinstance(source, Source)
+    return source
+
+
 def bounded(spec: JobSpec, records: int) -> JobSpec:
     """The job reading the first ``records`` records of its one-partition source, so that it
     finishes.  An explicit end offset, since a broker may report the end of a partition
@@ -176,3 +195,60 @@ def test_the_python_and_the_flink_check_judge_every_event_alike(
     assert {v.reason for v in invalid.values()} >= {
         "not_an_object", "missing_required", "wrong_type", "below_min", "above_max",
         "not_allowed", "unreadable_event_time"}
+
+
+def test_the_stream_never_dead_letters_an_event_the_ingest_api_accepted(
+        kafka_bootstrap: str, flink: FlinkClient) -> None:
+    """The same events through the ingest API (its service, on the real broker): what the door
+    accepts, the compiled job reads clean — every one becomes a result row, none a dead
+    letter — and what it refuses never reaches the topic."""
+    topic = f"door_{uuid.uuid4().hex[:8]}"
+    registry = RegistryService(MemoryRegistryStore())
+    registry.apply(definitions(topic), Provenance(actor="test"))
+    catalog = validate_batch({}, parse_definitions(definitions(topic)))
+    view = catalog["feature_view:contract_probe_view"]
+    assert isinstance(view, FeatureView)
+    # Its own namespace: the result topic of the test above is named after v1.
+    spec = compile_view(view, catalog, "v2", 1, kafka=KafkaOptions(kafka_bootstrap))
+    create_topics(kafka_bootstrap, {spec.source_topic: 1, spec.dlq_topic: 1,
+                                    spec.result_topic: 1})
+
+    async def through_the_door() -> tuple[list[bytes], int]:
+        contracts = SourceContracts()
+        registry_app = create_registry_app(registry)
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=registry_app),  # type: ignore[arg-type]
+                                 base_url="http://registry")
+        door = IngestService(RegistryEvents("http://registry", contracts, http=http),
+                             contracts, KafkaEventLog(kafka_bootstrap, 10_000),
+                             MemoryIdempotencyStore(), delivery_timeout_ms=10_000,
+                             idempotency_window_ms=60_000)
+        await door.feed.catch_up()
+        accepted: list[bytes] = []
+        rejected = 0
+        try:
+            for payload in [*drawn_events(EVENTS), *PINNED_EVENTS]:
+                try:
+                    answer = await door.ingest(IngestRequest(
+                        "contract_probe", payload, "application/json", "test"))
+                except MalformedBodyError:  # not JSON at all: refused whole, as a 400
+                    continue
+                if answer.body["accepted"]:
+                    accepted.append(payload)
+                rejected += len(answer.body["rejected"])
+        finally:
+            await door.stop()
+        return accepted, rejected
+
+    accepted, rejected = asyncio.run(through_the_door())
+    assert len(accepted) > EVENTS // 10 and rejected > EVENTS // 3
+    flink.submit(bounded(spec, len(accepted)))
+    status = flink.wait_until_terminal(spec.job_id, timeout=90)
+    assert status is not None and status.state == "FINISHED", flink.exceptions(spec.job_id)
+    # A clean event becomes a row of last values when it holds one (`n`, here).
+    checker, n = ContractChecker(contracts_source(topic)), [f["name"] for f in SCHEMA].index("n")
+    holding_n = [p for p in accepted if checker.check(p).values[n] is not None]
+    rows = consume_all(kafka_bootstrap, spec.result_topic, len(holding_n), timeout=20)
+    assert len(rows) == len(holding_n) > 0, "every accepted event is read clean"
+    letters = consume_all(kafka_bootstrap, spec.dlq_topic, rejected + 1, timeout=5)
+    assert [letter for letter in letters if letter["origin"] != "ingest"] == []
+    assert len(letters) == rejected
