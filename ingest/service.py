@@ -197,7 +197,12 @@ class IngestService:
             except InfrastructureError as error:
                 return Delivery(error=f"cannot create topic {topic}: {error}")
             self._ready_topics.add(topic)
-        return await self.log.append(pending)
+        delivery = await self.log.append(pending)
+        if delivery.error is not None:
+            # The topics may be gone (deleted, or a broker that lost its data): look again
+            # at the next request rather than fail every later one.
+            self._ready_topics.discard(topic)
+        return delivery
 
 
 def _replay(previous: KeyRecord, this_request: str) -> IngestAnswer:
