@@ -28,7 +28,8 @@ def build(settings: Settings) -> Litestar:
     contracts = SourceContracts()
     service = IngestService(
         feed=RegistryEvents(registry.url, contracts,
-                            token=parse_token(entry, 1)[1] if entry else None),
+                            token=parse_token(entry, 1)[1] if entry else None,
+                            meanwhile="judging by the contracts already read"),
         contracts=contracts,
         log=KafkaEventLog(settings.require_kafka_bootstrap(), ingest.delivery_timeout_ms),
         keys=RedisIdempotencyStore(settings.require_redis_url()),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,8 +47,6 @@ from ingest.idempotency import (
 )
 from registry.feed import RegistryEvents
 from sinks.compiler import dlq_topic
-
-logger = logging.getLogger(__name__)
 
 REGISTRY_POLL_S = 1.0
 LEASE_MARGIN_MS = 30_000
@@ -90,7 +87,6 @@ class IngestService:
     keys: IdempotencyStore
     delivery_timeout_ms: int
     idempotency_window_ms: int
-    registry_error: str | None = None
     _ready_topics: set[str] = field(default_factory=set)
     _follower: asyncio.Task[None] | None = None
 
@@ -119,17 +115,13 @@ class IngestService:
     async def _read_registry(self) -> None:
         try:
             await self.feed.catch_up()
-        except InfrastructureError as error:
-            if self.registry_error is None:
-                logger.warning("%s; judging by the contracts already read", error)
-            self.registry_error = str(error)
+        except InfrastructureError:
             metrics.REGISTRY_ERRORS.inc()
             raise
-        self.registry_error = None
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "registry_loaded": self.contracts.loaded,
-                "registry_error": self.registry_error}
+                "registry_error": self.feed.error}
 
     # ------------------------------------------------------------------ requests
 

@@ -38,14 +38,18 @@ class DefinitionRecorder(Protocol):
 
 
 class RegistryEvents:
-    def __init__(self, registry_url: str, history: DefinitionRecorder,
+    def __init__(self, registry_url: str, history: DefinitionRecorder, *,
                  http: httpx.AsyncClient | None = None, timeout: float = 10.0,
-                 token: str | None = None) -> None:
+                 token: str | None = None,
+                 meanwhile: str = "using the definitions already read") -> None:
         """``token``: the bearer secret sent with every read, for a registry whose event log
-        needs a read token (``FP_READ_TOKENS``)."""
+        needs a read token (``FP_READ_TOKENS``); ``meanwhile``: what the reader does while
+        the registry cannot be read, for the log."""
         self.registry_url = registry_url.rstrip("/")
         self.history = history
         self.position = 0
+        self.meanwhile = meanwhile
+        self.error: str | None = None
         self._http = http or httpx.AsyncClient(base_url=self.registry_url, timeout=timeout)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -56,8 +60,20 @@ class RegistryEvents:
         """Read every event after the last one seen; how many definition versions were new.
 
         Raises InfrastructureError when the registry cannot be read; what was read before
-        stays recorded, and the next call resumes from there.
+        stays recorded, and the next call resumes from there.  :attr:`error` says why the
+        last call failed (None once one succeeds); the first failure of a run is logged.
         """
+        try:
+            recorded = await self._read_new_events()
+        except InfrastructureError as error:
+            if self.error is None:
+                logger.warning("%s; %s", error, self.meanwhile)
+            self.error = str(error)
+            raise
+        self.error = None
+        return recorded
+
+    async def _read_new_events(self) -> int:
         recorded = 0
         while True:
             page = await self._page(self.position)

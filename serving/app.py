@@ -99,7 +99,8 @@ def create_serving_app(registry_url: str, redis_url: str, *,
                        clock: Clock = wall_clock_millis,
                        intervals: Intervals = DEFAULT_INTERVALS) -> ASGIApp:
     history = DefinitionHistory()
-    events = RegistryEvents(registry_url, history, token=registry_token)
+    events = RegistryEvents(registry_url, history, token=registry_token,
+                            meanwhile="serving from the definitions already read")
     service = FeatureService(events, RedisOnlineStore(redis_url),
                              history, clock=clock, intervals=intervals)
 

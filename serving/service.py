@@ -103,7 +103,6 @@ class FeatureService:
         self.versions = VersionMapCache(store)
         self.clock = clock
         self.intervals = intervals
-        self.registry_error: str | None = None
         self._batch_plans = PlanCache()
         self._view_plans = PlanCache()
         self._tasks: list[asyncio.Task[None]] = []
@@ -151,13 +150,9 @@ class FeatureService:
     async def _poll_registry(self) -> int:
         try:
             recorded = await self.registry.catch_up()
-        except InfrastructureError as error:
-            if self.registry_error is None:
-                logger.warning("%s; serving from the definitions already read", error)
-            self.registry_error = str(error)
+        except InfrastructureError:
             metrics.REGISTRY_ERRORS.inc()
             raise
-        self.registry_error = None
         metrics.CATALOG_GENERATION.set(self.catalog.generation)
         return recorded
 
@@ -207,7 +202,7 @@ class FeatureService:
         catalog = self.catalog
         return {"status": "ok", "catalog_loaded": catalog.loaded,
                 "version_maps_loaded": self.versions.loaded,
-                "registry": "unavailable" if self.registry_error else "ok",
+                "registry": "unavailable" if self.registry.error else "ok",
                 "feature_views": len(catalog.views),
                 "version_maps": len(self.versions.snapshot.maps)}
 
@@ -215,7 +210,7 @@ class FeatureService:
         catalog = self.catalog
         if not catalog.loaded:
             raise InfrastructureError("the server has not read the registry yet "
-                                      f"({self.registry_error or 'starting'}); retry shortly")
+                                      f"({self.registry.error or 'starting'}); retry shortly")
         if not self.versions.loaded:
             raise InfrastructureError("the server has not read the online store's version "
                                       "maps yet (is Redis reachable?); retry shortly")
