@@ -86,8 +86,13 @@ class KafkaEventLog:
     retries without duplicates) and a thread that serves its delivery reports.
 
     An idempotent producer that meets a fatal error (the broker lost its sequence state, say)
-    refuses every later message: it is then replaced by a new one, and the old one retired
-    once its last reports are served."""
+    refuses every later message, and one whose messages timed out may never deliver again:
+    it bumps its epoch to go on, and a broker may refuse every bump — Tansu, once a lost
+    connection failed messages in flight, fences it ("a newer producer with the same
+    transactionalId"), and once restarted empty answers "unknown producer id", forever.
+    After either the producer is replaced by a new one at the next append, and the old one
+    retired once its last reports are served (tests/contracts/test_event_log.py,
+    tests/integration/test_ingest.py)."""
 
     _POLL_S = 0.05
 
@@ -99,39 +104,75 @@ class KafkaEventLog:
             "bootstrap.servers": bootstrap_servers, "enable.idempotence": True, "acks": "all",
             "linger.ms": linger_ms, "message.timeout.ms": delivery_timeout_ms,
             "queue.buffering.max.messages": 1_000_000, "logger": logger}
-        self._producer = Producer(self._config)
+        self._generation = 0
+        """Which producer is the current one: a report of an older one replaces nothing."""
+        self._replace: str | None = None
+        """Why the current producer is to be replaced at the next append (None: it is not)."""
+        self._producer = self._new_producer()
         self._retired: list[Producer] = []
-        self._fatal = False
         self._admin = KafkaAdmin(bootstrap_servers)
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._serve_reports, name="ingest-producer",
                                         daemon=True)
         self._poller.start()
 
+    def _new_producer(self) -> Producer:
+        self._generation += 1
+        generation = self._generation
+
+        def on_error(error: KafkaError) -> None:
+            # Without an error callback confluent-kafka raises a fatal error from poll(), on
+            # the thread that serves the delivery reports.
+            if error.fatal():
+                self._to_replace(generation, f"a fatal error: {error.str()}")
+            else:  # the broker unreachable, say: librdkafka retries; its log says more
+                logger.debug("producer: %s", error.str())
+
+        return Producer({**self._config, "error_cb": on_error})
+
+    def _to_replace(self, generation: int, reason: str) -> None:
+        if generation == self._generation and self._replace is None:
+            self._replace = reason
+
     def _serve_reports(self) -> None:
         while not self._closed.is_set():
-            self._producer.poll(self._POLL_S)
+            self._poll(self._producer, self._POLL_S)
             for retired in list(self._retired):
-                retired.poll(0)
+                self._poll(retired, 0)
                 if len(retired) == 0:
                     self._retired.remove(retired)
 
-    def _renew_after_fatal_error(self) -> None:
-        if self._fatal:
-            logger.warning("the producer met a fatal error: replacing it")
+    def _poll(self, producer: Producer, timeout_s: float) -> None:
+        # Whatever a poll raises (confluent-kafka raises a fatal error here as well as to
+        # the error callback), this thread goes on: without it no append is answered.
+        generation = self._generation
+        try:
+            producer.poll(timeout_s)
+        except Exception as error:
+            if not _is_fatal(error):
+                logger.exception("serving the producer's delivery reports failed")
+            elif producer is self._producer:
+                self._to_replace(generation, f"a fatal error: {error}")
+
+    def _renew_if_needed(self) -> None:
+        if self._replace is not None:
+            logger.warning("replacing the producer after %s", self._replace)
             self._retired.append(self._producer)
-            self._producer = Producer(self._config)
-            self._fatal = False
+            self._producer = self._new_producer()
+            self._replace = None
 
     async def append(self, records: Sequence[Record]) -> Delivery:
         if not records:
             return Delivery()
-        self._renew_after_fatal_error()
+        self._renew_if_needed()
+        generation = self._generation
         pending = _PendingAppend(asyncio.get_running_loop(), len(records))
         for position, record in enumerate(records):
             try:
                 self._produce(record, pending)
             except (KafkaException, BufferError) as error:
+                if _is_fatal(error):
+                    self._to_replace(generation, f"a fatal error: {error}")
                 # The rest is never handed over: settle it as failed, so that the count
                 # of reports to wait for is right.
                 for unsent in records[position:]:
@@ -144,12 +185,16 @@ class KafkaEventLog:
                                    self.delivery_timeout_ms / 1000 + 5)
         except TimeoutError:
             pending.delivery.error = pending.delivery.error or "no delivery report in time"
+            self._to_replace(generation, "delivery reports that did not come")
         return pending.delivery
 
     def _produce(self, record: Record, pending: _PendingAppend) -> None:
+        generation = self._generation
+
         def report(error: KafkaError | None, _: Message) -> None:
-            if error is not None and error.fatal():
-                self._fatal = True
+            if error is not None and (error.fatal() or
+                                      error.code() == KafkaError._MSG_TIMED_OUT):
+                self._to_replace(generation, error.str())
             pending.settle(record.index, None if error is None else error.str())
 
         try:
@@ -160,7 +205,16 @@ class KafkaEventLog:
             self._producer.produce(record.topic, record.value, on_delivery=report)
 
     async def ensure_topics(self, topics: Iterable[str]) -> None:
-        await asyncio.to_thread(self._admin.ensure_topics, list(topics), TOPIC_PARTITIONS)
+        # The broker unreachable, the admin client would wait its own 15 s to list the
+        # topics: a request waits for its topics no longer than for its records.
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(self._admin.ensure_topics, list(topics), TOPIC_PARTITIONS),
+                self.delivery_timeout_ms / 1000)
+        except TimeoutError:
+            raise InfrastructureError(
+                f"Kafka at {self.bootstrap_servers} did not answer within "
+                f"{self.delivery_timeout_ms} ms") from None
 
     def queue_depth(self) -> int:
         return len(self._producer)
@@ -169,6 +223,12 @@ class KafkaEventLog:
         await asyncio.to_thread(self._producer.flush, self.delivery_timeout_ms / 1000)
         self._closed.set()
         await asyncio.to_thread(self._poller.join, 5)
+
+
+def _is_fatal(error: BaseException) -> bool:
+    """Whether ``error`` is a producer's fatal error (the producer refuses every later message)."""
+    return isinstance(error, KafkaException) and bool(error.args) \
+        and isinstance(error.args[0], KafkaError) and bool(error.args[0].fatal())
 
 
 class MemoryEventLog:
