@@ -103,7 +103,10 @@ class KafkaEventLog:
         self._config: dict[str, Any] = {
             "bootstrap.servers": bootstrap_servers, "enable.idempotence": True, "acks": "all",
             "linger.ms": linger_ms, "message.timeout.ms": delivery_timeout_ms,
-            "queue.buffering.max.messages": 1_000_000, "logger": logger}
+            "queue.buffering.max.messages": 1_000_000, "logger": logger,
+            # Topics are created by ensure_topics alone, with the partitions stated: a broker
+            # creating one on demand would give it its own default.
+            "allow.auto.create.topics": False}
         self._generation = 0
         """Which producer is the current one: a report of an older one replaces nothing."""
         self._replace: str | None = None
