@@ -32,7 +32,7 @@ from fp.local.base import answers_ok, free_port, wait_until
 from ingest.app import REPLAYED_HEADER
 from ingest.event_log import TOPIC_PARTITIONS
 from ingest.idempotency import record_key
-from tests.contracts.test_event_log import Tansu, TcpProxy, read_topic, topic_partitions
+from tests.kafka_faults import Tansu, TcpProxy, read_topic, topic_partitions
 from tests.payments import INVALID_EVENTS, SCHEMA
 from tests.services import PlatformProcess
 
