@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -24,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from confluent_kafka import Producer
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from core.domain.events import Provenance
 from core.domain.layout import versions_key
-from fp.demo import DEMO_TOPIC, stream_payments
+from fp.demo import DEMO_SOURCE, PER_SECOND, payment
 from fp.local.base import running
 from fp.local.flink import LocalFlink
 from fp.local.kafka import LocalKafka
@@ -51,6 +54,17 @@ def breaking_variant(definitions: list[dict[str, Any]], n: int) -> list[dict[str
     view["features"][0]["window"] = "2m" if n % 2 else "1m"
     view["description"] = f"swap {n}"
     return changed
+
+
+def stream_payments(bootstrap: str, stop: threading.Event) -> None:
+    """The demo's payments, produced straight to their topic (no ingest API runs here)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    rng = random.Random()
+    while not stop.is_set():
+        producer.produce(DEMO_SOURCE, json.dumps(payment(rng, int(time.time() * 1000))).encode())
+        producer.poll(0)
+        stop.wait(1 / PER_SECOND)
+    producer.flush(5)
 
 
 def main() -> None:
@@ -77,7 +91,7 @@ def main() -> None:
                 with open(Path(logs) / f"{command[0]}.log", "wb") as log:
                     processes.append(subprocess.Popen([sys.executable, "-m", "fp.cli", *command],
                                                       env=env, stdout=log, stderr=log))
-            KafkaAdmin(kafka.url).ensure_topics([DEMO_TOPIC])
+            KafkaAdmin(kafka.url).ensure_topics([DEMO_SOURCE])
             threading.Thread(target=stream_payments, args=(kafka.url, stop), daemon=True).start()
             service = RegistryService(PostgresRegistryStore(create_registry_engine(database)))
             client = redis.Redis.from_url(online.url, decode_responses=True)
