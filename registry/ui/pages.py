@@ -30,13 +30,13 @@ from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from litestar import Request, Response, Router, get, post
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import Cookie, ResponseHeader
 from litestar.enums import MediaType, RequestEncodingType
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Body, QueryParameter
 from litestar.plugins.htmx import HTMXRequest
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
@@ -57,7 +57,7 @@ from core.errors import (
     ForbiddenError,
     InfrastructureError,
 )
-from registry.api.app import MAX_VERSION, Gate
+from registry.api.app import MAX_VERSION, DefinitionName, Gate
 from registry.service import RegistryService
 from registry.store.base import DefinitionRecord
 from registry.ui import model
@@ -74,6 +74,8 @@ from registry.ui.sources import IngestCounts, LiveReader, ProgressReader, TopicT
 from sinks.compiler import KafkaOptions, compile_view, dlq_topic
 
 HERE = Path(__file__).parent
+Query = Annotated[str, QueryParameter()]
+"""A text query parameter (a filter, a form field): empty when absent."""
 COOKIE = "fp_ui_token"
 COOKIE_MAX_AGE_S = 8 * 3600
 EVENTS_PAGE = 100
@@ -240,14 +242,14 @@ class RegistryUI:
                                      "gate": gate})
 
         @get("/", sync_to_thread=True)
-        def overview(request: HTMXRequest, q: str = "", owner: str = "", tag: str = "",
-                     kind: str = "") -> Template:
+        def overview(request: HTMXRequest, q: Query = "", owner: Query = "", tag: Query = "",
+                     kind: Query = "") -> Template:
             search = model.Search(q, owner, tag, kind if kind in model.KIND_LABELS else "")
             return page(request, "overview.html", "_results.html",
                         overview=model.overview(ui._definition_rows(), search))
 
         @get("/feature-views/{name:str}", sync_to_thread=True)
-        def feature_view(request: HTMXRequest, name: str) -> Template:
+        def feature_view(request: HTMXRequest, name: DefinitionName) -> Template:
             record = ui.service.definition(Kind.FEATURE_VIEW, name)
             ui.index.refresh()
             history = ui.index.history(name)
@@ -262,7 +264,7 @@ class RegistryUI:
                 coverage=ui.backfills.coverage(name), drift=ui.drift.drift(name))
 
         @get("/feature-views/{name:str}/timeline", sync_to_thread=True)
-        def deployment_timeline(request: HTMXRequest, name: str) -> Template:
+        def deployment_timeline(request: HTMXRequest, name: DefinitionName) -> Template:
             record = ui.service.definition(Kind.FEATURE_VIEW, name)
             ui.index.refresh()
             history = ui.index.history(name)
@@ -291,7 +293,7 @@ class RegistryUI:
 
         def diff_route(kind: Kind) -> HTTPRouteHandler:
             @get(f"/{model.KIND_PATHS[kind]}/{{name:str}}/diff", sync_to_thread=True)
-            def diff(request: HTMXRequest, name: str,
+            def diff(request: HTMXRequest, name: DefinitionName,
                      old: Annotated[int | None, QueryParameter(name="from", ge=1,
                                                                le=MAX_VERSION)] = None,
                      new: Annotated[int | None, QueryParameter(name="to", ge=1,
@@ -302,9 +304,9 @@ class RegistryUI:
             return diff
 
         @get("/feature-views/{name:str}/live", sync_to_thread=True)
-        def live(request: HTMXRequest, name: str,
-                 version: Annotated[int | None, QueryParameter(ge=1, le=MAX_VERSION)] = None,
-                 ) -> Template:
+        def live(request: HTMXRequest, name: DefinitionName, version: Query = "") -> Template:
+            # The form's "active" choice sends an empty version.
+            pinned = _version_field(version) if version else None
             record = ui.service.definition(Kind.FEATURE_VIEW, name)
             view = parse_definition(dict(record.spec))
             assert isinstance(view, FeatureView)
@@ -317,18 +319,18 @@ class RegistryUI:
             elif all(values.values()):
                 entity_key = encode_entity_key([values[k] for k in keys])
                 try:
-                    answer = model.live_values(ui.live.features(name, entity_key, version),
+                    answer = model.live_values(ui.live.features(name, entity_key, pinned),
                                                ui.clock())
                 except FeaturePlatformError as error:
                     problem = str(error)
-            refresh = "?" + urlencode({**values, **({"version": version} if version else {})})
+            refresh = "?" + urlencode({**values, **({"version": pinned} if pinned else {})})
             return page(request, "live.html", "_live.html", record=record, keys=keys,
-                        values=values, version=version, answer=answer, problem=problem,
+                        values=values, version=pinned, answer=answer, problem=problem,
                         refresh=refresh, checked_at=ui.clock(),
                         versions=list(range(record.latest_version, 0, -1)))
 
         @get("/feature-views/{name:str}/rollback", sync_to_thread=True)
-        def confirm_rollback(request: HTMXRequest, name: str,
+        def confirm_rollback(request: HTMXRequest, name: DefinitionName,
                              to: Annotated[int, QueryParameter(ge=1, le=MAX_VERSION)]
                              ) -> Template:
             viewer = ui._viewer(request, gate)
@@ -338,7 +340,7 @@ class RegistryUI:
                         problem=None)
 
         @post("/feature-views/{name:str}/rollback", sync_to_thread=True, status_code=303)
-        def rollback(request: HTMXRequest, name: str, data: Annotated[
+        def rollback(request: HTMXRequest, name: DefinitionName, data: Annotated[
                 dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
                 ) -> Redirect | Template:
             _same_site(request)
@@ -364,7 +366,7 @@ class RegistryUI:
 
         def definition_route(kind: Kind) -> HTTPRouteHandler:
             @get(f"/{model.KIND_PATHS[kind]}/{{name:str}}", sync_to_thread=True)
-            def definition(request: HTMXRequest, name: str) -> Template:
+            def definition(request: HTMXRequest, name: DefinitionName) -> Template:
                 record = ui.service.definition(kind, name)
                 quality = _quality(ui, record, ui._viewer(request, gate)) \
                     if kind is Kind.SOURCE else None
@@ -375,7 +377,7 @@ class RegistryUI:
             return definition
 
         @get("/events", sync_to_thread=True)
-        def events(request: HTMXRequest, type: str = "", subject: str = "", actor: str = "",
+        def events(request: HTMXRequest, type: Query = "", subject: Query = "", actor: Query = "",
                    before: Annotated[int | None, QueryParameter(ge=1)] = None) -> Template:
             viewer = ui._viewer(request, gate)
             if not viewer.can_read_protected:
@@ -398,7 +400,7 @@ class RegistryUI:
                         actors=sorted({row.actor for row in rows if row.actor}))
 
         @get("/sign-in", sync_to_thread=False)
-        def sign_in_form(request: HTMXRequest, next: str = "/ui") -> Template:
+        def sign_in_form(request: HTMXRequest, next: Query = "/ui") -> Template:
             return page(request, "sign_in.html", next=_local(next), problem=None)
 
         @post("/sign-in", sync_to_thread=False, status_code=303)
@@ -448,7 +450,7 @@ def _histogram(bins: list[HistogramBin]) -> list[model.HistogramBar]:
 
 def _version_field(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_VERSION:
-        raise ForbiddenError(f"{text!r} is not a version number")
+        raise FeaturePlatformError(f"{text!r} is not a version number")
     return int(text)
 
 
