@@ -149,8 +149,9 @@ class RegistryUI:
 
     def __post_init__(self) -> None:
         self.index = EventIndex(self.service.store)
-        self._rows_at = -1
+        self._rows_at = self._users_at = -1
         self._rows: list[model.DefinitionRow] = []
+        self._users: dict[str, list[model.DefinitionRow]] = {}
 
     @property
     def template_config(self) -> TemplateConfig[JinjaTemplateEngine]:
@@ -181,6 +182,25 @@ class RegistryUI:
                           for r in self.service.store.definitions()]
             self._rows_at = position
         return self._rows
+
+    def _users_of(self, kind: Kind, name: str) -> list[model.DefinitionRow]:
+        """The definitions whose latest version references this one; the map is rebuilt
+        only when the log moved (it parses every definition)."""
+        self.index.refresh()
+        if self.index.position != self._users_at:
+            users: dict[str, list[model.DefinitionRow]] = {}
+            for record in self.service.store.definitions():
+                try:
+                    referenced = references(parse_definition(dict(record.spec)))
+                except FeaturePlatformError:  # registered before a rule it breaks existed
+                    continue
+                row = model.definition_row(
+                    record.kind, record.name, record.spec, latest=record.latest_version,
+                    active=record.active_version, deployment=None)
+                for key in referenced:
+                    users.setdefault(key, []).append(row)
+            self._users, self._users_at = users, self.index.position
+        return self._users.get(f"{kind.value}:{name}", [])
 
     def _catalog_for(self, view: FeatureView) -> dict[str, Definition]:
         """The view and the latest version of what it references, as the deployer compiles."""
@@ -372,7 +392,7 @@ class RegistryUI:
                     if kind is Kind.SOURCE else None
                 return page(request, "definition.html", record=record, spec=record.spec,
                             versions=_versions(ui, record), quality=quality,
-                            users=_users(ui, kind, name))
+                            users=ui._users_of(kind, name))
 
             return definition
 
@@ -483,22 +503,6 @@ def _versions(ui: RegistryUI, record: DefinitionRecord) -> list[model.VersionRow
     return model.version_rows(
         ((v.version, v.change_class, v.provenance, v.registered_at)
          for v in ui.service.store.versions(record.kind, record.name)), record.active_version)
-
-
-def _users(ui: RegistryUI, kind: Kind, name: str) -> list[model.DefinitionRow]:
-    """The definitions whose latest version references this one."""
-    key = f"{kind.value}:{name}"
-    users = []
-    for record in ui.service.store.definitions():
-        try:
-            refs = references(parse_definition(dict(record.spec)))
-        except FeaturePlatformError:
-            continue
-        if key in refs:
-            users.append(model.definition_row(
-                record.kind, record.name, record.spec, latest=record.latest_version,
-                active=record.active_version, deployment=None))
-    return users
 
 
 @dataclass(frozen=True)
