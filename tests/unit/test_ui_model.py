@@ -82,7 +82,7 @@ def deployment(**changes: object) -> Deployment:
     base = Deployment(number=2, version=3, kind=DeploymentKind.BLUE_GREEN, namespace="v3",
                       job_id="green", blue_version=2, blue_namespace="v2", blue_job_id="blue",
                       started_at=T0, requested_by="alice")
-    return Deployment(**{**vars(base), **changes})  # type: ignore[arg-type]
+    return Deployment(**{**vars(base), **changes})
 
 
 def test_the_timeline_shows_each_step_with_its_time_since_the_start() -> None:
@@ -134,8 +134,8 @@ def test_live_values_give_an_age_to_present_values_only() -> None:
 
 
 def letter(origin: str, offset: int, code: str, at_ms: int) -> model.DeadLetter:
-    body = {"reason": f"{code}!", "reason_code": code, "field": "amount", "origin": origin,
-            "topic": "payments", "payload": "<b>x</b>"}
+    body: dict[str, object] = {"reason": f"{code}!", "reason_code": code, "field": "amount",
+                               "origin": origin, "topic": "payments", "payload": "<b>x</b>"}
     body |= ({"view": "spend", "namespace": "v1", "partition": 0, "offset": offset}
              if origin == "stream" else {"request_id": "r1", "index": offset,
                                          "contract_version": 3, "source": "payments"})
