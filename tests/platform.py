@@ -180,16 +180,23 @@ def serving_port() -> int:
 
 
 @pytest.fixture
+def deployer_env() -> dict[str, str]:
+    """Settings of the deployer beyond its services; a test module overrides this fixture."""
+    return {"FP_DEPLOYER_START": "earliest", "FP_READY_TIMEOUT": "120s"}
+
+
+@pytest.fixture
 def platform(store: PostgresRegistryStore, database_url: str, kafka_bootstrap: str,
              flink: FlinkClient, flink_cluster: LocalFlink, stream_redis_url: str,
              stream_redis: redis.Redis, writer: PlatformProcess, tmp_path: Path,
-             registry_server: RunningRegistry, serving_port: int) -> Iterator[Platform]:
+             registry_server: RunningRegistry, serving_port: int,
+             deployer_env: dict[str, str]) -> Iterator[Platform]:
     suffix = uuid.uuid4().hex[:6]
     create_topics(kafka_bootstrap, {f"orders_{suffix}": 2})
     deployer = PlatformProcess(["deployer", "run"], {
         "FP_DATABASE_URL": database_url, "FP_FLINK_URL": flink_cluster.url,
         "FP_REDIS_URL": stream_redis_url, "FP_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "FP_DEPLOYER_START": "earliest", "FP_READY_TIMEOUT": "120s"}, tmp_path / "deployer.log")
+        **deployer_env}, tmp_path / "deployer.log")
     deployer.start()
     serving = PlatformProcess(["serving", "serve", "--port", str(serving_port)], {
         "FP_REGISTRY_URL": registry_server.url, "FP_REDIS_URL": stream_redis_url},
