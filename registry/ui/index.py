@@ -46,6 +46,9 @@ class EventIndex:
         self._position = 0
         self._views: dict[str, ViewHistory] = {}
         self._rows: list[EventRow] = []
+        self.types: set[str] = set()
+        """Every event type in the log, and every actor: the event log page's choices."""
+        self.actors: set[str] = set()
 
     @property
     def position(self) -> int:
@@ -65,7 +68,11 @@ class EventIndex:
                     return
 
     def _fold(self, event: RecordedEvent) -> None:
-        self._rows.append(event_row(event))
+        row = event_row(event)
+        self._rows.append(row)
+        self.types.add(row.type)
+        if row.actor:
+            self.actors.add(row.actor)
         if not event.stream.startswith(DEPLOYMENT_STREAM_PREFIX):
             return
         history = self._views.setdefault(event.stream.removeprefix(DEPLOYMENT_STREAM_PREFIX),

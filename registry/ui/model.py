@@ -459,8 +459,10 @@ class EventSearch:
     actor: str = ""
 
     def matches(self, row: EventRow) -> bool:
+        # Stream names are lowercase already (kinds, ``deployment:`` and definition names,
+        # which start with a lowercase letter): only the needle is lowered.
         return ((not self.type or row.type == self.type)
-                and (not self.subject or self.subject.lower() in row.stream.lower())
+                and (not self.subject or self.subject.lower() in row.stream)
                 and (not self.actor or row.actor == self.actor))
 
 

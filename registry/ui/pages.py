@@ -416,8 +416,7 @@ class RegistryUI:
             older = shown[EVENTS_PAGE - 1].position if len(shown) > EVENTS_PAGE else None
             return page(request, "events.html", "_events.html", viewer=viewer,
                         rows=shown[:EVENTS_PAGE], search=search, older=older,
-                        types=sorted({row.type for row in rows}),
-                        actors=sorted({row.actor for row in rows if row.actor}))
+                        types=sorted(ui.index.types), actors=sorted(ui.index.actors))
 
         @get("/sign-in", sync_to_thread=False)
         def sign_in_form(request: HTMXRequest, next: Query = "/ui") -> Template:
