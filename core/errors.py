@@ -172,6 +172,15 @@ class AuthenticationError(FeaturePlatformError):
     title = "Unauthorized"
 
 
+class ForbiddenError(FeaturePlatformError):
+    """A request its credentials do not allow, or that did not come from the page it must
+    come from (a UI action posted from another site)."""
+
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
 class InfrastructureError(FeaturePlatformError):
     """An outside system (database, Redis, Kafka, Flink, git) failed or is unreachable."""
 

@@ -236,6 +236,11 @@ DEPLOYER_CRASH_AT = Variable(
     "`switched`, an event type) after which the deployer exits at once", "",
     lambda text: frozenset(_names(text)))
 
+SERVING_URL = Variable(
+    "FP_SERVING_URL", "the serving API whose answers the registry's UI shows as live values; "
+    "unset: the UI says so instead", "",
+    _optional(_url(("http", "https"), "http://127.0.0.1:8001")))
+
 INGEST_URL = Variable(
     "FP_INGEST_URL", "the ingest API that `fp ingest push` and the demo send events to",
     "http://127.0.0.1:8002", _url(("http", "https"), "http://127.0.0.1:8002"))
@@ -254,8 +259,8 @@ VARIABLES: tuple[Variable[object], ...] = (
     API_TOKEN, READ_TOKENS, OPEN_WRITES, APPLY_RATE_LIMIT, WEBHOOK_RATE_LIMIT,
     WEBHOOK_SECRET, GITHUB_WEBHOOK_SECRET, GITLAB_WEBHOOK_SECRET, GIT_REPOSITORIES,
     WEBHOOK_RETENTION, GIT_BRANCH, FEATURES_PATH, WEBHOOK_PYTHON, DEPLOYER_START, READY_TIMEOUT,
-    KEEP_NAMESPACES, PURGE_GRACE, FLINK_CONNECTOR_JARS, DEPLOYER_CRASH_AT, INGEST_URL,
-    INGEST_DELIVERY_TIMEOUT, INGEST_IDEMPOTENCY_WINDOW)
+    KEEP_NAMESPACES, PURGE_GRACE, FLINK_CONNECTOR_JARS, DEPLOYER_CRASH_AT, SERVING_URL,
+    INGEST_URL, INGEST_DELIVERY_TIMEOUT, INGEST_IDEMPOTENCY_WINDOW)
 
 
 # --------------------------------------------------------------------------- the settings
@@ -330,6 +335,8 @@ class Settings:
     webhooks: WebhookSettings
     deployer: DeployerSettings
     ingest: IngestSettings = IngestSettings()
+    serving_url: str | None = None
+    """Where the registry's UI reads live values (FP_SERVING_URL)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -364,6 +371,7 @@ class Settings:
             ingest=IngestSettings(
                 url=INGEST_URL.read(env), delivery_timeout_ms=INGEST_DELIVERY_TIMEOUT.read(env),
                 idempotency_window_ms=INGEST_IDEMPOTENCY_WINDOW.read(env)),
+            serving_url=SERVING_URL.read(env),
         )
 
     def services_env(self) -> dict[str, str]:
@@ -371,7 +379,7 @@ class Settings:
         values = {DATABASE_URL.name: self.database_url, REDIS_URL.name: self.redis_url,
                   KAFKA_BOOTSTRAP.name: self.kafka_bootstrap, FLINK_URL.name: self.flink_url,
                   WAREHOUSE.name: self.warehouse, REGISTRY_URL.name: self.registry.url,
-                  INGEST_URL.name: self.ingest.url}
+                  INGEST_URL.name: self.ingest.url, SERVING_URL.name: self.serving_url}
         return {name: value for name, value in values.items() if value}
 
     def require_database_url(self) -> str:

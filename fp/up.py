@@ -88,6 +88,7 @@ class Platform:
                                          "Flink session cluster", "flink"),
             warehouse=settings.warehouse or (self.work_dir / "warehouse").as_uri(),
             registry=replace(settings.registry, url=f"http://127.0.0.1:{self.ports.registry}"),
+            serving_url=f"http://127.0.0.1:{self.ports.serving}",
             ingest=replace(settings.ingest, url=f"http://127.0.0.1:{self.ports.ingest}"))
 
     def _use_or_start(self, url: str | None, factory: Callable[[Path], LocalService],

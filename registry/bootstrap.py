@@ -15,6 +15,8 @@ from core.settings import API_TOKENS, OPEN_WRITES, Settings
 from registry.api.app import Access, create_registry_app
 from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
+from registry.ui.pages import RegistryUI
+from registry.ui.sources import IngestMetrics, ServingApi
 from registry.webhooks import WebhookConfig, Webhooks
 from registry.webhooks.inbox import PostgresDeliveryInbox
 
@@ -38,9 +40,28 @@ def build(settings: Settings) -> RegistryServer:
                     apply_rate_limit=registry.apply_rate_limit,
                     webhook_rate_limit=registry.webhook_rate_limit)
     app = create_registry_app(service, access, extra_handlers=webhooks.route_handlers,
-                              lifespan=[webhooks.lifespan])
+                              lifespan=[webhooks.lifespan], pages=ui(service, settings))
     return RegistryServer(app, writes_need_tokens=bool(registry.api_tokens),
                           open_writes_asked=registry.open_writes)
+
+
+def ui(service: RegistryService, settings: Settings) -> RegistryUI:
+    """The web UI, with a reader for each service the settings name (docs/ui.md)."""
+    progress = live = dead_letters = None
+    if settings.redis_url:
+        from sinks.online_store import RedisOnlineStore
+
+        progress = RedisOnlineStore(settings.redis_url)
+    if settings.serving_url:
+        live = ServingApi(settings.serving_url)
+    if settings.kafka_bootstrap:
+        # confluent-kafka comes with the runtime extra: imported only where Kafka is named.
+        from sinks.kafka_admin import KafkaAdmin
+
+        dead_letters = KafkaAdmin(settings.kafka_bootstrap)
+    return RegistryUI(service, progress=progress, live=live, dead_letters=dead_letters,
+                      ingest=IngestMetrics(settings.ingest.url),
+                      kafka_bootstrap=settings.kafka_bootstrap)
 
 
 def webhook_config(settings: Settings) -> WebhookConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -94,6 +95,43 @@ class KafkaAdmin:
         """Whether ``group`` committed at least the ``frontier`` offsets on every partition."""
         committed = self.committed_offsets(group, topic, frontier)
         return all(frontier[p] <= 0 or committed.get(p, -1) >= frontier[p] for p in frontier)
+
+    def tail(self, topic: str, limit: int, timeout_s: float = 3.0) -> list[tuple[int, bytes]]:
+        """At most the last ``limit`` messages of ``topic`` (shared evenly by its partitions),
+        each as (its timestamp in epoch ms, its value); none when the topic does not exist.
+        Reads for at most ``timeout_s``: a page waits for no slow broker past that."""
+        if not self.topic_exists(topic):
+            return []
+        consumer = self._consumer("fp-tail")
+        try:
+            partitions = consumer.list_topics(topic, timeout=TIMEOUT_S).topics[topic].partitions
+            share = max(1, limit // max(1, len(partitions)))
+            ends: dict[int, int] = {}
+            starts = []
+            for partition in partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                           timeout=TIMEOUT_S)
+                if high > low:
+                    ends[partition] = high
+                    starts.append(TopicPartition(topic, partition, max(low, high - share)))
+            if not starts:
+                return []
+            consumer.assign(starts)
+            messages: list[tuple[int, bytes]] = []
+            deadline = time.monotonic() + timeout_s
+            while ends and time.monotonic() < deadline:
+                for message in consumer.consume(500, timeout=0.2):
+                    if message.error() is not None:
+                        continue
+                    messages.append((message.timestamp()[1], message.value() or b""))
+                    partition, offset = message.partition(), message.offset()
+                    if partition in ends and offset is not None and offset + 1 >= ends[partition]:
+                        del ends[partition]
+            return messages
+        except KafkaException as error:
+            raise InfrastructureError(f"reading {topic} failed: {error}") from error
+        finally:
+            consumer.close()
 
     def _consumer(self, group: str) -> Consumer:
         return Consumer({"bootstrap.servers": self.bootstrap_servers, "group.id": group,

@@ -31,6 +31,9 @@ from sinks.flink import FlinkClient
 from sinks.flink_jars import ensure_kafka_connector_jars
 from tests.services import PlatformProcess
 
+pytest_plugins = ["tests.platform"]
+"""The end-to-end platform's fixtures, shared by the deployer's and the UI's tests."""
+
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REGISTRY_TABLES = ("fp_events, fp_definitions, fp_definition_versions, fp_webhook_deliveries, "
                    "fp_webhook_applied_commits, fp_deployer_checkpoints")
@@ -98,12 +101,20 @@ class RunningRegistry:
 
 
 @pytest.fixture
+def registry_env() -> dict[str, str]:
+    """Settings the registry server runs with besides its database; a test module overrides
+    this fixture to give it more (the UI's tests: tokens, Redis, the serving API)."""
+    return {}
+
+
+@pytest.fixture
 def registry_server(store: PostgresRegistryStore, database_url: str, tmp_path: Path,
-                    ) -> Iterator[RunningRegistry]:
+                    registry_env: dict[str, str]) -> Iterator[RunningRegistry]:
     """`fp registry serve` as a real subprocess on a free port, over an emptied database."""
     port = free_port()
     env = {**os.environ, "FP_DATABASE_URL": database_url,
-           "FP_REGISTRY_URL": f"http://127.0.0.1:{port}", "FP_API_TOKENS": "", "NO_COLOR": "1"}
+           "FP_REGISTRY_URL": f"http://127.0.0.1:{port}", "FP_API_TOKENS": "", "NO_COLOR": "1",
+           **registry_env}
     log = (tmp_path / "registry.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "fp.cli", "registry", "serve", "--port",
                                 str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -115,9 +126,6 @@ def registry_server(store: PostgresRegistryStore, database_url: str, tmp_path: P
         process.terminate()
         process.wait(timeout=10)
         log.close()
-
-
-
 
 
 # --------------------------------------------------------------------------- streaming

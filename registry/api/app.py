@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import msgspec
 from litestar import Litestar, Request, Router, get, post
@@ -21,6 +21,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.params import Body, Parameter, QueryParameter
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.template import TemplateConfig
 from litestar.types import Guard
 
 from core.domain.definitions import NAME_PATTERN, Kind
@@ -114,43 +115,79 @@ class Access:
         writers = _secrets(self.api_tokens)
 
         def identity(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-            return _identify(connection, writers) if writers else ANONYMOUS
+            return _identity(_bearer(connection), writers) if writers else ANONYMOUS
 
         return identity
 
+    def gate(self) -> Gate:
+        """These rules, with the write rate limit's state: one per app."""
+        return Gate(self)
+
+
+class Gate:
+    """One app's access rules at work: who a token is, whether a caller may write now.
+
+    The API's guards read the token from the ``Authorization`` header; a component serving
+    people (the UI, ``registry.ui``) reads it from its own cookie and asks the same gate, so
+    a write through either is checked against the same tokens and the same rate limit.
+    """
+
+    def __init__(self, access: Access) -> None:
+        self._writers = _secrets(access.api_tokens)
+        self._readers = self._writers + _secrets(access.read_tokens)
+        self.writes_need_token = bool(self._writers)
+        """Without write tokens every write is anonymous."""
+        self.reads_need_token = bool(access.read_tokens)
+        """The protected reads (the event log, …) need a read or write token."""
+        self._apply_limiter = RateLimiter(access.apply_rate_limit)
+        self._webhook_limiter = RateLimiter(access.webhook_rate_limit)
+
+    def writer(self, token: str) -> str:
+        """The identity of a write token; AuthenticationError for any other text."""
+        return _identity(token, self._writers)
+
+    def reader(self, token: str) -> str:
+        """The identity of a read or write token; AuthenticationError for any other text."""
+        return _identity(token, self._readers)
+
+    def spend_write(self, caller: str) -> None:
+        """Count one write of ``caller`` against the write rate limit (a 429 past it)."""
+        self._apply_limiter.take(caller)
+
     def guards(self) -> tuple[Guard, Guard, Guard]:
         """The guards of the writes, the protected reads and the webhooks."""
-        readers = _secrets(self.api_tokens) + _secrets(self.read_tokens)
-        writer = self.writer()
-        apply_limiter = RateLimiter(self.apply_rate_limit)
-        webhook_limiter = RateLimiter(self.webhook_rate_limit)
 
         def write_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
                         ) -> None:
-            identity = writer(connection)
+            identity = self.writer(_bearer(connection)) if self.writes_need_token \
+                else ANONYMOUS
             # Without tokens everyone is anonymous: the client address tells callers apart.
-            apply_limiter.take(identity if self.api_tokens else _client(connection))
+            self.spend_write(identity if self.writes_need_token else _client(connection))
             connection.state[_IDENTITY] = identity
 
         def read_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
                        ) -> None:
-            if self.read_tokens:
-                _identify(connection, readers)
+            if self.reads_need_token:
+                self.reader(_bearer(connection))
 
         def webhook_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
                           ) -> None:
-            webhook_limiter.take(_client(connection))
+            self._webhook_limiter.take(_client(connection))
 
         return write_guard, read_guard, webhook_guard
 
 
-def _identify(connection: ASGIConnection[Any, Any, Any, Any],
-              secrets: Sequence[tuple[bytes, str]]) -> str:
-    """The identity whose secret the request's bearer token is; raises a 401 otherwise."""
+def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The request's bearer token; a 401 without one."""
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError("this request needs 'Authorization: Bearer <token>'")
-    given = token.strip().encode()
+    return token.strip()
+
+
+def _identity(token: str, secrets: Sequence[tuple[bytes, str]]) -> str:
+    """The identity whose secret ``token`` is; raises a 401 otherwise."""
+    given = token.encode()
     identity = None
     # Compare against every secret so the time taken does not reveal which one matched.
     for secret, name in secrets:
@@ -239,16 +276,28 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "spec"}
 
 
+class Pages(Protocol):
+    """A component serving pages to people under the app (``registry.ui.RegistryUI``): its
+    own routes, which check access through the app's gate themselves, and its templates."""
+
+    def router(self, gate: Gate) -> Router: ...
+
+    @property
+    def template_config(self) -> TemplateConfig[Any]: ...
+
+
 def create_registry_app(
         service: RegistryService, access: Access = Access(),
         extra_handlers: Collection[HTTPRouteHandler] = (),
         lifespan: Collection[Callable[[Litestar], AbstractAsyncContextManager[None]]] = (),
+        pages: Pages | None = None,
 ) -> Litestar:
     """``extra_handlers`` and ``lifespan`` plug in components such as the git webhooks
     (``registry.webhooks.Webhooks``): their routes, and what runs while the app is up.  Their
     reads are protected reads; their other requests (the pushes) are rate-limited per client
-    address."""
-    write_guard, read_guard, webhook_guard = access.guards()
+    address.  ``pages`` plugs in the web UI (docs/ui.md)."""
+    gate = access.gate()
+    write_guard, read_guard, webhook_guard = gate.guards()
 
     @post("/v1/apply", sync_to_thread=True, guards=[write_guard], status_code=200,
           summary="Validate and register definitions, all or nothing",
@@ -293,9 +342,11 @@ def create_registry_app(
         events, metrics_endpoint(401), *_documenting(extra_reads, 401)])
     webhooks = Router(path="/", guards=[webhook_guard],
                       route_handlers=_documenting(extra_writes, 429))
+    ui = [pages.router(gate)] if pages else []
     return Litestar(
         route_handlers=[apply, rollback, deployments, healthz, protected_reads, webhooks,
-                        *routers],
+                        *routers, *ui],
+        template_config=pages.template_config if pages else None,
         middleware=[PrometheusConfig(app_name="fp_registry", prefix="fp_registry",
                                      group_path=True).middleware],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -67,7 +67,7 @@ def ingest_url(registry_server: RunningRegistry, stream_redis_url: str, kafka_bo
 
 
 def test_every_tagged_block_exists() -> None:
-    assert set(blocks()) == {"cli", "registry-api", "ingest-api", "serving-api"}
+    assert set(blocks()) == {"cli", "registry-api", "ingest-api", "serving-api", "ui"}
 
 
 def test_readme_examples_run(registry_server: RunningRegistry, serving_url: str,
@@ -92,6 +92,8 @@ def test_readme_examples_run(registry_server: RunningRegistry, serving_url: str,
 
     registry_output = run_block("registry-api", env, urls)
     assert '"latest_version":1' in registry_output.replace(" ", "")
+    assert run_block("ui", env, urls).split() == ["/ui/feature-views/merchant_transactions",
+                                                  "/ui/feature-views/user_transactions"]
 
     # What the deployer does once v1 runs: make it the active version.
     client = redis.Redis.from_url(stream_redis_url)

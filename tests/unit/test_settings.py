@@ -61,6 +61,7 @@ EVERY_VARIABLE = {
     "FP_PURGE_GRACE": "30s",
     "FP_FLINK_CONNECTOR_JARS": "/jars/a.jar:/jars/b.jar",
     "FP_DEPLOYER_CRASH_AT": "submitted,DeploymentReady",
+    "FP_SERVING_URL": "https://serving.example:8001/",
     "FP_INGEST_URL": "https://ingest.example/",
     "FP_INGEST_DELIVERY_TIMEOUT": "3s",
     "FP_INGEST_IDEMPOTENCY_WINDOW": "1h",
@@ -96,7 +97,8 @@ def test_every_variable_is_read() -> None:
             purge_grace_ms=30_000, connector_jars=(Path("/jars/a.jar"), Path("/jars/b.jar")),
             crash_at=frozenset({"submitted", "DeploymentReady"})),
         ingest=IngestSettings(url="https://ingest.example", delivery_timeout_ms=3_000,
-                              idempotency_window_ms=3_600_000))
+                              idempotency_window_ms=3_600_000),
+        serving_url="https://serving.example:8001")
 
 
 def test_the_client_token_defaults_to_the_first_accepted_token() -> None:
@@ -115,6 +117,7 @@ def test_connector_jars_none_ships_no_jar() -> None:
     ("FP_KAFKA_BOOTSTRAP", "kafka:9092,", "use HOST:PORT[,HOST:PORT...]"),
     ("FP_FLINK_URL", "flink:8081", "use e.g. http://127.0.0.1:8081"),
     ("FP_REGISTRY_URL", "127.0.0.1:8000", "use e.g. http://127.0.0.1:8000"),
+    ("FP_SERVING_URL", "serving:8001", "use e.g. http://127.0.0.1:8001"),
     ("FP_DEPLOYER_START", "latest", "use window or earliest"),
     ("FP_WEBHOOK_PYTHON", "on", "use off or sandboxed"),
     ("FP_READY_TIMEOUT", "10x", "e.g. '30s', '5m', '1h'"),
