@@ -147,11 +147,14 @@ class RegistryUI:
     """Shown in the generated SQL as the jobs get it."""
     clock: Callable[[], int] = now_ms
 
+    _COMPILED_KEPT = 256
+
     def __post_init__(self) -> None:
         self.index = EventIndex(self.service.store)
         self._rows_at = self._users_at = -1
         self._rows: list[model.DefinitionRow] = []
         self._users: dict[str, list[model.DefinitionRow]] = {}
+        self._compiled: dict[tuple[str, int], tuple[int, list[str]]] = {}
 
     @property
     def template_config(self) -> TemplateConfig[JinjaTemplateEngine]:
@@ -213,11 +216,20 @@ class RegistryUI:
         return catalog
 
     def _sql(self, name: str, version: int) -> list[str]:
+        """A version's job as the deployer would compile it now; kept until the registry
+        changes (a new source or entity version changes it), as a diff is read again and
+        again while the log stands still."""
+        compiled = self._compiled.get((name, version))
+        if compiled is not None and compiled[0] == self.index.position:
+            return compiled[1]
         view = parse_definition(dict(self.service.version(Kind.FEATURE_VIEW, name,
                                                           version).spec))
         assert isinstance(view, FeatureView)
         job = compile_view(view, self._catalog_for(view), namespace_of(version), version,
                            kafka=KafkaOptions(self.kafka_bootstrap or "${FP_KAFKA_BOOTSTRAP}"))
+        if len(self._compiled) >= self._COMPILED_KEPT:
+            self._compiled.clear()
+        self._compiled[(name, version)] = (self.index.position, list(job.statements))
         return list(job.statements)
 
     def _viewer(self, request: Request[Any, Any, Any], gate: Gate) -> Viewer:
