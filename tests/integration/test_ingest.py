@@ -39,8 +39,10 @@ from tests.services import PlatformProcess
 TOKEN, IDENTITY, SECRET = "ci:s3cret", "ci", "s3cret"
 AUTH = {"Authorization": f"Bearer {SECRET}"}
 DELIVERY_TIMEOUT_S = 3
-MARGIN_S = 3.0
-"""What an answer may take beyond the delivery timeout on a loaded 2-core machine."""
+MARGIN_S = 7.0
+"""What an answer may take beyond the delivery timeout on a loaded 2-core machine (3 s was
+exceeded in a CI run under a load average above 10).  Without the bounds tested here an
+answer would wait for the admin client's 15 s, or librdkafka's default of 300 s."""
 TS = 1_790_000_000_000
 ISO_RULES: list[dict[str, Any]] = [*SCHEMA[:4], {"name": "ts", "type": "string", "required": True},
                                    {"name": "score", "type": "long", "max": 9}]
