@@ -530,8 +530,9 @@ def test_a_broker_killed_answers_503_in_time_and_a_new_one_is_written_to(
     assert proxied.process.process is not None and proxied.process.process.poll() is None
     assert proxied.client.get("/healthz").status_code == 200
 
-    proxied.broker.start()  # the same port, and nothing of what the old one held
-    assert source.topic not in topic_partitions(proxied.broker.url)
+    # The same port, and nothing of what the old one held (a topic creation the ingest process
+    # asked for during the outage may still reach it: with the partitions it states).
+    proxied.broker.start()
     after = post(proxied.client, source, batch(payment(account_id="k5"),
                                                payment(account_id="k6", kind="z")))
     assert after.status_code == 207, after.text
