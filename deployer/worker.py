@@ -238,7 +238,7 @@ class DeployerWorker:
 
     def _purge(self, state: ViewState, action: PurgeNamespace) -> bool:
         deleted = self.versions.clear_namespace(state.view, action.namespace)
-        self.green.drop_result_topic(state.view, action.namespace)
+        self.green.drop_result_topics(state.view, action.namespace)
         return self._record(state, NamespacePurged(view=state.view, namespace=action.namespace,
                                                    keys_deleted=deleted))
 
