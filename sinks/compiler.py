@@ -64,6 +64,8 @@ from core.domain.definitions import (
     definition_key,
     local_problems,
 )
+from core.domain.drift import Kind as DriftKind
+from core.domain.drift import monitored_kind
 from core.domain.layout import (
     ENTITY_KEY_SEPARATOR,
     FETCH_WAIT_MS,
@@ -564,15 +566,16 @@ _FINITE_BOUND = "1.7976931348623157E308"
 
 
 def _monitored_value(feature: Feature, source: Source, column: str) -> tuple[str, str] | None:
-    """The feature's value as (number, text) SQL, one of them NULL; None for a timestamp,
-    whose values only ever move forward (no training set's can describe live ones)."""
+    """The feature's value as (number, text) SQL, one of them NULL; None for a feature drift
+    does not monitor (:func:`core.domain.drift.monitored_kind`)."""
     value_type = output_type(feature, source)
-    if value_type is ValueType.TIMESTAMP:
+    kind = monitored_kind(value_type)
+    if kind is None:
         return None
-    if value_type is ValueType.BOOLEAN:
+    if value_type is ValueType.BOOLEAN:  # as category_text spells them
         return ("CAST(NULL AS DOUBLE)",
                 f"CASE WHEN {column} THEN 'true' WHEN NOT {column} THEN 'false' END")
-    if value_type is ValueType.STRING:
+    if kind is DriftKind.CATEGORICAL:
         return "CAST(NULL AS DOUBLE)", column
     number = f"CAST({column} AS DOUBLE)"
     if value_type in (ValueType.DOUBLE, ValueType.FLOAT):

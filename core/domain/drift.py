@@ -81,7 +81,10 @@ from typing import Any, Final, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from core.domain.definitions import DriftThresholds as DriftThresholds
+# Re-exported: the thresholds belong to a view's definition, and the metrics' callers name
+# them with the metrics.
+from core.domain.definitions import DriftThresholds as DriftThresholds  # noqa: PLC0414
+from core.domain.definitions import ValueType
 
 FloatArray = npt.NDArray[np.float64]
 Key = TypeVar("Key")
@@ -179,6 +182,27 @@ def bucket_bounds(index: int) -> tuple[float, float]:
 def _bucket_power(step: int) -> float:
     # One rounding (of the exponent's division), so that whole decades are exact powers of ten.
     return float(10.0 ** ((step + _LOWEST_DECADE * BUCKETS_PER_DECADE) / BUCKETS_PER_DECADE))
+
+
+class Kind(StrEnum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+
+
+def monitored_kind(value_type: ValueType) -> Kind | None:
+    """How a feature of ``value_type`` is summarised: numbers by buckets, strings and booleans
+    (:func:`category_text`) by categories; a timestamp not at all — its values only move
+    forward, so no training set's can describe live ones."""
+    if value_type is ValueType.TIMESTAMP:
+        return None
+    return Kind.NUMERIC if value_type.is_numeric else Kind.CATEGORICAL
+
+
+def category_text(value: str | bool) -> str:
+    """A categorical value as the streaming job counts it: booleans as ``true``/``false``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
 
 
 @dataclass(frozen=True)
@@ -329,9 +353,9 @@ class WindowStatistics:
         """The row as the streaming job emits it and the registry stores it."""
         summary = self.summary
         if isinstance(summary, CategoricalSummary):
-            return {"kind": "categorical", "nulls": self.nulls,
+            return {"kind": Kind.CATEGORICAL.value, "nulls": self.nulls,
                     "categories": dict(summary.counts), "other": summary.other}
-        return {"kind": "numeric", "nulls": self.nulls, "count": summary.count,
+        return {"kind": Kind.NUMERIC.value, "nulls": self.nulls, "count": summary.count,
                 "mean": summary.mean, "squared_deviations": summary.squared_deviations,
                 "min": summary.minimum, "max": summary.maximum,
                 "buckets": {str(index): summary.buckets[index]
@@ -340,11 +364,11 @@ class WindowStatistics:
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> WindowStatistics:
         kind = body["kind"]
-        if kind == "categorical":
+        if kind == Kind.CATEGORICAL:
             return cls(nulls=int(body["nulls"]), summary=CategoricalSummary(
                 counts={str(name): int(count) for name, count in body["categories"].items()},
                 other=int(body["other"])))
-        if kind == "numeric":
+        if kind == Kind.NUMERIC:
             return cls(nulls=int(body["nulls"]), summary=NumericSummary(
                 count=int(body["count"]), mean=float(body["mean"]),
                 squared_deviations=float(body["squared_deviations"]),
@@ -459,6 +483,24 @@ class Baseline:
 
     def to_json(self) -> dict[str, Any]:
         return {"statistics": self.statistics.to_json()}
+
+    def describe(self) -> dict[str, Any]:
+        """For people: count, null rate, and a numeric feature's mean, std, min, max and bins
+        (each with the value it ends at, the last none, and its count), or a string
+        feature's categories and the count of everything else."""
+        statistics = self.statistics
+        summary = statistics.summary
+        described: dict[str, Any] = {"count": statistics.count,
+                                     "null_rate": statistics.null_rate}
+        if isinstance(summary, CategoricalSummary):
+            by_frequency = sorted(summary.counts.items(), key=lambda item: (-item[1], item[0]))
+            return {**described, "kind": Kind.CATEGORICAL.value,
+                    "categories": dict(by_frequency), "other": summary.other}
+        counts = self.bin_counts(statistics).astype(int).tolist()
+        return {**described, "kind": Kind.NUMERIC.value, "mean": summary.mean,
+                "std": summary.std, "min": summary.minimum, "max": summary.maximum,
+                "bins": [{"upper": upper, "count": count} for upper, count
+                         in zip([*self.edges, None], counts, strict=True)]}
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Baseline:

@@ -257,7 +257,8 @@ def test_any_unit_spelling_of_a_window_keeps_the_hash(hours: int, unit: str) -> 
 
 # --------------------------------------------------------------------------- refusals
 
-VIEW_KEYS = "description, drift, entities, features, kind, name, offline, online, owner, source, tags, ttl"
+VIEW_KEYS = ("description, drift, entities, features, kind, name, offline, online, owner, "
+             "source, tags, ttl")
 NAME_RULE = "is not a valid name: use 1-63 lowercase letters, digits or '_', starting with a letter"
 BAD_DURATIONS = ["5 minutes", "0s", "1.5h", "-1m", "1h\n"]
 

@@ -145,14 +145,15 @@ def test_the_schema_version_is_stored_in_the_metadata_and_read_out_of_it() -> No
 WAITING = DeploymentWaiting(view="user_clicks", deployment=1, version=1, namespace="v1",
                             reason="source topic 'clicks' does not exist yet", topic="clicks")
 RESUMED = DeploymentResumed(view="user_clicks", deployment=1, version=1, namespace="v1")
-BASELINE_DATA = {"view": "user_clicks", "version": 2,
+BASELINE_DATA: dict[str, Any] = {"view": "user_clicks", "version": 2,
                  "features": {"clicks_1h": {"kind": "categorical", "nulls": 1,
                                             "categories": {"a": 3}, "other": 0}},
                  "origin": {"kind": "dataset", "file": "train.parquet",
                             "snapshots": {"raw.clicks": 17}}}
-ALERT_DATA = {"view": "user_clicks", "version": 2, "namespace": "v2", "feature": "clicks_1h",
-              "metric": "psi", "value": 0.4, "alert_at": 0.25, "window_end_ms": 600_000,
-              "horizon_start_ms": 0, "baseline_position": 12}
+ALERT_DATA: dict[str, Any] = {
+    "view": "user_clicks", "version": 2, "namespace": "v2", "feature": "clicks_1h",
+    "metric": "psi", "value": 0.4, "alert_at": 0.25, "window_end_ms": 600_000,
+    "horizon_start_ms": 0, "baseline_position": 12}
 
 
 @pytest.mark.parametrize(("payload", "data"), [
