@@ -424,7 +424,7 @@ def _add_archiver_commands(commands: Any, command: Callable[..., argparse.Argume
 
 
 PLATFORM_PACKAGES = ("core", "fp", "registry", "deployer", "sinks", "serving", "offline",
-                     "ingest", "migrations")
+                     "ingest", "monitor", "migrations")
 
 
 def configure_logging(verbose: bool) -> None:

@@ -710,9 +710,12 @@ class AlertTracker:
     """The alert state of every feature and metric, stepped by evaluations; at most one open
     alert per feature and metric."""
 
-    def __init__(self) -> None:
+    def __init__(self, open_alerts: Iterable[tuple[str, DriftMetric]] = ()) -> None:
+        """``open_alerts``: (feature, metric) of the alerts open already, as the registry's
+        log has them when a monitor starts; each resolves as any other, after three clean
+        readings."""
         self._recent: dict[tuple[str, DriftMetric], deque[Severity]] = {}
-        self._open: set[tuple[str, DriftMetric]] = set()
+        self._open: set[tuple[str, DriftMetric]] = set(open_alerts)
 
     def step(self, drift: FeatureDrift) -> list[AlertTransition]:
         """Record ``drift``; the alerts it opened or resolved."""
