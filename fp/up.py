@@ -3,7 +3,7 @@
 Services named in the environment are used as they are; the missing ones are started
 locally (PostgreSQL, Redis, a Kafka-protocol broker, a Flink session cluster).  Then the
 migrations run and the platform's own processes start: registry, serving, deployer, the
-Redis writer, the archiver and the ingest API.  Everything this command started — and only that — is
+Redis writer, the archiver, the drift monitor and the ingest API.  Everything this command started — and only that — is
 stopped on exit, in reverse order, with its temporary folders.  Killed instead (SIGKILL),
 it takes its processes along (the kernel kills each when it dies), and the next `fp up`
 removes the rest (see fp/local/run_record.py).
@@ -115,6 +115,7 @@ class Platform:
             Component("writer", ["writer", "run"]),
             Component("deployer", ["deployer", "run"]),
             Component("archiver", ["archiver", "run"]),
+            Component("monitor", ["monitor", "run"]),
             server("serving", self.ports.serving),
             server("ingest", self.ports.ingest),
         ]

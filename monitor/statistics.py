@@ -69,7 +69,9 @@ def windows_of(messages: Sequence[Message]) -> list[WindowParts]:
     for message in messages:
         error = message.error()
         if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
+            # Before any job ran, no topic matches the subscription: nothing is wrong.
+            if error.code() not in (KafkaError._PARTITION_EOF,
+                                    KafkaError.UNKNOWN_TOPIC_OR_PART):
                 logger.warning("statistics consumer: %s", error)
             continue
         try:
