@@ -1,9 +1,12 @@
-"""Baselines from a training set: the values `fp dataset` computed for a view version, summed
-up per feature as the monitor compares them (core/domain/drift.py)."""
+"""Baselines: from a training set — the values `fp dataset` computed for a view version,
+summed up per feature as the monitor compares them (core/domain/drift.py) — or from stored
+monitoring windows."""
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.domain.drift import Kind, WindowStatistics, category_text
+from core.domain.drift import Kind, WindowStatistics, category_text, statistics_of_parts
 from core.errors import InvalidFeatureRequestError, NotFoundError, Problem
 from offline.training_sets import METADATA_KEY
+from registry.store.drift import WindowParts
 
 
 def parse_view_version(text: str) -> tuple[str, int]:
@@ -78,3 +82,17 @@ def baseline_of_dataset(path: Path, view: str, version: int,
               "created_at": recorded.get("created_at"),
               "snapshots": recorded.get("snapshots", {})}
     return features, origin
+
+
+def baseline_of_windows(windows: Sequence[WindowParts]) -> dict[str, Any]:
+    """Feature → statistics JSON of the monitoring windows merged: a stretch of live values
+    known to be good serves as a baseline too (the demo's)."""
+    by_feature: dict[str, list[WindowStatistics]] = defaultdict(list)
+    for window in windows:
+        categorical = any(key.startswith("c:") for key in window.parts)
+        numeric = any(key.startswith("b:") for key in window.parts)
+        if categorical or numeric:  # a window of nulls only tells no kind
+            by_feature[window.feature].append(
+                statistics_of_parts(window.parts, categorical=categorical))
+    return {feature: WindowStatistics.merge_all(statistics).to_json()
+            for feature, statistics in sorted(by_feature.items())}

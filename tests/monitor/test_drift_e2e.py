@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from confluent_kafka import Producer
 
@@ -114,7 +115,7 @@ class Monitoring:
                 if isinstance(e.payload, DriftDetected) and e.payload.feature == feature]
 
 
-def training_values(seed: int) -> tuple[np.ndarray, list[str]]:
+def training_values(seed: int) -> tuple[npt.NDArray[np.float64], list[str]]:
     rng = np.random.default_rng(seed)
     return (np.round(rng.normal(MEAN, STD, 20_000), 2),
             [KINDS[i] for i in rng.integers(0, 3, 20_000)])

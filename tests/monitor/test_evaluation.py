@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from core.domain.drift import (
@@ -41,7 +42,7 @@ def baseline() -> Baseline:
     return Baseline.of_numbers(np.random.default_rng(1).normal(0, 1, 100_000))
 
 
-def window(number: int, values: np.ndarray) -> Window:
+def window(number: int, values: npt.NDArray[np.float64]) -> Window:
     return Window(number * WINDOW_MS, (number + 1) * WINDOW_MS,
                   {"amount": WindowStatistics.of_numbers(values)})
 
