@@ -36,6 +36,7 @@ from core.domain.layout import source_group
 from sinks.compiler import JobSpec
 from sinks.flink import FlinkClient
 from sinks.flink_jars import ensure_kafka_connector_jars
+from sinks.kafka_admin import KafkaAdmin
 
 TOPIC = "bench_drift_events"
 VIEW = "bench_drift"
@@ -63,7 +64,7 @@ def fill(bootstrap: str, events: int, entities: int, event_seconds: int) -> None
 
 def drain(flink: FlinkClient, spec: JobSpec, bootstrap: str, events: int) -> float:
     """Events/s the job read between 10 % and 90 % of the backlog."""
-    create_topics(bootstrap, dict.fromkeys(spec.topics, 2))
+    KafkaAdmin(bootstrap).ensure_topics(spec.topics, partitions=2)  # the DLQ is shared
     flink.submit(spec)
     progress = GroupProgress(bootstrap, TOPIC, source_group(spec.view, spec.namespace),
                              interval=0.25)
