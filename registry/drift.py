@@ -54,8 +54,7 @@ class DriftRegistry:
                                               f"{name!r} (monitored: {known})"))
                 continue
             try:
-                statistics = WindowStatistics.from_json(body)
-                Baseline(statistics)
+                Baseline(WindowStatistics.from_json(body)).describe()  # what status serves
             except (KeyError, TypeError, ValueError, AttributeError) as error:
                 problems.append(Problem(path, f"not readable statistics: {error}"))
                 continue

@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         create_topics(bootstrap, {TOPIC: 2})
         fill(bootstrap, args.events, args.entities, args.event_seconds)
         log(f"{args.events:,} events in {TOPIC}")
+        # Planning a job takes minutes on a loaded machine: submission is not measured.
         flink = FlinkClient(stack.flink.url, jars=ensure_kafka_connector_jars(),
-                            checkpoint_interval_ms=1000)
+                            checkpoint_interval_ms=1000, submit_timeout=900)
         try:
             for round_number in range(args.rounds):
                 variants = list(rates)

@@ -75,6 +75,7 @@ def test_the_registry_refuses_a_baseline_that_does_not_fit_the_version(
                "squared_deviations": 0.0, "min": 1.0, "max": 1.0, "buckets": {"91": 1}}
     refused = httpx.post(url, json={"version": 1, "features": {
         "last_channel": numbers, "nope": numbers,
+        "txn_count_1m": {**numbers, "buckets": {"999": 1}},
         "amount_1m": {**numbers, "count": 0, "buckets": {}, "min": None, "max": None}}})
     assert refused.status_code == 422
     problems = {p["path"]: p["message"] for p in refused.json()["errors"]}
@@ -83,6 +84,7 @@ def test_the_registry_refuses_a_baseline_that_does_not_fit_the_version(
     assert problems["features.nope"].startswith("user_transactions@1 has no monitored "
                                                 "feature 'nope'")
     assert "at least one value" in problems["features.amount_1m"]
+    assert "buckets run from -281 to 281" in problems["features.txn_count_1m"]
     assert httpx.post(url, json={"version": 9, "features": {}}).status_code == 404
 
     missing = fp(registry_server, "drift", "baseline", "user_transactions@1", "--dataset",
