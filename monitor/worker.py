@@ -41,8 +41,8 @@ from core.domain.events import (
     StreamAppend,
     drift_stream,
 )
-from core.errors import ConcurrencyConflictError, FeaturePlatformError
-from deployer.coordination import LeaderElection, Leadership
+from core.errors import ConcurrencyConflictError
+from deployer.coordination import LeaderElection, Leadership, lead_when_elected
 from monitor.alerts import AlertSink
 from monitor.evaluation import Evaluation, MonitoredViews, Target, VersionMonitor, Window
 from monitor.statistics import StatisticsSource
@@ -100,17 +100,8 @@ class DriftMonitorWorker:
 
     def run(self) -> None:
         """Lead when elected, else wait to be; until :meth:`stop`."""
-        while not self.stopping.is_set():
-            try:
-                with self.election.try_lead() as leadership:
-                    if leadership is None:
-                        self.stopping.wait(self.poll_interval)
-                        continue
-                    logger.info("drift monitor leads")
-                    self._lead(leadership)
-            except FeaturePlatformError as error:
-                logger.warning("drift monitor interrupted, retrying: %s", error)
-                self.stopping.wait(self.poll_interval)
+        lead_when_elected(self.election, self.stopping, self._lead, name="drift monitor",
+                          poll_interval=self.poll_interval)
 
     def _lead(self, leadership: Leadership) -> None:
         session = _Session(self, self.drift.newest_window_ends())
