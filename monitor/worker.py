@@ -7,11 +7,12 @@ and judges each view version that has a baseline once per completed monitoring w
 ``fp_drift_readings``, each alert opened or resolved to the view's ``drift:{view}`` stream as
 DriftDetected / DriftResolved, and to the webhook when one is set.
 
-A window is complete once a row of a later window of its job arrived, or once its job sent
-nothing for ``settle_ms`` (all of a window's rows leave the job at once, when its watermark
-passes the window's end).  A new leader takes the windows stored before it led as judged,
-reloads the newest horizon of them, and recovers the open alerts from the log: an alert
-opened by an earlier leader is resolved, never opened twice.
+A window is complete once a row of a later window of its job arrived ``grace_ms`` ago, or
+once its job sent nothing for ``settle_ms`` (all of a window's rows leave the job at once,
+when its watermark passes the window's end; the grace covers the statistics topic's
+partitions being read a little apart).  A new leader takes the windows stored before it led
+as judged, reloads the newest horizon of them, and recovers the open alerts from the log: an
+alert opened by an earlier leader is resolved, never opened twice.
 """
 
 from __future__ import annotations
@@ -68,22 +69,40 @@ class _Judged:
 
 
 @dataclass
-class _Arrivals:
-    newest_end: dict[NamespaceKey, int] = field(default_factory=dict)
+class WindowArrivals:
+    """When the first row of each window of a job arrived, and its last row of any."""
+
+    first_seen: dict[NamespaceKey, dict[int, float]] = field(default_factory=dict)
     last_seen: dict[NamespaceKey, float] = field(default_factory=dict)
 
     def note(self, windows: list[WindowParts], now: float) -> None:
         for window in windows:
             key = (window.view, window.namespace)
-            self.newest_end[key] = max(self.newest_end.get(key, 0), window.window_end_ms)
+            self.first_seen.setdefault(key, {}).setdefault(window.window_end_ms, now)
             self.last_seen[key] = now
+
+    def complete_until(self, key: NamespaceKey, now: float, grace_s: float,
+                       settle_s: float) -> int:
+        """The end of the newest window of the job whose rows have all arrived: every
+        window, once the job has been quiet ``settle_s``; else those before a window whose
+        first row came ``grace_s`` ago (the statistics topic's partitions are read a little
+        apart, so a later window's first row may arrive before an earlier one's last)."""
+        seen = self.first_seen[key]
+        if now - self.last_seen[key] >= settle_s:
+            return max(seen)
+        settled = [end for end, at in seen.items() if now - at >= grace_s]
+        until = max(settled, default=0) - 1
+        for end in [end for end in seen if end < until]:
+            del seen[end]  # judged by now: only the newer ones matter
+        return until
 
 
 class DriftMonitorWorker:
     def __init__(self, *, store: RegistryStore, drift: DriftStore, election: LeaderElection,
                  statistics: Callable[[], StatisticsSource], horizon_ms: int,
                  alerts: AlertSink | None = None, poll_interval: float = 1.0,
-                 settle_ms: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+                 settle_ms: int = 10_000, grace_ms: int = 2_000,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.drift = drift
         self.election = election
@@ -92,6 +111,7 @@ class DriftMonitorWorker:
         self.alerts = alerts
         self.poll_interval = poll_interval
         self.settle_ms = settle_ms
+        self.grace_ms = grace_ms
         self.clock = clock
         self.stopping = threading.Event()
 
@@ -129,7 +149,7 @@ class _Session:
         self.judged_until = judged_until
         self.views = MonitoredViews()
         self.monitors: dict[tuple[str, int], _Judged] = {}
-        self.arrivals = _Arrivals()
+        self.arrivals = WindowArrivals()
         self._forgot_at = 0.0
 
     def follow_registry(self) -> None:
@@ -167,9 +187,9 @@ class _Session:
 
     def judge_complete_windows(self) -> None:
         now = self.worker.clock()
-        for key, newest in self.arrivals.newest_end.items():
-            quiet = now - self.arrivals.last_seen[key] >= self.worker.settle_ms / 1000
-            until = newest if quiet else newest - 1
+        for key in self.arrivals.first_seen:
+            until = self.arrivals.complete_until(key, now, self.worker.grace_ms / 1000,
+                                                 self.worker.settle_ms / 1000)
             after = self.judged_until.get(key, 0)
             if until <= after:
                 continue

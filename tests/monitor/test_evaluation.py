@@ -3,6 +3,7 @@ detection power and false alarms, alerts recovered from the log, the registry fo
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 import numpy as np
@@ -29,6 +30,8 @@ from core.domain.events import (
     drift_stream,
 )
 from monitor.evaluation import MonitoredViews, VersionMonitor, Window
+from monitor.worker import WindowArrivals
+from registry.store.drift import WindowParts
 
 MINUTE = 60_000
 WINDOW_MS = 5 * MINUTE
@@ -155,3 +158,17 @@ def test_the_registry_log_gives_targets_thresholds_and_open_alerts() -> None:
     assert views.thresholds["pay"].psi_alert == 0.4
     assert views.open_alerts("pay", 1) == [("amount", DriftMetric.PSI)]
     assert views.open_alerts("pay", 2) == []
+
+
+def test_a_window_is_complete_once_a_later_ones_rows_settled_or_the_job_is_quiet() -> None:
+    def parts(end_ms: int) -> WindowParts:
+        return WindowParts("pay", "v1", "amount", end_ms - WINDOW_MS, end_ms, {})
+
+    arrivals, key = WindowArrivals(), ("pay", "v1")
+    arrivals.note([parts(WINDOW_MS)], now=100.0)
+    arrivals.note([parts(2 * WINDOW_MS)], now=105.0)
+    complete = functools.partial(arrivals.complete_until, key, grace_s=2.0, settle_s=10.0)
+    assert complete(now=106.0) == WINDOW_MS - 1, "the second window's rows may still arrive"
+    assert complete(now=107.0) == 2 * WINDOW_MS - 1, "the first is complete"
+    arrivals.note([parts(WINDOW_MS)], now=107.5)  # a last row of the first window
+    assert complete(now=117.5) == 2 * WINDOW_MS, "quiet: the newest too"
