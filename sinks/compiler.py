@@ -597,39 +597,38 @@ def _statistics_statements(view: FeatureView, source: Source,
                            window_ms: int) -> tuple[str, ...]:
     """``feature_values`` — every monitored feature value the job emits, with its row's time
     — and the insert counting them per monitoring window, feature and bucket or category.
-    ``last`` values count when an event carries them (a null one writes nothing)."""
-    branches = []
+    ``last`` values count when an event carries them (a null one writes nothing).  Features
+    are numbered within the job and named again only in the rows counted: the
+    pre-aggregation hashes its key once per value, and a number hashes cheaper than a name."""
+    values: list[tuple[Feature, str, str]] = []  # (feature, its column, its time and rows)
     for index, group in enumerate(_groups(view), start=1):
-        for feature in (f for f in view.features if f.window_group == group):
-            value = _monitored_value(feature, source, ident(feature.name))
-            if value is not None:
-                branches.append(f"SELECT `window_time` AS `value_time`, "
-                                f"CAST({sql_string(feature.name)} AS STRING) AS `feature`, "
-                                f"{value[0]} AS `number`, {value[1]} AS `text` "
-                                f"FROM {_window_rows(index)}")
-    for feature in (f for f in view.features if f.aggregation is Aggregation.LAST):
-        column = ident(feature.column or "")
-        value = _monitored_value(feature, source, column)
-        if value is not None:
-            branches.append(f"SELECT `event_time` AS `value_time`, "
-                            f"CAST({sql_string(feature.name)} AS STRING) AS `feature`, "
-                            f"{value[0]} AS `number`, {value[1]} AS `text` "
-                            f"FROM `clean_events` WHERE {column} IS NOT NULL")
-    if not branches:
+        values += [(f, ident(f.name), f"`window_time` AS `value_time` FROM {_window_rows(index)}")
+                   for f in view.features if f.window_group == group]
+    values += [(f, ident(f.column or ""), f"`event_time` AS `value_time` FROM `clean_events` "
+                                          f"WHERE {ident(f.column or '')} IS NOT NULL")
+               for f in view.features if f.aggregation is Aggregation.LAST]
+    monitored = [(feature, sql, rows) for feature, column, rows in values
+                 if (sql := _monitored_value(feature, source, column)) is not None]
+    if not monitored:
         return ()
+    branches = [f"SELECT {number} AS `number`, {text} AS `text`, {index} AS `feature`, {rows}"
+                for index, (_, (number, text), rows) in enumerate(monitored)]
     values_view = ("CREATE TEMPORARY VIEW `feature_values` AS SELECT `value_time`, `feature`, "
                    f"`number`, {_bucket('`number`')} AS `bucket`, `text`\nFROM (\n  "
                    + "\n  UNION ALL ".join(branches) + "\n)")
+    name = "CASE `feature` " + " ".join(
+        f"WHEN {index} THEN {sql_string(feature.name)}"
+        for index, (feature, _, _) in enumerate(monitored)) + " END"
     window = (f"TUMBLE(TABLE `feature_values`, DESCRIPTOR(`value_time`), "
               f"{sql_interval(window_ms)})")
     counts = ("JSON_OBJECT("
               f"KEY 's' VALUE {_timestamp_millis('`window_start`')}, "
               f"KEY 'e' VALUE {_timestamp_millis('`window_end`')}, "
-              "KEY 'f' VALUE `feature`, KEY 'b' VALUE `bucket`, KEY 'c' VALUE `text`, "
+              f"KEY 'f' VALUE {name}, KEY 'b' VALUE `bucket`, KEY 'c' VALUE `text`, "
               "KEY 'r' VALUE COUNT(*), KEY 'sum' VALUE SUM(`number`), "
               "KEY 'sq' VALUE SUM(`number` * `number`), KEY 'lo' VALUE MIN(`number`), "
               "KEY 'hi' VALUE MAX(`number`))")
-    insert = (f"INSERT INTO `drift_statistics` SELECT `feature`, {counts}\n"
+    insert = (f"INSERT INTO `drift_statistics` SELECT {name}, {counts}\n"
               f"FROM TABLE({window})\n"
               "GROUP BY `feature`, `bucket`, `text`, `window_start`, `window_end`")
     return values_view, insert

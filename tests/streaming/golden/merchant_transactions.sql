@@ -111,11 +111,11 @@ FROM `window_rows_1`;
 
 CREATE TEMPORARY VIEW `feature_values` AS SELECT `value_time`, `feature`, `number`, CASE WHEN `number` IS NULL THEN CAST(NULL AS INT) WHEN ABS(`number`) < 1E-9 THEN 0 WHEN ABS(`number`) >= 1E19 THEN CAST(SIGN(`number`) AS INT) * 281 ELSE CAST(SIGN(`number`) AS INT) * (1 + CAST(FLOOR((LOG10(ABS(`number`)) + 9) * 10) AS INT)) END AS `bucket`, `text`
 FROM (
-  SELECT `window_time` AS `value_time`, CAST('txn_count_1m' AS STRING) AS `feature`, CAST(`txn_count_1m` AS DOUBLE) AS `number`, CAST(NULL AS STRING) AS `text` FROM `window_rows_1`
-  UNION ALL SELECT `window_time` AS `value_time`, CAST('amount_1m' AS STRING) AS `feature`, CASE WHEN ABS(CAST(`amount_1m` AS DOUBLE)) <= 1.7976931348623157E308 THEN CAST(`amount_1m` AS DOUBLE) END AS `number`, CAST(NULL AS STRING) AS `text` FROM `window_rows_1`
-  UNION ALL SELECT `window_time` AS `value_time`, CAST('amount_min_1m' AS STRING) AS `feature`, CASE WHEN ABS(CAST(`amount_min_1m` AS DOUBLE)) <= 1.7976931348623157E308 THEN CAST(`amount_min_1m` AS DOUBLE) END AS `number`, CAST(NULL AS STRING) AS `text` FROM `window_rows_1`
+  SELECT CAST(`txn_count_1m` AS DOUBLE) AS `number`, CAST(NULL AS STRING) AS `text`, 0 AS `feature`, `window_time` AS `value_time` FROM `window_rows_1`
+  UNION ALL SELECT CASE WHEN ABS(CAST(`amount_1m` AS DOUBLE)) <= 1.7976931348623157E308 THEN CAST(`amount_1m` AS DOUBLE) END AS `number`, CAST(NULL AS STRING) AS `text`, 1 AS `feature`, `window_time` AS `value_time` FROM `window_rows_1`
+  UNION ALL SELECT CASE WHEN ABS(CAST(`amount_min_1m` AS DOUBLE)) <= 1.7976931348623157E308 THEN CAST(`amount_min_1m` AS DOUBLE) END AS `number`, CAST(NULL AS STRING) AS `text`, 2 AS `feature`, `window_time` AS `value_time` FROM `window_rows_1`
 );
 
-INSERT INTO `drift_statistics` SELECT `feature`, JSON_OBJECT(KEY 's' VALUE (UNIX_TIMESTAMP(CAST(`window_start` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `window_start`)), KEY 'e' VALUE (UNIX_TIMESTAMP(CAST(`window_end` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `window_end`)), KEY 'f' VALUE `feature`, KEY 'b' VALUE `bucket`, KEY 'c' VALUE `text`, KEY 'r' VALUE COUNT(*), KEY 'sum' VALUE SUM(`number`), KEY 'sq' VALUE SUM(`number` * `number`), KEY 'lo' VALUE MIN(`number`), KEY 'hi' VALUE MAX(`number`))
+INSERT INTO `drift_statistics` SELECT CASE `feature` WHEN 0 THEN 'txn_count_1m' WHEN 1 THEN 'amount_1m' WHEN 2 THEN 'amount_min_1m' END, JSON_OBJECT(KEY 's' VALUE (UNIX_TIMESTAMP(CAST(`window_start` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `window_start`)), KEY 'e' VALUE (UNIX_TIMESTAMP(CAST(`window_end` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `window_end`)), KEY 'f' VALUE CASE `feature` WHEN 0 THEN 'txn_count_1m' WHEN 1 THEN 'amount_1m' WHEN 2 THEN 'amount_min_1m' END, KEY 'b' VALUE `bucket`, KEY 'c' VALUE `text`, KEY 'r' VALUE COUNT(*), KEY 'sum' VALUE SUM(`number`), KEY 'sq' VALUE SUM(`number` * `number`), KEY 'lo' VALUE MIN(`number`), KEY 'hi' VALUE MAX(`number`))
 FROM TABLE(TUMBLE(TABLE `feature_values`, DESCRIPTOR(`value_time`), INTERVAL '0 00:05:00.000' DAY TO SECOND(3)))
 GROUP BY `feature`, `bucket`, `text`, `window_start`, `window_end`;
