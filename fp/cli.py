@@ -317,13 +317,37 @@ def cmd_drift_baseline(args: argparse.Namespace, settings: Settings) -> int:
     from monitor.baselines import baseline_of_dataset, parse_view_version
 
     view, version = parse_view_version(args.view)
-    features, origin = baseline_of_dataset(Path(args.dataset), view, version)
+    if args.dataset and not (args.start or args.end):
+        features, origin = baseline_of_dataset(Path(args.dataset), view, version)
+        source = f"{origin['file']} ({origin['rows']:,} rows)"
+    elif args.start and args.end and not args.dataset:
+        from monitor.baselines import baseline_of_archive
+        from offline.bootstrap import open_stores
+
+        stores = open_stores(settings)
+        features, origin = baseline_of_archive(
+            stores.registry, stores.catalog, view, version, from_ms=_epoch_ms(args.start),
+            to_ms=_epoch_ms(args.end))
+        source = f"the archive from {args.start} to {args.end}"
+    else:
+        raise FeaturePlatformError("name either --dataset FILE.parquet or both --from and --to")
     answer = _client(settings).post(f"/v1/feature-views/{view}/baselines",
                                     {"version": version, "features": features,
                                      "origin": origin})
     print(f"baseline of {view}@{version} registered at position {answer['position']}: "
-          f"{', '.join(sorted(features))} from {origin['file']} ({origin['rows']:,} rows)")
+          f"{', '.join(sorted(features))} from {source}")
     return EXIT_OK
+
+
+def _epoch_ms(text: str) -> int:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise FeaturePlatformError(f"{text!r} is not an ISO 8601 time, e.g. "
+                                   "2026-11-01T00:00:00Z") from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def cmd_drift_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -429,9 +453,14 @@ def _add_drift_commands(commands: Any, command: Callable[..., argparse.ArgumentP
     drift = commands.add_parser("drift", help="drift baselines and status").add_subparsers(
         dest="drift_command", required=True, metavar="COMMAND")
     baseline = command("baseline", cmd_drift_baseline, "register the baseline of a view "
-                       "version's features from a training set of `fp dataset`", drift)
+                       "version's features from a training set of `fp dataset`, or from the "
+                       "values its job would have emitted for a time range of the archive",
+                       drift)
     baseline.add_argument("view", metavar="VIEW@N")
-    baseline.add_argument("--dataset", required=True, metavar="FILE.parquet")
+    baseline.add_argument("--dataset", metavar="FILE.parquet")
+    baseline.add_argument("--from", dest="start", metavar="TIME",
+                          help="ISO 8601, UTC unless it says otherwise")
+    baseline.add_argument("--to", dest="end", metavar="TIME")
     status = command("status", cmd_drift_status, "the drift monitor's latest readings",
                      drift)
     status.add_argument("view", nargs="?", help="one feature view (default: every one)")

@@ -200,9 +200,10 @@ class BaselineRegistered(EventPayload, frozen=True, kw_only=True):
     features: dict[str, dict[str, Any]]
     """Feature name → its statistics (``WindowStatistics.to_json`` of core/domain/drift.py)."""
     origin: dict[str, Any]
-    """Where the values came from: ``{"kind": "dataset", "file", "snapshots", "created_at"}``
-    for a training set, ``{"kind": "archive", "from_ms", "to_ms", "snapshots"}`` for a time
-    range of the offline store."""
+    """Where the values came from: ``{"kind": "dataset", "file", "rows", "snapshots",
+    "created_at"}`` for a training set, ``{"kind": "archive", "from_ms", "to_ms",
+    "snapshots"}`` for a time range of the offline store, ``{"kind": "windows", ...}`` for
+    stored monitoring windows."""
 
 
 class DriftEvent(EventPayload, frozen=True, kw_only=True):
