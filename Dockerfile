@@ -19,6 +19,7 @@ COPY sinks ./sinks
 COPY serving ./serving
 COPY offline ./offline
 COPY ingest ./ingest
+COPY monitor ./monitor
 COPY migrations ./migrations
 COPY examples ./examples
 RUN pip install --no-cache-dir '.[runtime]'

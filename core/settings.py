@@ -251,6 +251,17 @@ INGEST_IDEMPOTENCY_WINDOW = Variable(
     "FP_INGEST_IDEMPOTENCY_WINDOW", "how long the ingest API remembers a request's "
     "`Idempotency-Key` and answer (a duration)", "24h", parse_duration)
 
+DRIFT_WINDOW = Variable(
+    "FP_DRIFT_WINDOW", "the drift statistics' monitoring window: each job counts the feature "
+    "values it emits per window this long (a duration; applies to jobs submitted from then "
+    "on)", "5m", parse_duration)
+DRIFT_HORIZON = Variable(
+    "FP_DRIFT_HORIZON", "how much of the newest monitoring windows the drift monitor merges "
+    "and judges against a baseline (a duration)", "1h", parse_duration)
+DRIFT_WEBHOOK_URL = Variable(
+    "FP_DRIFT_WEBHOOK_URL", "where the drift monitor POSTs each alert it opens or resolves as "
+    "JSON; unset: nowhere", "", _optional(_url(("http", "https"), "https://hooks.example/fp")))
+
 DEFAULT_APPLY_RATE_LIMIT = _rate_limit(APPLY_RATE_LIMIT.default)
 DEFAULT_WEBHOOK_RATE_LIMIT = _rate_limit(WEBHOOK_RATE_LIMIT.default)
 
@@ -260,7 +271,8 @@ VARIABLES: tuple[Variable[object], ...] = (
     WEBHOOK_SECRET, GITHUB_WEBHOOK_SECRET, GITLAB_WEBHOOK_SECRET, GIT_REPOSITORIES,
     WEBHOOK_RETENTION, GIT_BRANCH, FEATURES_PATH, WEBHOOK_PYTHON, DEPLOYER_START, READY_TIMEOUT,
     KEEP_NAMESPACES, PURGE_GRACE, FLINK_CONNECTOR_JARS, DEPLOYER_CRASH_AT, SERVING_URL,
-    INGEST_URL, INGEST_DELIVERY_TIMEOUT, INGEST_IDEMPOTENCY_WINDOW)
+    INGEST_URL, INGEST_DELIVERY_TIMEOUT, INGEST_IDEMPOTENCY_WINDOW, DRIFT_WINDOW, DRIFT_HORIZON,
+    DRIFT_WEBHOOK_URL)
 
 
 # --------------------------------------------------------------------------- the settings
@@ -297,6 +309,10 @@ class WebhookSettings:
     retention_ms: int = DEFAULT_WEBHOOK_RETENTION_MS
 
 
+DEFAULT_DRIFT_WINDOW_MS = parse_duration(DRIFT_WINDOW.default)
+DEFAULT_DRIFT_HORIZON_MS = parse_duration(DRIFT_HORIZON.default)
+
+
 @dataclass(frozen=True)
 class DeployerSettings:
     start: DeployerStart
@@ -305,6 +321,14 @@ class DeployerSettings:
     purge_grace_ms: int
     connector_jars: ConnectorJars
     crash_at: frozenset[str]
+    monitoring_window_ms: int = DEFAULT_DRIFT_WINDOW_MS
+    """The window of the drift statistics the jobs it submits count."""
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    horizon_ms: int = DEFAULT_DRIFT_HORIZON_MS
+    webhook_url: str | None = None
 
 
 DEFAULT_INGEST_DELIVERY_TIMEOUT_MS = parse_duration(INGEST_DELIVERY_TIMEOUT.default)
@@ -337,6 +361,7 @@ class Settings:
     ingest: IngestSettings = IngestSettings()
     serving_url: str | None = None
     """Where the registry's UI reads live values (FP_SERVING_URL)."""
+    monitor: MonitorSettings = MonitorSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -367,11 +392,14 @@ class Settings:
                 start=DEPLOYER_START.read(env), ready_timeout_ms=READY_TIMEOUT.read(env),
                 keep_namespaces=KEEP_NAMESPACES.read(env), purge_grace_ms=PURGE_GRACE.read(env),
                 connector_jars=FLINK_CONNECTOR_JARS.read(env),
-                crash_at=DEPLOYER_CRASH_AT.read(env)),
+                crash_at=DEPLOYER_CRASH_AT.read(env),
+                monitoring_window_ms=DRIFT_WINDOW.read(env)),
             ingest=IngestSettings(
                 url=INGEST_URL.read(env), delivery_timeout_ms=INGEST_DELIVERY_TIMEOUT.read(env),
                 idempotency_window_ms=INGEST_IDEMPOTENCY_WINDOW.read(env)),
             serving_url=SERVING_URL.read(env),
+            monitor=MonitorSettings(horizon_ms=DRIFT_HORIZON.read(env),
+                                    webhook_url=DRIFT_WEBHOOK_URL.read(env)),
         )
 
     def services_env(self) -> dict[str, str]:

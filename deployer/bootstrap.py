@@ -27,7 +27,8 @@ def build(settings: Settings) -> DeployerWorker:
     store = PostgresRegistryStore(engine)
     green = GreenRunner(store, flink, versions,
                         KafkaAdmin(settings.require_kafka_bootstrap()),
-                        start_policy=deployer.start)
+                        start_policy=deployer.start,
+                        monitoring_window_ms=deployer.monitoring_window_ms)
     return DeployerWorker(store=store, checkpoints=PostgresCheckpointStore(engine),
                           election=PostgresLeaderElection(engine), flink=flink,
                           versions=versions, green=green, config=rollout_config(deployer))

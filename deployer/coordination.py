@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +23,7 @@ import psycopg
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert
 
-from core.errors import InfrastructureError
+from core.errors import FeaturePlatformError, InfrastructureError
 from registry.store.memory import MemoryRegistryStore
 from registry.store.postgres import NOTIFY_CHANNEL, database_errors
 from registry.store.tables import deployer_checkpoints
@@ -64,6 +64,24 @@ class LeaderElection(Protocol):
         """Leadership while the context is open, or None when another worker leads.
         Leaving the context — or the process dying — hands leadership over."""
         ...
+
+
+def lead_when_elected(election: LeaderElection, stopping: threading.Event,
+                      lead: Callable[[Leadership], None], *, name: str,
+                      poll_interval: float) -> None:
+    """Run ``lead`` while elected, else wait to be, until ``stopping`` is set; a platform
+    error (a lost database, say) ends the term and is retried after ``poll_interval``."""
+    while not stopping.is_set():
+        try:
+            with election.try_lead() as leadership:
+                if leadership is None:
+                    stopping.wait(poll_interval)
+                    continue
+                logger.info("%s leads", name)
+                lead(leadership)
+        except FeaturePlatformError as error:
+            logger.warning("%s loop interrupted, retrying: %s", name, error)
+            stopping.wait(poll_interval)
 
 
 # --------------------------------------------------------------------------- PostgreSQL

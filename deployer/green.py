@@ -30,14 +30,20 @@ from core.domain.definitions import (
 )
 from core.domain.deployments import Deployment
 from core.domain.events import Readiness
-from core.domain.layout import WRITER_GROUP, result_topic, source_group
+from core.domain.layout import WRITER_GROUP, result_topic, source_group, statistics_topic
 from core.domain.validation import references
 from core.errors import FeaturePlatformError, InfrastructureError
 from core.settings import DeployerStart
 from deployer.faults import crash_point
 from deployer.rollout import ViewState
 from registry.store.base import RegistryStore
-from sinks.compiler import JobSpec, KafkaOptions, StartPosition, compile_view
+from sinks.compiler import (
+    DEFAULT_MONITORING_WINDOW_MS,
+    JobSpec,
+    KafkaOptions,
+    StartPosition,
+    compile_view,
+)
 from sinks.flink import FlinkJobs
 from sinks.kafka_admin import KafkaTopics
 from sinks.online_store import NamespaceControl
@@ -62,13 +68,15 @@ NOT_READY_YET = GreenOutcome()
 class GreenRunner:
     def __init__(self, store: RegistryStore, flink: FlinkJobs, versions: NamespaceControl,
                  kafka: KafkaTopics, *, start_policy: DeployerStart = "window",
-                 start_margin_ms: int = 60_000) -> None:
+                 start_margin_ms: int = 60_000,
+                 monitoring_window_ms: int = DEFAULT_MONITORING_WINDOW_MS) -> None:
         self.store = store
         self.flink = flink
         self.versions = versions
         self.kafka = kafka
         self.start_policy = start_policy
         self.start_margin_ms = start_margin_ms
+        self.monitoring_window_ms = monitoring_window_ms
         self._targets: dict[str, dict[int, int]] = {}
         """Source offsets each green must reach (job id → partition → offset); in memory:
         a restarted deployer samples again, which only moves the target later."""
@@ -104,7 +112,7 @@ class GreenRunner:
             if not self.kafka.topic_exists(spec.source_topic):
                 return GreenOutcome(missing_topic=spec.source_topic)
             self.versions.clear_namespace(state.view, deployment.namespace)
-            self.kafka.ensure_topics([spec.result_topic, spec.dlq_topic])
+            self.kafka.ensure_topics(spec.topics)
             self.flink.submit(spec)
             crash_point("submitted")
         except InfrastructureError:
@@ -135,7 +143,8 @@ class GreenRunner:
             else StartPosition()
         spec = compile_view(view, catalog, deployment.namespace, deployment.version,
                             kafka=KafkaOptions(self.kafka.bootstrap_servers, start),
-                            deployment=deployment.number)
+                            deployment=deployment.number,
+                            monitoring_window_ms=self.monitoring_window_ms)
         assert spec.job_id == deployment.job_id, "job ids are derived the same way"
         return spec
 
@@ -182,8 +191,11 @@ class GreenRunner:
         assert record is not None, "a registered view's source is registered"
         return str(record.spec["topic"])
 
-    def drop_result_topic(self, view: str, namespace: str) -> None:
-        self.kafka.delete_topics([result_topic(view, namespace)])
+    def drop_result_topics(self, view: str, namespace: str) -> None:
+        """The topics the namespace's job wrote for others to read: its results and its drift
+        statistics."""
+        self.kafka.delete_topics([result_topic(view, namespace),
+                                  statistics_topic(view, namespace)])
 
 
 def _view(state: ViewState, deployment: Deployment) -> FeatureView:

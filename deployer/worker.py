@@ -25,7 +25,13 @@ from core.domain.events import (
     deployment_stream,
 )
 from core.errors import ConcurrencyConflictError, FeaturePlatformError, InfrastructureError
-from deployer.coordination import CheckpointStore, LeaderElection, Leadership, SavedCheckpoint
+from deployer.coordination import (
+    CheckpointStore,
+    LeaderElection,
+    Leadership,
+    SavedCheckpoint,
+    lead_when_elected,
+)
 from deployer.faults import crash_point
 from deployer.green import GreenOutcome, GreenRunner
 from deployer.rollout import (
@@ -88,17 +94,8 @@ class DeployerWorker:
 
     def run(self) -> None:
         """Lead when elected, else wait to be; until :meth:`stop`."""
-        while not self.stopping.is_set():
-            try:
-                with self.election.try_lead() as leadership:
-                    if leadership is None:
-                        self.stopping.wait(self.poll_interval)
-                        continue
-                    logger.info("deployer leads")
-                    self._lead(leadership)
-            except FeaturePlatformError as error:
-                logger.warning("deployer loop interrupted, retrying: %s", error)
-                self.stopping.wait(self.poll_interval)
+        lead_when_elected(self.election, self.stopping, self._lead, name="deployer",
+                          poll_interval=self.poll_interval)
 
     def _lead(self, leadership: Leadership) -> None:
         checkpoint = self._load_checkpoint()
@@ -238,7 +235,7 @@ class DeployerWorker:
 
     def _purge(self, state: ViewState, action: PurgeNamespace) -> bool:
         deleted = self.versions.clear_namespace(state.view, action.namespace)
-        self.green.drop_result_topic(state.view, action.namespace)
+        self.green.drop_result_topics(state.view, action.namespace)
         return self._record(state, NamespacePurged(view=state.view, namespace=action.namespace,
                                                    keys_deleted=deleted))
 

@@ -305,6 +305,72 @@ def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- drift
+
+def cmd_monitor_run(args: argparse.Namespace, settings: Settings) -> int:
+    from monitor.bootstrap import build
+
+    return run_until_stopped(build(settings))
+
+
+def cmd_drift_baseline(args: argparse.Namespace, settings: Settings) -> int:
+    from monitor.baselines import baseline_of_dataset, parse_view_version
+
+    view, version = parse_view_version(args.view)
+    if args.dataset and not (args.start or args.end):
+        features, origin = baseline_of_dataset(Path(args.dataset), view, version)
+        source = f"{origin['file']} ({origin['rows']:,} rows)"
+    elif args.start and args.end and not args.dataset:
+        from monitor.baselines import baseline_of_archive
+        from offline.bootstrap import open_stores
+
+        stores = open_stores(settings)
+        features, origin = baseline_of_archive(
+            stores.registry, stores.catalog, view, version, from_ms=_epoch_ms(args.start),
+            to_ms=_epoch_ms(args.end))
+        source = f"the archive from {args.start} to {args.end}"
+    else:
+        raise FeaturePlatformError("name either --dataset FILE.parquet or both --from and --to")
+    answer = _client(settings).post(f"/v1/feature-views/{view}/baselines",
+                                    {"version": version, "features": features,
+                                     "origin": origin})
+    print(f"baseline of {view}@{version} registered at position {answer['position']}: "
+          f"{', '.join(sorted(features))} from {source}")
+    return EXIT_OK
+
+
+def _epoch_ms(text: str) -> int:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise FeaturePlatformError(f"{text!r} is not an ISO 8601 time, e.g. "
+                                   "2026-11-01T00:00:00Z") from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def cmd_drift_status(args: argparse.Namespace, settings: Settings) -> int:
+    client = _client(settings)
+    views = [args.view] if args.view else [item["name"] for item in
+                                           client.get("/v1/feature-views")["items"]]
+    rows = [("VIEW", "VERSION", "FEATURE", "METRIC", "VALUE", "ALERT AT", "STATE")]
+    unjudged = []
+    for view in views:
+        status = client.get(f"/v1/feature-views/{view}/drift")
+        if not status["baselines"]:
+            unjudged.append(view)
+        rows += [(view, str(r["version"]), r["feature"], r["metric"], f"{r['value']:.4g}",
+                  f"{r['alert_at']:.4g}", r["severity"]) for r in status["readings"]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    if unjudged:
+        print(f"\nno baseline (`fp drift baseline VIEW@N`): {', '.join(unjudged)}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(once, with writers, deployer and servers stopped)", online)
 
     _add_archiver_commands(commands, command)
+    _add_drift_commands(commands, command)
 
     dataset = command("dataset", cmd_dataset, "point-in-time training set from the archive")
     dataset.add_argument("--entities", required=True, metavar="ROWS.parquet",
@@ -376,6 +443,27 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("--reproduce", metavar="EARLIER.parquet",
                          help="use the versions and snapshots an earlier training set recorded")
     return parser
+
+
+def _add_drift_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]
+                        ) -> None:
+    monitor = commands.add_parser("monitor", help="drift detection").add_subparsers(
+        dest="monitor_command", required=True, metavar="COMMAND")
+    command("run", cmd_monitor_run, "run a drift monitor (one of several leads)", monitor)
+    drift = commands.add_parser("drift", help="drift baselines and status").add_subparsers(
+        dest="drift_command", required=True, metavar="COMMAND")
+    baseline = command("baseline", cmd_drift_baseline, "register the baseline of a view "
+                       "version's features from a training set of `fp dataset`, or from the "
+                       "values its job would have emitted for a time range of the archive",
+                       drift)
+    baseline.add_argument("view", metavar="VIEW@N")
+    baseline.add_argument("--dataset", metavar="FILE.parquet")
+    baseline.add_argument("--from", dest="start", metavar="TIME",
+                          help="ISO 8601, UTC unless it says otherwise")
+    baseline.add_argument("--to", dest="end", metavar="TIME")
+    status = command("status", cmd_drift_status, "the drift monitor's latest readings",
+                     drift)
+    status.add_argument("view", nargs="?", help="one feature view (default: every one)")
 
 
 def _add_ingest_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]
@@ -424,7 +512,7 @@ def _add_archiver_commands(commands: Any, command: Callable[..., argparse.Argume
 
 
 PLATFORM_PACKAGES = ("core", "fp", "registry", "deployer", "sinks", "serving", "offline",
-                     "ingest", "migrations")
+                     "ingest", "monitor", "migrations")
 
 
 def configure_logging(verbose: bool) -> None:

@@ -3,10 +3,10 @@
 Services named in the environment are used as they are; the missing ones are started
 locally (PostgreSQL, Redis, a Kafka-protocol broker, a Flink session cluster).  Then the
 migrations run and the platform's own processes start: registry, serving, deployer, the
-Redis writer, the archiver and the ingest API.  Everything this command started — and only that — is
-stopped on exit, in reverse order, with its temporary folders.  Killed instead (SIGKILL),
-it takes its processes along (the kernel kills each when it dies), and the next `fp up`
-removes the rest (see fp/local/run_record.py).
+Redis writer, the archiver, the drift monitor and the ingest API.  Everything this command
+started — and only that — is stopped on exit, in reverse order, with its temporary
+folders.  Killed instead (SIGKILL), it takes its processes along (the kernel kills each
+when it dies), and the next `fp up` removes the rest (see fp/local/run_record.py).
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ class Platform:
             Component("writer", ["writer", "run"]),
             Component("deployer", ["deployer", "run"]),
             Component("archiver", ["archiver", "run"]),
+            Component("monitor", ["monitor", "run"]),
             server("serving", self.ports.serving),
             server("ingest", self.ports.ingest),
         ]
@@ -219,7 +220,12 @@ def _run_platform(platform: Platform, demo: bool) -> int:
 
         upgrade_to_head(settings.require_database_url())
         say("registry database migrated")
-        platform.start_components({**os.environ, **settings.services_env()})
+        env = {**os.environ, **settings.services_env()}
+        if demo:
+            from fp.demo import DRIFT_ENV
+
+            env = {**DRIFT_ENV, **env}  # the demo's drift cadence, unless the environment's
+        platform.start_components(env)
         if demo:
             from fp.demo import start_demo
 

@@ -9,11 +9,14 @@ from datetime import timedelta
 
 import uvicorn
 from litestar import Litestar
+from prometheus_client import REGISTRY
 
 from core.errors import ConfigurationError
 from core.settings import API_TOKENS, OPEN_WRITES, Settings
 from registry.api.app import Access, create_registry_app
+from registry.drift import DriftMetrics, DriftRegistry
 from registry.service import RegistryService
+from registry.store.drift import PostgresDriftStore
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
 from registry.ui.pages import RegistryUI
 from registry.ui.sources import IngestMetrics, ServingApi
@@ -39,8 +42,11 @@ def build(settings: Settings) -> RegistryServer:
     access = Access(api_tokens=registry.api_tokens, read_tokens=registry.read_tokens,
                     apply_rate_limit=registry.apply_rate_limit,
                     webhook_rate_limit=registry.webhook_rate_limit)
+    drift_store = PostgresDriftStore(engine)
+    REGISTRY.register(DriftMetrics(drift_store))
     app = create_registry_app(service, access, extra_handlers=webhooks.route_handlers,
-                              lifespan=[webhooks.lifespan], pages=ui(service, settings))
+                              lifespan=[webhooks.lifespan], pages=ui(service, settings),
+                              drift=DriftRegistry(service, drift_store))
     return RegistryServer(app, writes_need_tokens=bool(registry.api_tokens),
                           open_writes_asked=registry.open_writes)
 

@@ -47,6 +47,9 @@ class RegistryClient:
             body["message"] = message
         return self._request("POST", "/v1/apply", json=body)
 
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", path, json=body)
+
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self._request("GET", path, params=params or None)
 

@@ -13,10 +13,17 @@ One job per (view, version, namespace), all plain Flink SQL:
    instead.  The index of the first broken rule is the event's ``broken_rule``.
 3. Violations go to ``{topic}.dlq`` with the rule's message, reason code and field, the
    payload and where it came from.
-4. Clean events are aggregated, one window-TVF query per distinct (window, slide), plus one
-   per-event projection for ``last`` features; every result row goes to the view's result
-   topic as ``{"e": entity key, "t": event time ms, "f": {feature: value}, "p": per-feature
-   times?, "l": last-values row?}``, which :mod:`sinks.redis_writer` applies to Redis.
+4. Clean events are aggregated, one window-TVF query per distinct (window, slide) — a view
+   ``window_rows_{n}`` —, plus one per-event projection for ``last`` features; every result
+   row goes to the view's result topic as ``{"e": entity key, "t": event time ms, "f":
+   {feature: value}, "p": per-feature times?, "l": last-values row?}``, which
+   :mod:`sinks.redis_writer` applies to Redis.
+5. Drift statistics: the same feature values, one per feature per row (``feature_values``),
+   are counted per monitoring window (a TUMBLE over the rows' time), feature and fixed bucket
+   of :func:`core.domain.drift.bucket_index` (or string category), with the bucket's sum,
+   sum of squares, minimum and maximum; each count is one row of the statistics topic, which
+   the drift monitor merges into a window's statistics
+   (:func:`core.domain.drift.statistics_of_parts`).
 
 Every identifier is a validated name and is still backquoted; every literal goes through
 :func:`sql_string` — nothing from a definition reaches the SQL unquoted.
@@ -35,6 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from core.domain import limits
 from core.domain.contracts import (
     EPOCH_SECONDS_LIMIT_MS,
     Reason,
@@ -56,13 +64,17 @@ from core.domain.definitions import (
     definition_key,
     local_problems,
 )
+from core.domain.drift import Kind as DriftKind
+from core.domain.drift import monitored_kind
 from core.domain.layout import (
     ENTITY_KEY_SEPARATOR,
     FETCH_WAIT_MS,
     job_id,
     job_name,
+    output_type,
     result_topic,
     source_group,
+    statistics_topic,
     view_join_keys,
 )
 from core.domain.validation import definition_problems
@@ -114,6 +126,10 @@ JOB_CONFIGURATION = (
 )
 
 
+DEFAULT_MONITORING_WINDOW_MS = 300_000
+"""The drift statistics' window: five minutes of the feature values a job emits."""
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """Everything needed to run one materialisation job."""
@@ -126,10 +142,16 @@ class JobSpec:
     source_topic: str
     result_topic: str
     dlq_topic: str
+    statistics_topic: str
     statements: tuple[str, ...]
     """DDL, then the INSERT statements that run together as one statement set."""
     configuration: tuple[tuple[str, str], ...] = JOB_CONFIGURATION
     """Flink options the job is written for."""
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The topics the job writes: they must exist before it runs."""
+        return (self.result_topic, self.dlq_topic, self.statistics_topic)
 
     @property
     def inserts(self) -> tuple[str, ...]:
@@ -306,9 +328,14 @@ def _compilable_source(view: FeatureView, catalog: Mapping[str, Definition]) -> 
 
 
 def compile_view(view: FeatureView, catalog: Mapping[str, Definition], namespace: str,
-                 version: int, *, kafka: KafkaOptions, deployment: int = 0) -> JobSpec:
+                 version: int, *, kafka: KafkaOptions, deployment: int = 0,
+                 monitoring_window_ms: int = DEFAULT_MONITORING_WINDOW_MS) -> JobSpec:
     """The Flink SQL job that materialises ``view`` into ``namespace``; InvalidDefinitionError
     when the view or its source breaks a rule of the definitions (see the module)."""
+    if not 0 < monitoring_window_ms < limits.STREAMED_DURATION_BOUND_MS:
+        raise InvalidDefinitionError([Problem(
+            "monitoring_window", f"{monitoring_window_ms} ms: the monitoring window must be "
+            "positive and shorter than 100 days")])
     source = _compilable_source(view, catalog)
     keys = view_join_keys(view, catalog)
     results, dlq = result_topic(view.name, namespace), dlq_topic(source)
@@ -389,21 +416,32 @@ def compile_view(view: FeatureView, catalog: Mapping[str, Definition], namespace
         "KEY 'offset' VALUE `kafka_offset`, KEY 'payload' VALUE `message`) "
         "FROM `checked_events` WHERE `broken_rule` IS NOT NULL"
     )
+    statistics = statistics_topic(view.name, namespace)
+    statistics_ddl = (
+        "CREATE TEMPORARY TABLE `drift_statistics` (`k` STRING, `v` STRING) "
+        + _with({**_kafka_options(statistics, kafka), "key.format": "raw", "key.fields": "k",
+                 "value.format": "raw", "value.fields-include": "EXCEPT_KEY",
+                 "sink.delivery-guarantee": "at-least-once", **_BATCHED_PRODUCER})
+    )
     per_feature_times = len(_groups(view)) + any(
         f.aggregation is Aggregation.LAST for f in view.features) > 1
-    inserts = [_window_insert(view, source, keys, group, per_feature_times)
-               for group in _groups(view)]
+    window_views = [_window_view(index, view, keys, group)
+                    for index, group in enumerate(_groups(view), start=1)]
+    inserts = [_window_insert(index, view, keys, group, per_feature_times)
+               for index, group in enumerate(_groups(view), start=1)]
     last = [f for f in view.features if f.aggregation is Aggregation.LAST]
     if last:
         inserts.append(_last_insert(keys, last, only_last=not _groups(view)))
+    monitoring = _statistics_statements(view, source, monitoring_window_ms)
     return JobSpec(
         view=view.name, version=version, namespace=namespace,
         job_name=job_name(view.name, namespace),
         job_id=job_id(view.name, namespace, deployment),
         source_topic=source.topic, result_topic=results, dlq_topic=dlq,
-        statements=(source_ddl, results_ddl, dlq_ddl, parsed_view, typed_view, checked_view,
-                    clean_view,
-                    dead_letters, *inserts),
+        statistics_topic=statistics,
+        statements=(source_ddl, results_ddl, dlq_ddl, statistics_ddl, parsed_view, typed_view,
+                    checked_view, clean_view, *window_views,
+                    dead_letters, *inserts, *monitoring),
     )
 
 
@@ -478,21 +516,36 @@ def _result_row(key: str, time_ms: str, features: str, *, per_feature_times: boo
             + ")")
 
 
-def _window_insert(view: FeatureView, source: Source, keys: tuple[str, ...],
-                   group: tuple[int, int], per_feature_times: bool) -> str:
+def _window_view(index: int, view: FeatureView, keys: tuple[str, ...],
+                 group: tuple[int, int]) -> str:
+    """The window group's aggregates, one row per entity and window: what its result rows
+    carry and its features' drift statistics count (the planner computes it once for both)."""
     size, slide = group
-    features = [f for f in view.features if f.window_group == group]
     if size == slide:
         window = f"TUMBLE(TABLE `clean_events`, DESCRIPTOR(`event_time`), {sql_interval(size)})"
     else:
         window = (f"HOP(TABLE `clean_events`, DESCRIPTOR(`event_time`), {sql_interval(slide)}, "
                   f"{sql_interval(size)})")
-    aggregates = ", ".join(f"KEY {sql_string(f.name)} VALUE {_aggregate(f)}" for f in features)
     key_columns = ", ".join(ident(k) for k in keys)
-    row = _result_row(_entity_key(keys), _timestamp_millis("`window_end`"), aggregates,
+    aggregates = ",\n  ".join(f"{_aggregate(f)} AS {ident(f.name)}"
+                              for f in view.features if f.window_group == group)
+    return (f"CREATE TEMPORARY VIEW {_window_rows(index)} AS SELECT {key_columns}, "
+            f"`window_start`, `window_end`, `window_time`,\n  {aggregates}\n"
+            f"FROM TABLE({window})\n"
+            f"GROUP BY {key_columns}, `window_start`, `window_end`, `window_time`")
+
+
+def _window_rows(index: int) -> str:
+    return ident(f"window_rows_{index}")
+
+
+def _window_insert(index: int, view: FeatureView, keys: tuple[str, ...],
+                   group: tuple[int, int], per_feature_times: bool) -> str:
+    features = ", ".join(f"KEY {sql_string(f.name)} VALUE {ident(f.name)}"
+                         for f in view.features if f.window_group == group)
+    row = _result_row(_entity_key(keys), _timestamp_millis("`window_end`"), features,
                       per_feature_times=per_feature_times, last=False, advances_watermark=True)
-    return (f"INSERT INTO `feature_rows` SELECT {row}\nFROM TABLE({window})\n"
-            f"GROUP BY {key_columns}, `window_start`, `window_end`")
+    return f"INSERT INTO `feature_rows` SELECT {row}\nFROM {_window_rows(index)}"
 
 
 def _last_insert(keys: tuple[str, ...], features: list[Feature], only_last: bool) -> str:
@@ -504,3 +557,78 @@ def _last_insert(keys: tuple[str, ...], features: list[Feature], only_last: bool
     row = _result_row(_entity_key(keys), "`event_ms`", values, per_feature_times=True,
                       last=True, advances_watermark=only_last)
     return f"INSERT INTO `feature_rows` SELECT {row}\nFROM `clean_events` WHERE {any_value}"
+
+
+# --------------------------------------------------------------------------- drift statistics
+
+_FINITE_BOUND = "1.7976931348623157E308"
+"""The largest double: ``ABS(x) <=`` it is false for NaN and infinities, true for the rest."""
+
+
+def _monitored_value(feature: Feature, source: Source, column: str) -> tuple[str, str] | None:
+    """The feature's value as (number, text) SQL, one of them NULL; None for a feature drift
+    does not monitor (:func:`core.domain.drift.monitored_kind`)."""
+    value_type = output_type(feature, source)
+    kind = monitored_kind(value_type)
+    if kind is None:
+        return None
+    if value_type is ValueType.BOOLEAN:  # as category_text spells them
+        return ("CAST(NULL AS DOUBLE)",
+                f"CASE WHEN {column} THEN 'true' WHEN NOT {column} THEN 'false' END")
+    if kind is DriftKind.CATEGORICAL:
+        return "CAST(NULL AS DOUBLE)", column
+    number = f"CAST({column} AS DOUBLE)"
+    if value_type in (ValueType.DOUBLE, ValueType.FLOAT):
+        # NaN and the infinities have no bucket: counted as nulls, as the statistics do.
+        number = f"CASE WHEN ABS({number}) <= {_FINITE_BOUND} THEN {number} END"
+    return number, "CAST(NULL AS STRING)"
+
+
+def _bucket(number: str) -> str:
+    """:func:`core.domain.drift.bucket_index` in SQL, NULL for a NULL ``number``."""
+    sign = f"CAST(SIGN({number}) AS INT)"
+    return (f"CASE WHEN {number} IS NULL THEN CAST(NULL AS INT) "
+            f"WHEN ABS({number}) < 1E-9 THEN 0 "
+            f"WHEN ABS({number}) >= 1E19 THEN {sign} * 281 "
+            f"ELSE {sign} * (1 + CAST(FLOOR((LOG10(ABS({number})) + 9) * 10) AS INT)) END")
+
+
+def _statistics_statements(view: FeatureView, source: Source,
+                           window_ms: int) -> tuple[str, ...]:
+    """``feature_values`` — every monitored feature value the job emits, with its row's time
+    — and the insert counting them per monitoring window, feature and bucket or category.
+    ``last`` values count when an event carries them (a null one writes nothing).  Features
+    are numbered within the job and named again only in the rows counted: the
+    pre-aggregation hashes its key once per value, and a number hashes cheaper than a name."""
+    values: list[tuple[Feature, str, str]] = []  # (feature, its column, its time and rows)
+    for index, group in enumerate(_groups(view), start=1):
+        values += [(f, ident(f.name), f"`window_time` AS `value_time` FROM {_window_rows(index)}")
+                   for f in view.features if f.window_group == group]
+    values += [(f, ident(f.column or ""), f"`event_time` AS `value_time` FROM `clean_events` "
+                                          f"WHERE {ident(f.column or '')} IS NOT NULL")
+               for f in view.features if f.aggregation is Aggregation.LAST]
+    monitored = [(feature, sql, rows) for feature, column, rows in values
+                 if (sql := _monitored_value(feature, source, column)) is not None]
+    if not monitored:
+        return ()
+    branches = [f"SELECT {number} AS `number`, {text} AS `text`, {index} AS `feature`, {rows}"
+                for index, (_, (number, text), rows) in enumerate(monitored)]
+    values_view = ("CREATE TEMPORARY VIEW `feature_values` AS SELECT `value_time`, `feature`, "
+                   f"`number`, {_bucket('`number`')} AS `bucket`, `text`\nFROM (\n  "
+                   + "\n  UNION ALL ".join(branches) + "\n)")
+    name = "CASE `feature` " + " ".join(
+        f"WHEN {index} THEN {sql_string(feature.name)}"
+        for index, (feature, _, _) in enumerate(monitored)) + " END"
+    window = (f"TUMBLE(TABLE `feature_values`, DESCRIPTOR(`value_time`), "
+              f"{sql_interval(window_ms)})")
+    counts = ("JSON_OBJECT("
+              f"KEY 's' VALUE {_timestamp_millis('`window_start`')}, "
+              f"KEY 'e' VALUE {_timestamp_millis('`window_end`')}, "
+              f"KEY 'f' VALUE {name}, KEY 'b' VALUE `bucket`, KEY 'c' VALUE `text`, "
+              "KEY 'r' VALUE COUNT(*), KEY 'sum' VALUE SUM(`number`), "
+              "KEY 'sq' VALUE SUM(`number` * `number`), KEY 'lo' VALUE MIN(`number`), "
+              "KEY 'hi' VALUE MAX(`number`))")
+    insert = (f"INSERT INTO `drift_statistics` SELECT {name}, {counts}\n"
+              f"FROM TABLE({window})\n"
+              "GROUP BY `feature`, `bucket`, `text`, `window_start`, `window_end`")
+    return values_view, insert

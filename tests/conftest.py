@@ -36,7 +36,8 @@ pytest_plugins = ["tests.platform"]
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REGISTRY_TABLES = ("fp_events, fp_definitions, fp_definition_versions, fp_webhook_deliveries, "
-                   "fp_webhook_applied_commits, fp_deployer_checkpoints")
+                   "fp_webhook_applied_commits, fp_deployer_checkpoints, fp_drift_windows, "
+                   "fp_drift_readings")
 
 
 def _reachable(url: str) -> bool:

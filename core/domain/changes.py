@@ -3,8 +3,8 @@
 Change classes decide how a new version rolls out:
 
 * ``metadata``: nothing the stream job computes changed (descriptions, owner, tags, ttl —
-  ttl is applied when serving — and the offline flag); the new version shares the running
-  job's data.
+  ttl is applied when serving —, the offline flag and the drift thresholds, which the
+  monitor applies); the new version shares the running job's data.
 * ``additive``: only new features / new optional fields were added (plus metadata).
 * ``breaking``: anything else that changes what is computed or how it is keyed.
 """
@@ -85,7 +85,8 @@ def _diff_named(old: list[dict[str, Any]], new: list[dict[str, Any]],
 
 _METADATA_KEYS = {"description", "owner", "tags"}
 _METADATA_KEYS_BY_KIND = {
-    Kind.FEATURE_VIEW: {"ttl", "offline"},
+    # Drift thresholds are read by the monitor, never by the job.
+    Kind.FEATURE_VIEW: {"ttl", "offline", "drift"},
 }
 
 

@@ -138,6 +138,57 @@ class Feature:
 
 
 @dataclass(frozen=True)
+class DriftThresholds:
+    """When a feature's drift metric breaches (core/domain/drift.py): a view's ``drift``
+    block, each key defaulting to the value here.  Every threshold is raised to what chance
+    alone exceeds with probability ``alpha`` at the sample sizes compared, when that is
+    higher."""
+
+    psi_warn: float = 0.1
+    psi_alert: float = 0.25
+    """0.1 and 0.25: the customary PSI levels of a moderate and a significant shift."""
+    js_alert: float = 0.1
+    """A JS distance of 0.1 is a JS divergence of 0.01 bit, about a PSI of 0.055: where the
+    deciles of a normal feature shifted by a quarter of a standard deviation put it."""
+    mean_shift_alert: float = 0.2
+    """0.2 baseline standard deviations: a shift of 0.25 exceeds it by over three standard
+    errors in a 5,000-value window (0.015 there), while PSI over deciles grows only as the
+    square of a shift (0.06 at 0.25) and stays under its own thresholds."""
+    null_rate_alert: float = 0.05
+    """Five points of null rate."""
+    min_samples: int = 1_000
+    """Fewer values (rows, for the null rate) than this are not judged."""
+    alpha: float = 0.001
+    """The chance that a metric breaches without drift where its critical value, not its
+    threshold, sets the bar (small samples, many bins); an alert then needs two such breaches
+    among three evaluations."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.psi_warn <= self.psi_alert:
+            raise ValueError(f"psi_warn ({self.psi_warn}) must be positive and at most "
+                             f"psi_alert ({self.psi_alert})")
+        for name in ("js_alert", "mean_shift_alert", "null_rate_alert"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.js_alert > 1:
+            raise ValueError(f"js_alert must be at most 1 (the largest JS distance), not "
+                             f"{self.js_alert}")
+        if self.min_samples < 1:
+            raise ValueError(f"min_samples must be at least 1, not {self.min_samples}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must lie strictly between 0 and 1, not {self.alpha}")
+
+    def to_json(self) -> dict[str, float]:
+        """The thresholds that differ from the defaults: spelling a default out changes
+        nothing."""
+        return {name: value for name, value in vars(self).items()
+                if value != _DEFAULT_THRESHOLDS[name]}
+
+
+_DEFAULT_THRESHOLDS: dict[str, float] = vars(DriftThresholds()).copy()
+
+
+@dataclass(frozen=True)
 class FeatureView:
     name: str
     entities: tuple[str, ...]
@@ -149,6 +200,8 @@ class FeatureView:
     owner: str | None = None
     description: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    drift: DriftThresholds = field(default_factory=DriftThresholds)
+    """When the drift monitor alerts on this view's features (a metadata change)."""
     kind: Kind = field(default=Kind.FEATURE_VIEW, init=False)
 
     def feature_named(self, name: str) -> Feature | None:
@@ -449,6 +502,22 @@ def _build_source(r: _ObjectReader) -> Source:
     )
 
 
+def _whole_number(value: object, _path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a whole number, got {json_type_name(value)}")
+    return value
+
+
+def _build_drift(r: _ObjectReader) -> DriftThresholds:
+    given = {name: r.get(name, _whole_number if isinstance(default, int) else _number, default)
+             for name, default in _DEFAULT_THRESHOLDS.items()}
+    try:
+        return DriftThresholds(**given)
+    except ValueError as error:
+        r.fail("", str(error))
+        return DriftThresholds()
+
+
 def _build_feature_view(r: _ObjectReader) -> FeatureView:
     return FeatureView(
         name=r.get("name", _name),
@@ -462,6 +531,7 @@ def _build_feature_view(r: _ObjectReader) -> FeatureView:
         owner=r.get("owner", _text, None),
         description=r.get("description", _text, None),
         tags=r.get("tags", _tags, {}),
+        drift=r.get("drift", _nested(_build_drift), DriftThresholds()),
     )
 
 
@@ -665,6 +735,7 @@ def canonical_spec(definition: Definition) -> dict[str, Any]:
             "ttl": _optional_duration(definition.ttl_ms), "online": definition.online,
             "offline": definition.offline, "owner": definition.owner,
             "description": definition.description, "tags": dict(definition.tags),
+            "drift": definition.drift.to_json(),
         })
     return _drop_empty({
         **common, "inputs": list(definition.inputs),

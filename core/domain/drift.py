@@ -81,6 +81,11 @@ from typing import Any, Final, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+# Re-exported: the thresholds belong to a view's definition, and the metrics' callers name
+# them with the metrics.
+from core.domain.definitions import DriftThresholds as DriftThresholds  # noqa: PLC0414
+from core.domain.definitions import ValueType
+
 FloatArray = npt.NDArray[np.float64]
 Key = TypeVar("Key")
 
@@ -179,6 +184,27 @@ def _bucket_power(step: int) -> float:
     return float(10.0 ** ((step + _LOWEST_DECADE * BUCKETS_PER_DECADE) / BUCKETS_PER_DECADE))
 
 
+class Kind(StrEnum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+
+
+def monitored_kind(value_type: ValueType) -> Kind | None:
+    """How a feature of ``value_type`` is summarised: numbers by buckets, strings and booleans
+    (:func:`category_text`) by categories; a timestamp not at all — its values only move
+    forward, so no training set's can describe live ones."""
+    if value_type is ValueType.TIMESTAMP:
+        return None
+    return Kind.NUMERIC if value_type.is_numeric else Kind.CATEGORICAL
+
+
+def category_text(value: str | bool) -> str:
+    """A categorical value as the streaming job counts it: booleans as ``true``/``false``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
 @dataclass(frozen=True)
 class NumericSummary:
     """The finite values of a numeric feature."""
@@ -242,7 +268,12 @@ class CategoricalSummary:
 
     @classmethod
     def of(cls, values: Iterable[str]) -> CategoricalSummary:
-        by_frequency = sorted(Counter(values).items(), key=lambda item: (-item[1], item[0]))
+        return cls.of_counts(Counter(values))
+
+    @classmethod
+    def of_counts(cls, counts: Mapping[str, int]) -> CategoricalSummary:
+        """One row's summary of values counted per category."""
+        by_frequency = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         kept = by_frequency[:CATEGORY_CAP]
         return cls(counts=dict(kept),
                    other=sum(count for _, count in by_frequency[CATEGORY_CAP:]))
@@ -322,9 +353,9 @@ class WindowStatistics:
         """The row as the streaming job emits it and the registry stores it."""
         summary = self.summary
         if isinstance(summary, CategoricalSummary):
-            return {"kind": "categorical", "nulls": self.nulls,
+            return {"kind": Kind.CATEGORICAL.value, "nulls": self.nulls,
                     "categories": dict(summary.counts), "other": summary.other}
-        return {"kind": "numeric", "nulls": self.nulls, "count": summary.count,
+        return {"kind": Kind.NUMERIC.value, "nulls": self.nulls, "count": summary.count,
                 "mean": summary.mean, "squared_deviations": summary.squared_deviations,
                 "min": summary.minimum, "max": summary.maximum,
                 "buckets": {str(index): summary.buckets[index]
@@ -333,17 +364,62 @@ class WindowStatistics:
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> WindowStatistics:
         kind = body["kind"]
-        if kind == "categorical":
+        if kind == Kind.CATEGORICAL:
             return cls(nulls=int(body["nulls"]), summary=CategoricalSummary(
                 counts={str(name): int(count) for name, count in body["categories"].items()},
                 other=int(body["other"])))
-        if kind == "numeric":
+        if kind == Kind.NUMERIC:
             return cls(nulls=int(body["nulls"]), summary=NumericSummary(
                 count=int(body["count"]), mean=float(body["mean"]),
                 squared_deviations=float(body["squared_deviations"]),
                 minimum=_optional_float(body["min"]), maximum=_optional_float(body["max"]),
                 buckets={int(index): int(count) for index, count in body["buckets"].items()}))
         raise ValueError(f"statistics of kind {kind!r}: the kinds are numeric and categorical")
+
+
+NULL_PART: Final = "null"
+
+
+def part_key(bucket: int | None, category: str | None) -> str:
+    """The name of one row of the streaming job's statistics within its window and feature:
+    ``b:{bucket}`` for the finite values of a numeric bucket, ``c:{category}`` for a string
+    category, ``null`` for the nulls."""
+    if category is not None:
+        return f"c:{category}"
+    return NULL_PART if bucket is None else f"b:{bucket}"
+
+
+def statistics_of_parts(parts: Mapping[str, Mapping[str, Any]], *,
+                        categorical: bool) -> WindowStatistics:
+    """One window of one feature from the job's rows, by :func:`part_key`: each holds ``r``,
+    its row count, and a bucket's also ``sum``, ``sq`` (the sum of squares), ``lo`` and
+    ``hi``.  A bucket's squared deviations are ``sq - sum²/r`` (SQL has no one-pass update of
+    them), which loses about ``log10(mean²/variance)`` of a double's 16 digits: the variance
+    of values with a relative spread of 1e-4 keeps 8, enough for the noise estimate it feeds
+    (:func:`evaluate`), and the mean, which the metrics compare, keeps them all.  Buckets then
+    merge exactly as windows do."""
+    nulls = 0
+    counts: dict[str, int] = {}
+    buckets: list[NumericSummary] = []
+    for key, part in sorted(parts.items()):
+        rows = int(part["r"])
+        if key == NULL_PART:
+            nulls += rows
+        elif key.startswith("c:"):
+            counts[key[2:]] = rows
+        else:
+            total, squares = float(part["sum"]), float(part["sq"])
+            mean = total / rows
+            buckets.append(NumericSummary(
+                count=rows, mean=mean, squared_deviations=max(squares - total * mean, 0.0),
+                minimum=float(part["lo"]), maximum=float(part["hi"]),
+                buckets={int(key[2:]): rows}))
+    if categorical:
+        return WindowStatistics(nulls=nulls, summary=CategoricalSummary.of_counts(counts))
+    summary = NumericSummary.of(np.array([], dtype=np.float64))
+    for bucket in buckets:
+        summary = summary.merge(bucket)
+    return WindowStatistics(nulls=nulls, summary=summary)
 
 
 @dataclass(frozen=True)
@@ -407,6 +483,24 @@ class Baseline:
 
     def to_json(self) -> dict[str, Any]:
         return {"statistics": self.statistics.to_json()}
+
+    def describe(self) -> dict[str, Any]:
+        """For people: count, null rate, and a numeric feature's mean, std, min, max and bins
+        (each with the value it ends at, the last none, and its count), or a string
+        feature's categories and the count of everything else."""
+        statistics = self.statistics
+        summary = statistics.summary
+        described: dict[str, Any] = {"count": statistics.count,
+                                     "null_rate": statistics.null_rate}
+        if isinstance(summary, CategoricalSummary):
+            by_frequency = sorted(summary.counts.items(), key=lambda item: (-item[1], item[0]))
+            return {**described, "kind": Kind.CATEGORICAL.value,
+                    "categories": dict(by_frequency), "other": summary.other}
+        counts = self.bin_counts(statistics).astype(int).tolist()
+        return {**described, "kind": Kind.NUMERIC.value, "mean": summary.mean,
+                "std": summary.std, "min": summary.minimum, "max": summary.maximum,
+                "bins": [{"upper": upper, "count": count} for upper, count
+                         in zip([*self.edges, None], counts, strict=True)]}
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Baseline:
@@ -505,40 +599,6 @@ def psi_critical_value(samples: int, baseline_samples: int, bins: int, alpha: fl
 _JS_BITS_PER_PSI: Final = 1 / (8 * math.log(2))
 """Near no drift the JS divergence in nats is about an eighth of ``Σ (a - e)² / e``, which
 PSI approximates; in bits divide further by ln 2."""
-
-
-@dataclass(frozen=True)
-class DriftThresholds:
-    """When a metric breaches.  Every threshold is raised to what chance alone exceeds with
-    probability ``alpha`` at the sample sizes compared, when that is higher."""
-
-    psi_warn: float = 0.1
-    psi_alert: float = 0.25
-    """0.1 and 0.25: the customary PSI levels of a moderate and a significant shift."""
-    js_alert: float = 0.1
-    """A JS distance of 0.1 is a JS divergence of 0.01 bit, about a PSI of 0.055: where the
-    deciles of a normal feature shifted by a quarter of a standard deviation put it."""
-    mean_shift_alert: float = 0.2
-    """0.2 baseline standard deviations: a shift of 0.25 exceeds it by over three standard
-    errors in a 5,000-value window (0.015 there), while PSI over deciles grows only as the
-    square of a shift (0.06 at 0.25) and stays under its own thresholds."""
-    null_rate_alert: float = 0.05
-    """Five points of null rate."""
-    min_samples: int = 1_000
-    """Fewer values (rows, for the null rate) than this are not judged."""
-    alpha: float = 0.001
-    """The chance that a metric breaches without drift where its critical value, not its
-    threshold, sets the bar (small samples, many bins); an alert then needs two such breaches
-    among three evaluations."""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.psi_warn <= self.psi_alert:
-            raise ValueError(f"psi_warn ({self.psi_warn}) must be positive and at most "
-                             f"psi_alert ({self.psi_alert})")
-        if self.min_samples < 1:
-            raise ValueError(f"min_samples must be at least 1, not {self.min_samples}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must lie strictly between 0 and 1, not {self.alpha}")
 
 
 class DriftMetric(StrEnum):
@@ -650,9 +710,12 @@ class AlertTracker:
     """The alert state of every feature and metric, stepped by evaluations; at most one open
     alert per feature and metric."""
 
-    def __init__(self) -> None:
+    def __init__(self, open_alerts: Iterable[tuple[str, DriftMetric]] = ()) -> None:
+        """``open_alerts``: (feature, metric) of the alerts open already, as the registry's
+        log has them when a monitor starts; each resolves as any other, after three clean
+        readings."""
         self._recent: dict[tuple[str, DriftMetric], deque[Severity]] = {}
-        self._open: set[tuple[str, DriftMetric]] = set()
+        self._open: set[tuple[str, DriftMetric]] = set(open_alerts)
 
     def step(self, drift: FeatureDrift) -> list[AlertTransition]:
         """Record ``drift``; the alerts it opened or resolved."""

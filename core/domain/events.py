@@ -1,9 +1,10 @@
 """The registry's event types, their stored form and stream names.
 
-Two stream families keep writers out of each other's way: ``{kind}:{name}`` holds only the
+Three stream families keep writers out of each other's way: ``{kind}:{name}`` holds only the
 ``DefinitionRegistered`` events of one definition (so its stream version *is* the definition
-version), and ``deployment:{view}`` holds the rollout of one feature view, written by the
-deployer.  A registry apply therefore never conflicts with a deployment in progress.
+version), ``deployment:{view}`` holds the rollout of one feature view, written by the
+deployer, and ``drift:{view}`` the view's drift baselines and alerts.  A registry apply
+therefore never conflicts with a deployment in progress or an alert.
 
 Every event type is a frozen :class:`msgspec.Struct`, stored as the JSON of its fields under
 the type's name, with its schema version in the metadata (``schema_version``).  Reading
@@ -41,6 +42,9 @@ class EventType(StrEnum):
     DEPLOYMENT_FAILED = "DeploymentFailed"
     ROLLBACK_REQUESTED = "RollbackRequested"
     NAMESPACE_PURGED = "NamespacePurged"
+    BASELINE_REGISTERED = "BaselineRegistered"
+    DRIFT_DETECTED = "DriftDetected"
+    DRIFT_RESOLVED = "DriftResolved"
 
 
 DEPLOYMENT_STREAM_PREFIX = "deployment:"
@@ -48,6 +52,14 @@ DEPLOYMENT_STREAM_PREFIX = "deployment:"
 
 def deployment_stream(view: str) -> str:
     return f"{DEPLOYMENT_STREAM_PREFIX}{view}"
+
+
+DRIFT_STREAM_PREFIX = "drift:"
+
+
+def drift_stream(view: str) -> str:
+    """The baselines and drift alerts of one feature view (every version's)."""
+    return f"{DRIFT_STREAM_PREFIX}{view}"
 
 
 class DeploymentKind(StrEnum):
@@ -177,6 +189,53 @@ class DeploymentFailed(DeploymentEvent, frozen=True, kw_only=True):
     """Green's job, cancelled."""
 
 
+class BaselineRegistered(EventPayload, frozen=True, kw_only=True):
+    """What a version's features looked like in training: the drift monitor compares the
+    live values of ``view`` at ``version`` with it, replacing any earlier baseline of that
+    version."""
+
+    TYPE = EventType.BASELINE_REGISTERED
+    view: str
+    version: int
+    features: dict[str, dict[str, Any]]
+    """Feature name → its statistics (``WindowStatistics.to_json`` of core/domain/drift.py)."""
+    origin: dict[str, Any]
+    """Where the values came from: ``{"kind": "dataset", "file", "rows", "snapshots",
+    "created_at"}`` for a training set, ``{"kind": "archive", "from_ms", "to_ms",
+    "snapshots"}`` for a time range of the offline store, ``{"kind": "windows", ...}`` for
+    stored monitoring windows."""
+
+
+class DriftEvent(EventPayload, frozen=True, kw_only=True):
+    """An alert of one feature and metric of a view version opened or resolved."""
+
+    view: str
+    version: int
+    namespace: str
+    """Whose job's statistics were judged."""
+    feature: str
+    metric: str
+    value: float
+    """The reading that opened or resolved the alert."""
+    alert_at: float
+    """The value at which the metric alerted then: its threshold, or the critical value of
+    the sample sizes compared when higher."""
+    window_end_ms: int
+    """The end of the newest monitoring window judged."""
+    horizon_start_ms: int
+    """The start of the oldest window merged into the reading."""
+    baseline_position: int
+    """The position of the BaselineRegistered event judged against."""
+
+
+class DriftDetected(DriftEvent, frozen=True, kw_only=True):
+    TYPE = EventType.DRIFT_DETECTED
+
+
+class DriftResolved(DriftEvent, frozen=True, kw_only=True):
+    TYPE = EventType.DRIFT_RESOLVED
+
+
 @dataclass(frozen=True)
 class UnknownEvent:
     """An event of a type this code does not know, kept as stored."""
@@ -234,6 +293,9 @@ EVENT_SCHEMAS: Mapping[str, EventSchema] = {
         EventSchema(VersionActivated),
         EventSchema(VersionRetired),
         EventSchema(DeploymentFailed),
+        EventSchema(BaselineRegistered),
+        EventSchema(DriftDetected),
+        EventSchema(DriftResolved),
     )
 }
 SCHEMA_VERSION_KEY = "schema_version"

@@ -43,6 +43,23 @@ def result_topic(view: str, namespace: str) -> str:
     return f"{RESULT_TOPIC_PREFIX}{view}.{namespace}"
 
 
+STATISTICS_TOPIC_PREFIX = "fp.statistics."
+
+
+def statistics_topic(view: str, namespace: str) -> str:
+    """The Kafka topic a materialisation job writes its drift statistics to."""
+    return f"{STATISTICS_TOPIC_PREFIX}{view}.{namespace}"
+
+
+def parse_statistics_topic(topic: str) -> tuple[str, str]:
+    """``fp.statistics.{view}.{namespace}`` → (view, namespace)."""
+    view, _, namespace = topic.removeprefix(STATISTICS_TOPIC_PREFIX).rpartition(".")
+    return view, namespace
+
+
+MONITOR_GROUP = "fp-drift-monitor"
+"""The consumer group of the drift monitor's leader on the statistics topics."""
+
 WRITER_GROUP = "fp-redis-writer"
 """The consumer group of every Redis writer (they share the result topics' partitions)."""
 

@@ -30,6 +30,7 @@ from core.errors import AuthenticationError
 from core.problems import EXCEPTION_HANDLERS, metrics_endpoint, problem_responses
 from core.settings import DEFAULT_APPLY_RATE_LIMIT, DEFAULT_WEBHOOK_RATE_LIMIT, RateLimit
 from registry.client import parse_token
+from registry.drift import DriftRegistry
 from registry.service import RegistryService
 
 MAX_EVENTS_PAGE = 10_000
@@ -223,6 +224,16 @@ class RollbackRequest(msgspec.Struct, forbid_unknown_fields=True):
     to_version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)]
 
 
+class BaselineRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /v1/feature-views/{name}/baselines``: what `fp drift baseline`
+    computed from a training set or the archive."""
+
+    version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)]
+    features: dict[str, dict[str, Any]]
+    """Feature name → its statistics (docs/drift.md, "Baselines")."""
+    origin: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 READ_ERRORS = (400, 404, 503)
 """What a read of one definition may answer besides 200."""
 
@@ -287,10 +298,11 @@ class Pages(Protocol):
 
 
 def create_registry_app(
-        service: RegistryService, access: Access = Access(),
+        service: RegistryService, access: Access = Access(), *,
         extra_handlers: Collection[HTTPRouteHandler] = (),
         lifespan: Collection[Callable[[Litestar], AbstractAsyncContextManager[None]]] = (),
         pages: Pages | None = None,
+        drift: DriftRegistry | None = None,
 ) -> Litestar:
     """``extra_handlers`` and ``lifespan`` plug in components such as the git webhooks
     (``registry.webhooks.Webhooks``): their routes, and what runs while the app is up.  Their
@@ -322,6 +334,29 @@ def create_registry_app(
     def deployments(name: DefinitionName) -> dict[str, Any]:
         return {"name": name, "deployments": service.deployments(name)}
 
+    drift_handlers: list[HTTPRouteHandler] = []
+    if drift is not None:
+        monitoring = drift
+
+        @post("/v1/feature-views/{name:str}/baselines", sync_to_thread=True,
+              guards=[write_guard], status_code=201,
+              summary="Register the baseline of a view version's features (drift detection)",
+              responses=problem_responses(400, 401, 404, 409, 422, 429, 503))
+        def register_baseline(request: Request[Any, Any, Any], name: DefinitionName,
+                              data: Annotated[BaselineRequest, _NO_OTHER_KEYS],
+                              ) -> dict[str, Any]:
+            position = monitoring.register_baseline(name, data.version, data.features,
+                                                    data.origin, _provenance(request))
+            return {"view": name, "version": data.version, "position": position}
+
+        @get("/v1/feature-views/{name:str}/drift", sync_to_thread=True,
+             summary="Drift: baselines, the monitor's latest readings, open alerts",
+             responses=problem_responses(*READ_ERRORS))
+        def drift_status(name: DefinitionName) -> dict[str, Any]:
+            return monitoring.status(name)
+
+        drift_handlers = [register_baseline, drift_status]
+
     @get("/v1/events", sync_to_thread=True, summary="The global event log, in position order",
          responses=problem_responses(400, 401, 503))
     def events(after: Annotated[int, QueryParameter(ge=0, le=MAX_POSITION)] = 0,
@@ -345,7 +380,7 @@ def create_registry_app(
     ui = [pages.router(gate)] if pages else []
     return Litestar(
         route_handlers=[apply, rollback, deployments, healthz, protected_reads, webhooks,
-                        *routers, *ui],
+                        *drift_handlers, *routers, *ui],
         template_config=pages.template_config if pages else None,
         middleware=[PrometheusConfig(app_name="fp_registry", prefix="fp_registry",
                                      group_path=True).middleware],

@@ -7,6 +7,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     Identity,
     Index,
     Integer,
@@ -114,4 +115,39 @@ deployer_checkpoints = Table(
     Column("position", BigInteger, nullable=False),
     Column("state", JSONB, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Drift monitoring (monitor/): each job's statistics rows of one monitoring window and feature,
+# merged by their part key (a replayed row replaces itself), and the latest reading of each
+# view version's feature and metric.
+drift_windows = Table(
+    "fp_drift_windows",
+    metadata,
+    Column("view", Text, nullable=False),
+    Column("namespace", Text, nullable=False),
+    Column("feature", Text, nullable=False),
+    Column("window_end", BigInteger, nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("parts", JSONB, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("view", "namespace", "window_end", "feature",
+                         name="fp_drift_windows_pkey"),
+    Index("fp_drift_windows_window_end", "window_end"),
+)
+
+drift_readings = Table(
+    "fp_drift_readings",
+    metadata,
+    Column("view", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("feature", Text, nullable=False),
+    Column("metric", Text, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("severity", Text, nullable=False),
+    Column("alert_at", Float, nullable=False),
+    Column("namespace", Text, nullable=False),
+    Column("window_end", BigInteger, nullable=False),
+    Column("horizon_start", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("view", "version", "feature", "metric", name="fp_drift_readings_pkey"),
 )

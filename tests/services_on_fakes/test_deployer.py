@@ -202,6 +202,9 @@ def test_a_first_version_is_deployed_and_activated(deployment: Deployment) -> No
     assert deployment.served_namespace() is not None
     [history] = deployment.service.deployments(VIEW)
     assert (history["version"], history["job_id"]) == (1, job)
+    namespace = history["namespace"]
+    assert {f"fp.features.{VIEW}.{namespace}", f"fp.statistics.{VIEW}.{namespace}"} \
+        <= deployment.kafka.topics, "the job's result and drift statistics topics"
 
 
 def test_a_breaking_version_goes_blue_green_and_retires_blue(deployment: Deployment) -> None:

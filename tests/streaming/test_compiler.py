@@ -183,10 +183,13 @@ for job in request["jobs"]:
     plan = statements.explain().split("== Optimized Execution Plan ==")[1]
     print("parses", json.dumps([plan.count("JSON_QUERY(message, "), plan.count("IS JSON OBJECT"),
                                 plan.count("JSON_VALUE(message, ")]))
-    for name in ("dead_letters", "feature_rows", "source_events"):
-        env.execute_sql(f"DROP TEMPORARY TABLE `{name}`")
-    for name in ("clean_events", "checked_events", "typed_events", "parsed_events"):
+    if request.get("print_plan"):
+        print(plan)
+    views = set(env.list_temporary_views())
+    for name in views:
         env.execute_sql(f"DROP TEMPORARY VIEW `{name}`")
+    for name in set(env.list_temporary_tables()) - views:
+        env.execute_sql(f"DROP TEMPORARY TABLE `{name}`")
 print("planned", len(request["jobs"]))
 """
 

@@ -95,6 +95,8 @@ CHANGES: list[tuple[str, int, Edits, ChangeClass, list[tuple[str, str]]]] = [
     ("ttl", VIEW, {("ttl",): "4h"}, METADATA, [("ttl", "changed")]),
     ("ttl removed", VIEW, {("ttl",): DELETE}, METADATA, [("ttl", "removed")]),
     ("offline", VIEW, {("offline",): False}, METADATA, [("offline", "changed")]),
+    ("drift thresholds set", VIEW, {("drift",): {"psi_alert": 0.3}}, METADATA,
+     [("drift", "added")]),
     ("feature description", VIEW, {("features", 0, "description"): "Clicks"}, METADATA,
      [("features.clicks_1h.description", "added")]),
     ("features reordered", VIEW, VIEW_REORDERED, METADATA, [("features", "reordered")]),
@@ -248,6 +250,8 @@ def test_a_new_definition_is_created_at_version_one(index: int) -> None:
 @pytest.mark.parametrize(("index", "edits"), [
     pytest.param(VIEW, {}, id="identical"),
     pytest.param(VIEW, {("features", 0, "window"): "60m", ("online",): DELETE}, id="respelled"),
+    pytest.param(VIEW, {("drift",): {"psi_alert": 0.25, "min_samples": 1000}},
+                 id="drift defaults spelled out"),
     pytest.param(SOURCE, {("schema", 1, "min"): 0.0}, id="min 0.0"),
     pytest.param(ENTITY, {("description",): "A user"}, id="entity"),
 ])

@@ -257,7 +257,8 @@ def test_any_unit_spelling_of_a_window_keeps_the_hash(hours: int, unit: str) -> 
 
 # --------------------------------------------------------------------------- refusals
 
-VIEW_KEYS = "description, entities, features, kind, name, offline, online, owner, source, tags, ttl"
+VIEW_KEYS = ("description, drift, entities, features, kind, name, offline, online, owner, "
+             "source, tags, ttl")
 NAME_RULE = "is not a valid name: use 1-63 lowercase letters, digits or '_', starting with a letter"
 BAD_DURATIONS = ["5 minutes", "0s", "1.5h", "-1m", "1h\n"]
 
@@ -533,3 +534,28 @@ def test_windows_just_under_100_days_are_accepted(window: str) -> None:
     view = parse_definition(edited(contract()[VIEW], {("features", 0, "window"): window}))
     assert isinstance(view, FeatureView)
     assert view.features[0].window_ms == parse_duration(window)
+
+
+# --------------------------------------------------------------------------- drift thresholds
+
+def test_a_views_drift_block_sets_thresholds_and_keeps_only_those_off_default() -> None:
+    view = parse_definition(edited(contract()[VIEW], {("drift",): {
+        "psi_alert": 0.3, "min_samples": 200, "alpha": 0.001}}))
+    assert isinstance(view, FeatureView)
+    assert (view.drift.psi_alert, view.drift.min_samples, view.drift.psi_warn) == (0.3, 200, 0.1)
+    assert canonical_spec(view)["drift"] == {"psi_alert": 0.3, "min_samples": 200}
+
+
+@pytest.mark.parametrize(("drift", "path", "message"), [
+    ({"psi_warn": 0.5}, "drift", "psi_warn (0.5) must be positive and at most psi_alert"),
+    ({"min_samples": 10.5}, "drift.min_samples", "must be a whole number"),
+    ({"js_alert": 2}, "drift", "js_alert must be at most 1"),
+    ({"null_rate_alert": 0}, "drift", "null_rate_alert must be positive"),
+    ({"psi": 0.2}, "drift.psi", "unknown key (known keys: alpha, js_alert"),
+    ("high", "drift", "must be an object"),
+])
+def test_inconsistent_drift_thresholds_are_refused(drift: object, path: str,
+                                                   message: str) -> None:
+    problems = problems_of(edited(contract()[VIEW], {("drift",): drift}))
+    assert [p.path for p in problems] == [path]
+    assert message in problems[0].message

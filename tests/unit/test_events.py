@@ -18,6 +18,7 @@ from core.domain import events
 from core.domain.deployments import deployment_history
 from core.domain.events import (
     SCHEMA_VERSION_KEY,
+    BaselineRegistered,
     DefinitionRegistered,
     DeploymentFailed,
     DeploymentKind,
@@ -25,6 +26,8 @@ from core.domain.events import (
     DeploymentResumed,
     DeploymentStarted,
     DeploymentWaiting,
+    DriftDetected,
+    DriftResolved,
     EventSchema,
     EventType,
     NamespacePurged,
@@ -73,7 +76,9 @@ PAYLOAD_TYPES: dict[str, type[events.EventPayload]] = {
     "RollbackRequested": RollbackRequested, "NamespacePurged": NamespacePurged}
 """The event types of the fixture: every type there was before schema versions."""
 TYPES_SINCE_SCHEMA_VERSIONS: dict[str, type[events.EventPayload]] = {
-    "DeploymentWaiting": DeploymentWaiting, "DeploymentResumed": DeploymentResumed}
+    "DeploymentWaiting": DeploymentWaiting, "DeploymentResumed": DeploymentResumed,
+    "BaselineRegistered": BaselineRegistered, "DriftDetected": DriftDetected,
+    "DriftResolved": DriftResolved}
 
 
 def test_the_fixture_holds_every_event_type_older_than_schema_versions() -> None:
@@ -140,6 +145,15 @@ def test_the_schema_version_is_stored_in_the_metadata_and_read_out_of_it() -> No
 WAITING = DeploymentWaiting(view="user_clicks", deployment=1, version=1, namespace="v1",
                             reason="source topic 'clicks' does not exist yet", topic="clicks")
 RESUMED = DeploymentResumed(view="user_clicks", deployment=1, version=1, namespace="v1")
+BASELINE_DATA: dict[str, Any] = {"view": "user_clicks", "version": 2,
+                 "features": {"clicks_1h": {"kind": "categorical", "nulls": 1,
+                                            "categories": {"a": 3}, "other": 0}},
+                 "origin": {"kind": "dataset", "file": "train.parquet",
+                            "snapshots": {"raw.clicks": 17}}}
+ALERT_DATA: dict[str, Any] = {
+    "view": "user_clicks", "version": 2, "namespace": "v2", "feature": "clicks_1h",
+    "metric": "psi", "value": 0.4, "alert_at": 0.25, "window_end_ms": 600_000,
+    "horizon_start_ms": 0, "baseline_position": 12}
 
 
 @pytest.mark.parametrize(("payload", "data"), [
@@ -148,6 +162,9 @@ RESUMED = DeploymentResumed(view="user_clicks", deployment=1, version=1, namespa
                            "exist yet", "topic": "clicks"}, id="waiting"),
     pytest.param(RESUMED, {"view": "user_clicks", "deployment": 1, "version": 1,
                            "namespace": "v1"}, id="resumed"),
+    pytest.param(BaselineRegistered(**BASELINE_DATA), BASELINE_DATA, id="baseline"),
+    pytest.param(DriftDetected(**ALERT_DATA), ALERT_DATA, id="drift detected"),
+    pytest.param(DriftResolved(**ALERT_DATA), ALERT_DATA, id="drift resolved"),
 ])
 def test_an_event_newer_than_schema_versions_round_trips_at_version_1(
         payload: events.EventPayload, data: dict[str, Any]) -> None:

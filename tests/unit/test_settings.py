@@ -14,6 +14,7 @@ from core.settings import (
     VARIABLES,
     DeployerSettings,
     IngestSettings,
+    MonitorSettings,
     RateLimit,
     RegistrySettings,
     Settings,
@@ -23,7 +24,7 @@ from fp.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT_PACKAGES = ("core", "fp", "registry", "deployer", "sinks", "serving", "offline", "ingest",
-                    "migrations")
+                    "monitor", "migrations")
 
 DEFAULTS = Settings(
     database_url=None, redis_url=None, kafka_bootstrap=None, flink_url=None, warehouse=None,
@@ -65,6 +66,9 @@ EVERY_VARIABLE = {
     "FP_INGEST_URL": "https://ingest.example/",
     "FP_INGEST_DELIVERY_TIMEOUT": "3s",
     "FP_INGEST_IDEMPOTENCY_WINDOW": "1h",
+    "FP_DRIFT_WINDOW": "30s",
+    "FP_DRIFT_HORIZON": "10m",
+    "FP_DRIFT_WEBHOOK_URL": "https://hooks.example/drift",
 }
 
 
@@ -95,10 +99,11 @@ def test_every_variable_is_read() -> None:
         deployer=DeployerSettings(
             start="earliest", ready_timeout_ms=120_000, keep_namespaces=5,
             purge_grace_ms=30_000, connector_jars=(Path("/jars/a.jar"), Path("/jars/b.jar")),
-            crash_at=frozenset({"submitted", "DeploymentReady"})),
+            crash_at=frozenset({"submitted", "DeploymentReady"}), monitoring_window_ms=30_000),
         ingest=IngestSettings(url="https://ingest.example", delivery_timeout_ms=3_000,
                               idempotency_window_ms=3_600_000),
-        serving_url="https://serving.example:8001")
+        serving_url="https://serving.example:8001",
+        monitor=MonitorSettings(horizon_ms=600_000, webhook_url="https://hooks.example/drift"))
 
 
 def test_the_client_token_defaults_to_the_first_accepted_token() -> None:
@@ -162,7 +167,8 @@ def test_settings_are_frozen_at_every_level() -> None:
     settings = Settings.from_env({})
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.redis_url = "redis://elsewhere"  # type: ignore[misc]
-    for section in (settings.registry, settings.webhooks, settings.deployer, settings.ingest):
+    for section in (settings.registry, settings.webhooks, settings.deployer, settings.ingest,
+                    settings.monitor):
         field = dataclasses.fields(section)[0].name
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(section, field, None)

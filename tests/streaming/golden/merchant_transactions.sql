@@ -36,6 +36,19 @@ CREATE TEMPORARY TABLE `dead_letters` (`v` STRING) WITH (
   'sink.delivery-guarantee' = 'at-least-once'
 );
 
+CREATE TEMPORARY TABLE `drift_statistics` (`k` STRING, `v` STRING) WITH (
+  'connector' = 'kafka',
+  'topic' = 'fp.statistics.merchant_transactions.v3',
+  'properties.bootstrap.servers' = '127.0.0.1:9092',
+  'key.format' = 'raw',
+  'key.fields' = 'k',
+  'value.format' = 'raw',
+  'value.fields-include' = 'EXCEPT_KEY',
+  'sink.delivery-guarantee' = 'at-least-once',
+  'properties.linger.ms' = '10',
+  'properties.batch.size' = '1048576'
+);
+
 CREATE TEMPORARY VIEW `parsed_events` AS SELECT `message`, `kafka_partition`, `kafka_offset`, `event_time`,
   `message` IS NOT NULL AND `message` IS JSON OBJECT AS `is_object`,
   CASE WHEN RAND() >= 0 THEN JSON_QUERY(`message`, '$.user_id' WITH ARRAY WRAPPER) END AS `raw:user_id`,
@@ -81,11 +94,28 @@ CREATE TEMPORARY VIEW `clean_events` AS SELECT `event_ms`, `event_time`,
   `typed:amount` AS `amount`
 FROM `checked_events` WHERE `broken_rule` IS NULL;
 
+CREATE TEMPORARY VIEW `window_rows_1` AS SELECT `merchant_id`, `window_start`, `window_end`, `window_time`,
+  COUNT(*) AS `txn_count_1m`,
+  SUM(`amount`) AS `amount_1m`,
+  MIN(`amount`) AS `amount_min_1m`
+FROM TABLE(TUMBLE(TABLE `clean_events`, DESCRIPTOR(`event_time`), INTERVAL '0 00:01:00.000' DAY TO SECOND(3)))
+GROUP BY `merchant_id`, `window_start`, `window_end`, `window_time`;
+
 INSERT INTO `dead_letters` SELECT JSON_OBJECT(KEY 'reason' VALUE CASE `broken_rule` WHEN 0 THEN 'payload is not a JSON object' WHEN 1 THEN 'user_id: required field is missing' WHEN 2 THEN 'user_id: not a valid string' WHEN 3 THEN 'merchant_id: required field is missing' WHEN 4 THEN 'merchant_id: not a valid string' WHEN 5 THEN 'amount: not a valid double' WHEN 6 THEN CONCAT('amount: ', SUBSTR(`raw:amount`, 2, CHAR_LENGTH(`raw:amount`) - 2), ' is below the minimum 0') WHEN 7 THEN 'currency: not a valid string' WHEN 8 THEN CONCAT('currency: ', JSON_VALUE(`raw:currency`, '$[0]'), ' is not an allowed value') WHEN 9 THEN 'channel: not a valid string' WHEN 10 THEN CONCAT('channel: ', JSON_VALUE(`raw:channel`, '$[0]'), ' is not an allowed value') WHEN 11 THEN 'ts: required field is missing' WHEN 12 THEN 'ts: not a valid long' WHEN 13 THEN 'event time is missing or unreadable' ELSE 'late: its window has already closed' END,
   KEY 'reason_code' VALUE CASE `broken_rule` WHEN 0 THEN 'not_an_object' WHEN 1 THEN 'missing_required' WHEN 2 THEN 'wrong_type' WHEN 3 THEN 'missing_required' WHEN 4 THEN 'wrong_type' WHEN 5 THEN 'wrong_type' WHEN 6 THEN 'below_min' WHEN 7 THEN 'wrong_type' WHEN 8 THEN 'not_allowed' WHEN 9 THEN 'wrong_type' WHEN 10 THEN 'not_allowed' WHEN 11 THEN 'missing_required' WHEN 12 THEN 'wrong_type' WHEN 13 THEN 'unreadable_event_time' ELSE 'late' END,
   KEY 'field' VALUE CASE `broken_rule` WHEN 0 THEN CAST(NULL AS STRING) WHEN 1 THEN 'user_id' WHEN 2 THEN 'user_id' WHEN 3 THEN 'merchant_id' WHEN 4 THEN 'merchant_id' WHEN 5 THEN 'amount' WHEN 6 THEN 'amount' WHEN 7 THEN 'currency' WHEN 8 THEN 'currency' WHEN 9 THEN 'channel' WHEN 10 THEN 'channel' WHEN 11 THEN 'ts' WHEN 12 THEN 'ts' WHEN 13 THEN CAST(NULL AS STRING) ELSE CAST(NULL AS STRING) END,
   KEY 'origin' VALUE 'stream', KEY 'view' VALUE 'merchant_transactions', KEY 'namespace' VALUE 'v3', KEY 'topic' VALUE 'transactions', KEY 'partition' VALUE `kafka_partition`, KEY 'offset' VALUE `kafka_offset`, KEY 'payload' VALUE `message`) FROM `checked_events` WHERE `broken_rule` IS NOT NULL;
 
-INSERT INTO `feature_rows` SELECT REPLACE(REPLACE(CAST(`merchant_id` AS STRING), '\', '\\'), '|', '\|'), JSON_OBJECT(KEY 'e' VALUE REPLACE(REPLACE(CAST(`merchant_id` AS STRING), '\', '\\'), '|', '\|'), KEY 't' VALUE (UNIX_TIMESTAMP(CAST(`window_end` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `window_end`)), KEY 'f' VALUE JSON_OBJECT(KEY 'txn_count_1m' VALUE COUNT(*), KEY 'amount_1m' VALUE SUM(`amount`), KEY 'amount_min_1m' VALUE MIN(`amount`)), KEY 'p' VALUE FALSE, KEY 'l' VALUE FALSE, KEY 'w' VALUE TRUE)
-FROM TABLE(TUMBLE(TABLE `clean_events`, DESCRIPTOR(`event_time`), INTERVAL '0 00:01:00.000' DAY TO SECOND(3)))
-GROUP BY `merchant_id`, `window_start`, `window_end`;
+INSERT INTO `feature_rows` SELECT REPLACE(REPLACE(CAST(`merchant_id` AS STRING), '\', '\\'), '|', '\|'), JSON_OBJECT(KEY 'e' VALUE REPLACE(REPLACE(CAST(`merchant_id` AS STRING), '\', '\\'), '|', '\|'), KEY 't' VALUE (UNIX_TIMESTAMP(CAST(`window_end` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `window_end`)), KEY 'f' VALUE JSON_OBJECT(KEY 'txn_count_1m' VALUE `txn_count_1m`, KEY 'amount_1m' VALUE `amount_1m`, KEY 'amount_min_1m' VALUE `amount_min_1m`), KEY 'p' VALUE FALSE, KEY 'l' VALUE FALSE, KEY 'w' VALUE TRUE)
+FROM `window_rows_1`;
+
+CREATE TEMPORARY VIEW `feature_values` AS SELECT `value_time`, `feature`, `number`, CASE WHEN `number` IS NULL THEN CAST(NULL AS INT) WHEN ABS(`number`) < 1E-9 THEN 0 WHEN ABS(`number`) >= 1E19 THEN CAST(SIGN(`number`) AS INT) * 281 ELSE CAST(SIGN(`number`) AS INT) * (1 + CAST(FLOOR((LOG10(ABS(`number`)) + 9) * 10) AS INT)) END AS `bucket`, `text`
+FROM (
+  SELECT CAST(`txn_count_1m` AS DOUBLE) AS `number`, CAST(NULL AS STRING) AS `text`, 0 AS `feature`, `window_time` AS `value_time` FROM `window_rows_1`
+  UNION ALL SELECT CASE WHEN ABS(CAST(`amount_1m` AS DOUBLE)) <= 1.7976931348623157E308 THEN CAST(`amount_1m` AS DOUBLE) END AS `number`, CAST(NULL AS STRING) AS `text`, 1 AS `feature`, `window_time` AS `value_time` FROM `window_rows_1`
+  UNION ALL SELECT CASE WHEN ABS(CAST(`amount_min_1m` AS DOUBLE)) <= 1.7976931348623157E308 THEN CAST(`amount_min_1m` AS DOUBLE) END AS `number`, CAST(NULL AS STRING) AS `text`, 2 AS `feature`, `window_time` AS `value_time` FROM `window_rows_1`
+);
+
+INSERT INTO `drift_statistics` SELECT CASE `feature` WHEN 0 THEN 'txn_count_1m' WHEN 1 THEN 'amount_1m' WHEN 2 THEN 'amount_min_1m' END, JSON_OBJECT(KEY 's' VALUE (UNIX_TIMESTAMP(CAST(`window_start` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `window_start`)), KEY 'e' VALUE (UNIX_TIMESTAMP(CAST(`window_end` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `window_end`)), KEY 'f' VALUE CASE `feature` WHEN 0 THEN 'txn_count_1m' WHEN 1 THEN 'amount_1m' WHEN 2 THEN 'amount_min_1m' END, KEY 'b' VALUE `bucket`, KEY 'c' VALUE `text`, KEY 'r' VALUE COUNT(*), KEY 'sum' VALUE SUM(`number`), KEY 'sq' VALUE SUM(`number` * `number`), KEY 'lo' VALUE MIN(`number`), KEY 'hi' VALUE MAX(`number`))
+FROM TABLE(TUMBLE(TABLE `feature_values`, DESCRIPTOR(`value_time`), INTERVAL '0 00:05:00.000' DAY TO SECOND(3)))
+GROUP BY `feature`, `bucket`, `text`, `window_start`, `window_end`;

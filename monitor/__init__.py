@@ -1,0 +1,1 @@
+"""The drift monitor: `fp monitor run` and `fp drift baseline` (docs/drift.md)."""
