@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -95,6 +96,10 @@ class IngestService:
     async def start(self) -> None:
         with contextlib.suppress(InfrastructureError):
             await self._read_registry()
+        # What is loaded now lives as long as the process: keep it out of the collector's
+        # full passes, which otherwise stop a request for hundreds of milliseconds under load
+        # (benchmarks/ingest measured 339 ms).
+        gc.freeze()
         self._follower = asyncio.create_task(self._follow_registry())
         metrics.PRODUCER_QUEUE.set_function(self.log.queue_depth)
 
