@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 import uvicorn
@@ -34,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 
 from core.domain.events import Provenance
 from core.settings import RateLimit
-from fp.local.base import LOOPBACK, free_port
+from fp.local.base import LOOPBACK, free_port, wait_until
 from ingest.app import create_ingest_app
 from ingest.batches import NDJSON
 from ingest.contracts import SourceContracts
@@ -163,6 +164,10 @@ def ingest_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     registry.apply(load_repository(EXAMPLES), Provenance(actor="fuzz"))
     with _Server(create_registry_app(registry)) as registry_server, \
             _Server(_ingest_app(registry_server.url)) as ingest:
+        # Until the ingest API has read the registry it answers 503 to every event; on a
+        # loaded machine its first read can miss the start, and the next comes a second later.
+        wait_until(lambda: httpx.get(f"{ingest.url}/healthz", timeout=5).json()[
+            "registry_loaded"], 30, "the ingest API to read the registry")
         yield ingest.url
 
 
