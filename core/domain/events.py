@@ -41,6 +41,10 @@ class EventType(StrEnum):
     DEPLOYMENT_FAILED = "DeploymentFailed"
     ROLLBACK_REQUESTED = "RollbackRequested"
     NAMESPACE_PURGED = "NamespacePurged"
+    BACKFILL_REQUESTED = "BackfillRequested"
+    BACKFILL_CHUNK_COMPLETED = "BackfillChunkCompleted"
+    BACKFILL_COMPLETED = "BackfillCompleted"
+    BACKFILL_FAILED = "BackfillFailed"
 
 
 DEPLOYMENT_STREAM_PREFIX = "deployment:"
@@ -48,6 +52,14 @@ DEPLOYMENT_STREAM_PREFIX = "deployment:"
 
 def deployment_stream(view: str) -> str:
     return f"{DEPLOYMENT_STREAM_PREFIX}{view}"
+
+
+BACKFILL_STREAM_PREFIX = "backfill:"
+
+
+def backfill_stream(view: str) -> str:
+    """The backfills of one feature view (every version's), written by whoever runs them."""
+    return f"{BACKFILL_STREAM_PREFIX}{view}"
 
 
 class DeploymentKind(StrEnum):
@@ -177,6 +189,55 @@ class DeploymentFailed(DeploymentEvent, frozen=True, kw_only=True):
     """Green's job, cancelled."""
 
 
+class BackfillEvent(EventPayload, frozen=True):
+    """A step of one backfill of a view version into its offline feature table."""
+
+    view: str
+    version: int
+    backfill: int
+    """The backfill's number, counting the view's backfills from 1."""
+
+
+class BackfillRequested(BackfillEvent, frozen=True, kw_only=True):
+    TYPE = EventType.BACKFILL_REQUESTED
+    start_ms: int
+    end_ms: int
+    """The range of event times asked for, ``[start_ms, end_ms)``."""
+    chunk_ms: int
+    reprocess: str
+    """Which chunks run: ``missing`` (none done or failed), ``failed`` (also those that
+    failed before) or ``all``."""
+    chunks: list[tuple[int, int]]
+    """The chunks this backfill runs, ``[start, end)`` each; the others were skipped."""
+    table: str
+    """The offline feature table written (``features.{view}__v{N}``)."""
+
+
+class BackfillChunkCompleted(BackfillEvent, frozen=True, kw_only=True):
+    TYPE = EventType.BACKFILL_CHUNK_COMPLETED
+    start_ms: int
+    end_ms: int
+    snapshot_id: int
+    """The feature table's snapshot holding the chunk's rows (one snapshot per chunk)."""
+    rows: int
+    events_read: int
+    """Archived events handed to the job: the chunk's, and the windows' lookback before it."""
+
+
+class BackfillCompleted(BackfillEvent, frozen=True, kw_only=True):
+    TYPE = EventType.BACKFILL_COMPLETED
+    chunks: int
+    rows: int
+    events_read: int
+
+
+class BackfillFailed(BackfillEvent, frozen=True, kw_only=True):
+    TYPE = EventType.BACKFILL_FAILED
+    reason: str
+    failed_chunks: list[tuple[int, int]]
+    """The chunks that did not complete; the others are in the table."""
+
+
 @dataclass(frozen=True)
 class UnknownEvent:
     """An event of a type this code does not know, kept as stored."""
@@ -234,6 +295,10 @@ EVENT_SCHEMAS: Mapping[str, EventSchema] = {
         EventSchema(VersionActivated),
         EventSchema(VersionRetired),
         EventSchema(DeploymentFailed),
+        EventSchema(BackfillRequested),
+        EventSchema(BackfillChunkCompleted),
+        EventSchema(BackfillCompleted),
+        EventSchema(BackfillFailed),
     )
 }
 SCHEMA_VERSION_KEY = "schema_version"
