@@ -22,7 +22,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,7 +70,6 @@ VISIBILITY_RULE = ("windowed: the newest window with end <= event_timestamp; las
                    "non-null value with event time <= event_timestamp; ttl: null when "
                    "event_timestamp - value time > ttl")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _ARROW_TYPE: dict[ValueType, pa.DataType] = {
     ValueType.STRING: pa.string(), ValueType.LONG: pa.int64(), ValueType.INT: pa.int32(),
@@ -112,6 +111,9 @@ class ViewVersion:
     source: Source
     source_version: int
     join_keys: tuple[str, ...]
+    definitions: Mapping[str, Definition]
+    """The view, its source and entities as registered then, by ``kind:name`` (what the
+    compiler reads)."""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -150,13 +152,28 @@ def _view_version(registry: DefinitionReader, record: VersionRecord) -> ViewVers
     assert isinstance(view, FeatureView)
     source, source_version = _as_of(registry, Kind.SOURCE, view.source, record.position)
     assert isinstance(source, Source)
-    catalog: dict[str, object] = {}
+    catalog: dict[str, Definition] = {f"{Kind.FEATURE_VIEW}:{view.name}": view,
+                                      f"{Kind.SOURCE}:{source.name}": source}
     for entity_name in view.entities:
         entity, _ = _as_of(registry, Kind.ENTITY, entity_name, record.position)
         assert isinstance(entity, Entity)
         catalog[f"{Kind.ENTITY}:{entity_name}"] = entity
     return ViewVersion(view, record.version, record.spec_hash, source, source_version,
-                       view_join_keys(view, catalog))
+                       view_join_keys(view, catalog), catalog)
+
+
+def view_version(registry: DefinitionReader, name: str, version: int | None) -> ViewVersion:
+    """Version ``version`` of feature view ``name`` (None: the active one, else the latest)
+    with the definitions it was registered against; NotFoundError naming what is missing."""
+    record = registry.definition(Kind.FEATURE_VIEW.value, name)
+    if record is None:
+        raise NotFoundError(f"feature view {name!r} is not registered")
+    number = version or record.active_version or record.latest_version
+    version_record = registry.version(Kind.FEATURE_VIEW.value, name, number)
+    if version_record is None:
+        raise NotFoundError(f"feature view {name!r} has no version {number} "
+                            f"(versions 1..{record.latest_version})")
+    return _view_version(registry, version_record)
 
 
 def resolve(texts: Sequence[str], registry: DefinitionReader,
@@ -278,11 +295,6 @@ def _needs_by_source(resolution: Resolution) -> dict[str, _SourceNeeds]:
     return needs
 
 
-def _iso(epoch_ms: int) -> str:
-    """An instant as pyiceberg's timestamptz literals are written."""
-    return (_EPOCH + timedelta(milliseconds=epoch_ms)).isoformat()
-
-
 def _read_source(catalog: Catalog, source: str, need: _SourceNeeds, label_ms: Int64Array,
                  snapshot_id: int | None) -> SourceRead:
     table = iceberg.load_archive(catalog, source)
@@ -304,10 +316,10 @@ def _read_source(catalog: Catalog, source: str, need: _SourceNeeds, label_ms: In
         return SourceRead(name, snapshot_id, empty.empty_table())
     row_filter: BooleanExpression = And(IsNull(iceberg.VIOLATION),
                                         LessThanOrEqual(iceberg.EVENT_TIME,
-                                                        _iso(int(seen.max()))))
+                                                        iceberg.iso_instant(int(seen.max()))))
     if need.lookback_ms is not None:
         row_filter = And(row_filter, GreaterThanOrEqual(
-            iceberg.EVENT_TIME, _iso(int(seen.min()) - need.lookback_ms)))
+            iceberg.EVENT_TIME, iceberg.iso_instant(int(seen.min()) - need.lookback_ms)))
     return SourceRead(name, snapshot_id, iceberg.scan(table, columns, row_filter, snapshot_id))
 
 
