@@ -246,6 +246,12 @@ INGEST_IDEMPOTENCY_WINDOW = Variable(
     "FP_INGEST_IDEMPOTENCY_WINDOW", "how long the ingest API remembers a request's "
     "`Idempotency-Key` and answer (a duration)", "24h", parse_duration)
 
+BACKFILL_STAGING = Variable(
+    "FP_BACKFILL_STAGING", "the folder where backfills hand archive slices to Flink and read "
+    "its results back; Flink's TaskManagers must reach the same path (one machine: any folder, "
+    "else a shared mount); unset: `fp-backfill` in the system's temporary folder", "",
+    _optional(Path))
+
 DEFAULT_APPLY_RATE_LIMIT = _rate_limit(APPLY_RATE_LIMIT.default)
 DEFAULT_WEBHOOK_RATE_LIMIT = _rate_limit(WEBHOOK_RATE_LIMIT.default)
 
@@ -255,7 +261,7 @@ VARIABLES: tuple[Variable[object], ...] = (
     WEBHOOK_SECRET, GITHUB_WEBHOOK_SECRET, GITLAB_WEBHOOK_SECRET, GIT_REPOSITORIES,
     WEBHOOK_RETENTION, GIT_BRANCH, FEATURES_PATH, WEBHOOK_PYTHON, DEPLOYER_START, READY_TIMEOUT,
     KEEP_NAMESPACES, PURGE_GRACE, FLINK_CONNECTOR_JARS, DEPLOYER_CRASH_AT, INGEST_URL,
-    INGEST_DELIVERY_TIMEOUT, INGEST_IDEMPOTENCY_WINDOW)
+    INGEST_DELIVERY_TIMEOUT, INGEST_IDEMPOTENCY_WINDOW, BACKFILL_STAGING)
 
 
 # --------------------------------------------------------------------------- the settings
@@ -315,6 +321,12 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class BackfillSettings:
+    staging: Path | None = None
+    """FP_BACKFILL_STAGING; None: the system's temporary folder."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """The services' addresses, shared by several components, then each component's own.
 
@@ -330,6 +342,7 @@ class Settings:
     webhooks: WebhookSettings
     deployer: DeployerSettings
     ingest: IngestSettings = IngestSettings()
+    backfill: BackfillSettings = BackfillSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -364,6 +377,7 @@ class Settings:
             ingest=IngestSettings(
                 url=INGEST_URL.read(env), delivery_timeout_ms=INGEST_DELIVERY_TIMEOUT.read(env),
                 idempotency_window_ms=INGEST_IDEMPOTENCY_WINDOW.read(env)),
+            backfill=BackfillSettings(staging=BACKFILL_STAGING.read(env)),
         )
 
     def services_env(self) -> dict[str, str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
 import logging
 import os
 import signal
@@ -152,9 +154,13 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_registry_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from offline.backfill_api import route_handlers
+    from offline.bootstrap import backfills
     from registry.bootstrap import build, serve
 
-    serve(build(settings), args.host, args.port)
+    # Backfills are built on their first request: a registry without Flink or a warehouse
+    # still serves everything else.
+    serve(build(settings, route_handlers(lambda: backfills(settings))), args.host, args.port)
     return EXIT_OK
 
 
@@ -305,6 +311,70 @@ def cmd_dataset(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- backfills
+
+def _backfill_plan(service: Any, args: argparse.Namespace) -> Any:
+    from core.domain.backfills import Reprocess, parse_instant, parse_view_version
+    from core.domain.durations import parse_duration
+
+    try:
+        view, version = parse_view_version(args.view)
+        start, end = parse_instant(args.start), parse_instant(args.end)
+        chunk = parse_duration(args.chunk)
+    except ValueError as error:
+        raise FeaturePlatformError(str(error)) from None
+    return service.plan(view, version, start, end, chunk_ms=chunk,
+                        reprocess=Reprocess(args.reprocess))
+
+
+def print_backfill_plan(plan: Any) -> None:
+    body = plan.to_json()
+    covered = ", ".join(f"{c['start']}..{c['end']}" for c in body["coverage"]) or "nothing"
+    print(f"{body['view']}@{body['version']} → {body['table']} (holds: {covered})")
+    rows = [("START", "END", "STATE", "EVENTS", "RUNS")]
+    rows += [(c["start"], c["end"], c["state"], f"≈{c['events']:,}",
+              "yes" if c["runs"] else "no") for c in body["chunks"]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    print(f"\n{body['chunks_to_run']} of {len(body['chunks'])} chunks to run, "
+          f"≈{body['events_to_read']:,} archived events to read "
+          f"(--reprocess {body['reprocess']}).")
+
+
+def cmd_backfill_plan(args: argparse.Namespace, settings: Settings) -> int:
+    from offline.bootstrap import backfills
+
+    plan = _backfill_plan(backfills(settings, running=False), args)
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        print_backfill_plan(plan)
+    return EXIT_OK
+
+
+def cmd_backfill_run(args: argparse.Namespace, settings: Settings) -> int:
+    from core.domain.events import Provenance
+    from offline.backfill_progress import chunk_bar
+    from offline.bootstrap import backfills
+
+    service = backfills(settings)
+    plan = _backfill_plan(service, args)
+    print_backfill_plan(plan)
+    actor = f"fp backfill run ({getpass.getuser()})"
+    with chunk_bar(len(plan.to_run)) as progress:
+        summary = service.run(plan, Provenance(actor=actor), progress)
+    ran = [r for r in summary.results if r.ran]
+    print(f"backfill {summary.backfill}: {len(ran)} chunk(s) committed, "
+          f"{sum(r.rows for r in ran):,} rows from {sum(r.events_read for r in ran):,} events")
+    if summary.error is not None:
+        print(f"error: {summary.error}; {len(summary.failed)} chunk(s) not done "
+              "(`--reprocess failed` runs them again)", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(once, with writers, deployer and servers stopped)", online)
 
     _add_archiver_commands(commands, command)
+    _add_backfill_commands(commands, command)
 
     dataset = command("dataset", cmd_dataset, "point-in-time training set from the archive")
     dataset.add_argument("--entities", required=True, metavar="ROWS.parquet",
@@ -421,6 +492,27 @@ def _add_archiver_commands(commands: Any, command: Callable[..., argparse.Argume
     maintain.add_argument("--orphan-age", default="1h",
                           help="delete unreferenced files only once this old (younger ones "
                                "may belong to an append in flight)")
+
+
+def _add_backfill_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]
+                           ) -> None:
+    backfill = commands.add_parser("backfill", help="feature history → offline feature tables"
+                                   ).add_subparsers(dest="backfill_command", required=True,
+                                                    metavar="COMMAND")
+    plan = command("plan", cmd_backfill_plan, "the chunks a backfill would run, the archived "
+                   "events they read and what the feature table holds; writes nothing", backfill)
+    run = command("run", cmd_backfill_run, "compute a view version's features over a range "
+                  "with Flink, chunk by chunk, into features.{view}__v{N}", backfill)
+    for sub in (plan, run):
+        sub.add_argument("view", metavar="VIEW[@N]",
+                         help="a feature view; @N a version (default: the active one)")
+        sub.add_argument("--start", required=True, help="first instant, e.g. 2026-01-01")
+        sub.add_argument("--end", required=True, help="end (exclusive), e.g. 2026-01-08")
+        sub.add_argument("--chunk", default="1d", help="chunk length (a duration)")
+        sub.add_argument("--reprocess", choices=["missing", "failed", "all"], default="missing",
+                         help="also run chunks that failed before, or every chunk (their "
+                              "rows are replaced)")
+    plan.add_argument("--json", action="store_true", help="the plan as JSON")
 
 
 PLATFORM_PACKAGES = ("core", "fp", "registry", "deployer", "sinks", "serving", "offline",

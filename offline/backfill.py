@@ -68,7 +68,7 @@ from core.domain.events import (
     backfill_stream,
 )
 from core.domain.layout import ENTITY_KEY_SEPARATOR, output_type
-from core.errors import FeaturePlatformError, NotFoundError
+from core.errors import ConfigurationError, FeaturePlatformError, NotFoundError
 from offline import iceberg
 from offline.training_sets import ViewVersion, view_version
 from registry.service import RegistryService
@@ -445,7 +445,7 @@ class Backfills:
     """Plans, runs and records backfills; the CLI runs whole ranges, the API (the Airflow
     DAG) one chunk per call."""
 
-    def __init__(self, registry: RegistryService, catalog: Catalog, flink: BatchJobs,
+    def __init__(self, registry: RegistryService, catalog: Catalog, flink: BatchJobs | None,
                  staging: Path, *, job_timeout_s: float = JOB_TIMEOUT_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
@@ -561,9 +561,16 @@ class Backfills:
             result.snapshot_id, result.rows, result.events_read, result.ran), provenance)
         return result
 
+    def _flink(self) -> BatchJobs:
+        if self.flink is None:
+            raise ConfigurationError("running a backfill needs a Flink session cluster: set "
+                                     "FP_FLINK_URL")
+        return self.flink
+
     def _compute(self, target: ViewVersion, chunk: Interval, replace: bool,
                  progress: ChunkProgress) -> ChunkResult:
         began = self.clock()
+        self._flink()
         layout = TableLayout.of(target)
         table = iceberg.ensure_feature_table(
             self.catalog, iceberg.feature_table_name(target.view.name, target.version),
@@ -595,15 +602,16 @@ class Backfills:
                                   .encode()).hexdigest()[:32],
             job_name=f"fp:{target.view.name}:v{target.version}:backfill:{iso(chunk[0])}",
             events_uri=(folder / "events").as_uri(), results_uri=(folder / "results").as_uri())
-        job_id = self.flink.submit(job.spec)
+        flink = self._flink()
+        job_id = flink.submit(job.spec)
         try:
-            status = self.flink.wait_until_terminal(job_id, self.job_timeout_s)
+            status = flink.wait_until_terminal(job_id, self.job_timeout_s)
         except FeaturePlatformError:
             with contextlib.suppress(FeaturePlatformError):
-                self.flink.cancel(job_id)
+                flink.cancel(job_id)
             raise
         if status is None or status.state != "FINISHED":
-            reasons = "; ".join(self.flink.exceptions(job_id)[:3]) or "no exception reported"
+            reasons = "; ".join(flink.exceptions(job_id)[:3]) or "no exception reported"
             raise BackfillError(f"the backfill job of {iso(chunk[0])}..{iso(chunk[1])} ended "
                                 f"{status.state if status else 'unknown'}: {reasons}")
         return job

@@ -183,14 +183,15 @@ class Backfill:
             "events_read": sum(c.events_read for c in self.completed),
             "requested_at": self.requested_at.isoformat(), "requested_by": self.requested_by,
             "completed_chunks": [{"start": iso(c.start_ms), "end": iso(c.end_ms),
+                                  "start_ms": c.start_ms, "end_ms": c.end_ms,
                                   "snapshot_id": c.snapshot_id, "rows": c.rows,
                                   "events_read": c.events_read} for c in self.completed]}
         if self.finished_at is not None:
             body["finished_at"] = self.finished_at.isoformat()
         if self.state is BackfillState.FAILED:
             body |= {"error": self.error,
-                     "failed_chunks": [{"start": iso(s), "end": iso(e)}
-                                       for s, e in self.failed_chunks]}
+                     "failed_chunks": [{"start": iso(s), "end": iso(e), "start_ms": s,
+                                        "end_ms": e} for s, e in self.failed_chunks]}
         return body
 
 
@@ -259,3 +260,26 @@ def coverage_by_version(events: Iterable[RecordedEvent]) -> dict[int, VersionCov
 def next_number(events: Iterable[RecordedEvent]) -> int:
     return 1 + max((e.payload.backfill for e in events
                     if isinstance(e.payload, BackfillRequested)), default=0)
+
+
+def parse_instant(text: str) -> int:
+    """Epoch ms of a date (``2026-01-02``: its midnight, UTC) or an ISO 8601 date-time
+    (``2026-01-02T06:00:00Z``; without an offset it is UTC); ValueError naming the forms."""
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date or date-time: use e.g. 2026-01-02 or "
+                         "2026-01-02T06:00:00Z") from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def parse_view_version(text: str) -> tuple[str, int | None]:
+    """``view`` or ``view@N``."""
+    name, separator, number = text.partition("@")
+    if not separator:
+        return name, None
+    if not number.isdigit() or int(number) < 1:
+        raise ValueError(f"{text!r}: the version after @ must be a whole number >= 1")
+    return name, int(number)

@@ -353,8 +353,7 @@ class RecordedEvent:
         """The payload as JSON: the stored data, upcast to the current schema version."""
         if isinstance(self.payload, UnknownEvent):
             return dict(self.payload.data)
-        data: dict[str, Any] = msgspec.to_builtins(self.payload)
-        return data
+        return json_data(self.payload)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -362,6 +361,12 @@ class RecordedEvent:
             "type": self.type, "schema_version": self.schema_version, "data": self.data,
             "metadata": dict(self.metadata), "recorded_at": self.recorded_at.isoformat(),
         }
+
+
+def json_data(payload: EventPayload) -> dict[str, Any]:
+    """A payload's fields as JSON values (a tuple field as the list a database returns)."""
+    data: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(payload))
+    return data
 
 
 @dataclass(frozen=True)
@@ -378,7 +383,7 @@ class StoredEvent:
 def encode_event(event: NewEvent) -> StoredEvent:
     """The stored form of an event about to be appended: its current schema version."""
     event_type = str(event.payload.TYPE)
-    return StoredEvent(event_type, msgspec.to_builtins(event.payload),
+    return StoredEvent(event_type, json_data(event.payload),
                        {**event.metadata, SCHEMA_VERSION_KEY: EVENT_SCHEMAS[event_type].version})
 
 

@@ -12,6 +12,7 @@ import pytest
 from core.errors import ConfigurationError
 from core.settings import (
     VARIABLES,
+    BackfillSettings,
     DeployerSettings,
     IngestSettings,
     RateLimit,
@@ -64,6 +65,7 @@ EVERY_VARIABLE = {
     "FP_INGEST_URL": "https://ingest.example/",
     "FP_INGEST_DELIVERY_TIMEOUT": "3s",
     "FP_INGEST_IDEMPOTENCY_WINDOW": "1h",
+    "FP_BACKFILL_STAGING": "/shared/fp-backfill",
 }
 
 
@@ -96,7 +98,8 @@ def test_every_variable_is_read() -> None:
             purge_grace_ms=30_000, connector_jars=(Path("/jars/a.jar"), Path("/jars/b.jar")),
             crash_at=frozenset({"submitted", "DeploymentReady"})),
         ingest=IngestSettings(url="https://ingest.example", delivery_timeout_ms=3_000,
-                              idempotency_window_ms=3_600_000))
+                              idempotency_window_ms=3_600_000),
+        backfill=BackfillSettings(staging=Path("/shared/fp-backfill")))
 
 
 def test_the_client_token_defaults_to_the_first_accepted_token() -> None:
