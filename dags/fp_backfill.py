@@ -24,7 +24,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Param, Variable, dag, get_current_context, task
@@ -75,19 +75,17 @@ def _view(param: str) -> tuple[str, int | None]:
 
 
 def _interval(params: dict[str, Any]) -> tuple[str, str]:
-    """The params' range, or the run's data interval (the daily schedule's previous day)."""
+    """The params' range; without one (the daily DAG), the UTC day before the run's logical
+    date: the latest whole day."""
     if params.get("start") and params.get("end"):
         return str(params["start"]), str(params["end"])
-    context = get_current_context()
-    start, end = context.get("data_interval_start"), context.get("data_interval_end")
-    if start is None or end is None:
-        raise ValueError("give start and end: this run has no data interval")
-    return start.isoformat(), end.isoformat()
+    day = get_current_context()["logical_date"].astimezone(UTC).date()
+    return (day - timedelta(days=1)).isoformat(), day.isoformat()
 
 
 def _range_params(scheduled: bool) -> dict[str, Param]:
-    """start and end: required to trigger the range DAG; empty in the daily one (its run's
-    data interval, the previous day)."""
+    """start and end: required to trigger the range DAG; empty in the daily one (the day
+    before its run)."""
     if scheduled:
         pattern = f"^$|{INSTANT_PATTERN}"
         return {"start": Param("", type="string", pattern=pattern),

@@ -109,23 +109,36 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     client = _client(settings)
-    rows = [("KIND", "NAME", "LATEST", "ACTIVE", "DEPLOYMENT", "JOB")]
+    rows = [("KIND", "NAME", "LATEST", "ACTIVE", "DEPLOYMENT", "JOB", "BACKFILLED")]
     for kind, path in (("entity", "/v1/entities"), ("source", "/v1/sources"),
                        ("feature_view", "/v1/feature-views"),
                        ("on_demand_feature_view", "/v1/on-demand-feature-views")):
         for item in client.get(path)["items"]:
             active = item["active_version"]
-            deployment, job = "", ""
+            deployment, job, backfilled = "", "", ""
             if kind == "feature_view":
                 deployment, job = _deployment_summary(
                     client.get(f"{path}/{item['name']}/deployments")["deployments"])
+                backfilled = _coverage_summary(
+                    client.get(f"{path}/{item['name']}/backfills")["coverage"])
             rows.append((kind, item["name"], str(item["latest_version"]),
-                         "-" if active is None else str(active), deployment, job))
+                         "-" if active is None else str(active), deployment, job, backfilled))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
               .rstrip())
     return EXIT_OK
+
+
+def _coverage_summary(coverage: dict[str, Any]) -> str:
+    """Per version, what its offline feature table holds: ``v2 2026-01-01..2026-02-01``."""
+    parts = []
+    for version, table in sorted(coverage.items(), key=lambda item: int(item[0])):
+        spans = ", ".join(f"{c['start'][:10]}..{c['end'][:10]}" for c in table["covered"])
+        failed = len(table["failed_chunks"])
+        parts.append(f"v{version} {spans or 'nothing'}" + (f" ({failed} failed)" if failed
+                                                            else ""))
+    return "; ".join(parts) or "-"
 
 
 def _deployment_summary(history: list[dict[str, Any]]) -> tuple[str, str]:

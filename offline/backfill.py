@@ -139,15 +139,13 @@ def render_messages(batch: pa.Table, fields: Sequence[Field]) -> list[str]:
     """The raw message of every archived event of ``batch``: the stored payload of a flagged
     one, the fields of a clean one as a JSON object (a null field is left out, as the stream
     reads an absent field and a null one alike)."""
-    pieces = [pc.binary_join_element_wise(f'"{f.name}":', _json_value(batch[f.name]
-                                                                      .combine_chunks(), f.type),
-                                          "")
-              for f in fields if f.name in batch.column_names]
-    if pieces:
-        joined = pc.binary_join_element_wise(*pieces, ",", null_handling="skip")
-        rendered = pc.binary_join_element_wise("{", pc.fill_null(joined, ""), "}", "")
-    else:
-        rendered = pa.array(["{}"] * batch.num_rows, pa.string())
+    # Each present field as ',"name":value', absent ones as ''; joined, the first comma cut.
+    pieces = [pc.fill_null(pc.binary_join_element_wise(
+        f',"{f.name}":', _json_value(batch[f.name].combine_chunks(), f.type), ""), "")
+        for f in fields if f.name in batch.column_names]
+    members = (pc.utf8_slice_codeunits(pc.binary_join_element_wise(*pieces, ""), 1)
+               if pieces else pa.array([""] * batch.num_rows, pa.string()))
+    rendered = pc.binary_join_element_wise("{", members, "}", "")
     flagged = pc.is_valid(batch[iceberg.VIOLATION].combine_chunks())
     payloads = batch[iceberg.PAYLOAD].combine_chunks().cast(pa.string())
     messages: list[str | None] = pc.if_else(flagged, payloads, rendered).to_pylist()

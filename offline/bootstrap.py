@@ -40,6 +40,9 @@ def build(settings: Settings, options: ArchiverOptions) -> Archiver:
     return Archiver(stores.registry, stores.catalog, settings.require_kafka_bootstrap(), options)
 
 
+SUBMIT_TIMEOUT_S = 600.0
+
+
 def staging_folder(settings: Settings) -> Path:
     return settings.backfill.staging or Path(tempfile.gettempdir()) / "fp-backfill"
 
@@ -49,6 +52,9 @@ def backfills(settings: Settings, *, running: bool = True) -> Backfills:
     ships no connector jars).  Only running one needs the warehouse (the feature table may
     have to be created) and Flink; a plan reads the registry and the catalog."""
     stores = open_stores(settings, creating_tables=running)
-    flink = FlinkClient(settings.require_flink_url()) if running else None
+    # A submission starts PyFlink's client JVM and plans the job: minutes on a busy machine,
+    # and a backfill has no reader waiting on it, so it waits longer than the deployer does.
+    flink = FlinkClient(settings.require_flink_url(), submit_timeout=SUBMIT_TIMEOUT_S) \
+        if running else None
     return Backfills(RegistryService(stores.registry), stores.catalog, flink,
                      staging_folder(settings))
