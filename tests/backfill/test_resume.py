@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
 
@@ -21,6 +22,7 @@ from core.domain.backfills import Reprocess
 from core.domain.events import Provenance
 from fp.local.flink import LocalFlink
 from offline import iceberg
+from offline.training_sets import TrainingSetBuilder
 from registry.service import RegistryService
 from registry.store.postgres import PostgresRegistryStore
 from sinks.flink import FlinkClient
@@ -31,9 +33,11 @@ from tests.offline.support import (
     archive_directly,
     definitions,
     payloads,
+    same,
     source_spec,
     with_offsets,
 )
+from tests.payments import FEATURES
 
 pytestmark = pytest.mark.flink
 
@@ -152,3 +156,35 @@ def test_a_finished_range_runs_nothing_again_unless_reprocessed(
     table.refresh()
     assert redone.results[0].ran and redone.results[0].rows == first.results[0].rows
     assert table.scan().to_arrow().num_rows == first.results[0].rows, "replaced, not added"
+
+
+def test_a_training_set_reads_the_feature_table_when_it_covers_the_rows(
+        archived: Catalog, store: PostgresRegistryStore, flink: FlinkClient,
+        tmp_path: Path) -> None:
+    """The same label rows from the feature table and from the archive: the same values;
+    the metadata says which was used.  Rows the table does not cover go to the archive."""
+    backfills = service(store, archived, flink, tmp_path / "staging")
+    assert backfills.run(backfills.plan("stats_reference", None, *RANGE_MS),
+                         Provenance(actor="test")).error is None
+    rng = random.Random(3)
+    accounts = [("a1", "eu"), ("a1", "us"), ("b|2", "eu"), ("c\\3", "us"), ("d4", "eu")]
+    picked = [rng.choice(accounts) for _ in range(400)]
+    times = sorted(rng.randrange(RANGE_MS[0], RANGE_MS[1]) for _ in picked)
+    rows = pa.table({"account_id": [a for a, _ in picked], "region": [r for _, r in picked],
+                     "event_timestamp": pa.array(times, pa.timestamp("ms", tz="UTC"))})
+    references = [f"stats_reference:{f['name']}" for f in FEATURES]
+    builder = TrainingSetBuilder(store, archived)
+
+    from_table = builder.build(rows, references)
+    archived.drop_table(iceberg.feature_table_name("stats_reference", 1))
+    from_archive = builder.build(rows, references)
+
+    assert from_table.metadata["computed_from"] == {
+        "stats_reference@1": "features.stats_reference__v1"}
+    assert from_archive.metadata["computed_from"] == {}
+    for reference in references:
+        expected = from_archive.table[reference].to_pylist()
+        actual = from_table.table[reference].to_pylist()
+        assert [same(a, b) for a, b in zip(expected, actual, strict=True)] == \
+            [True] * len(expected), reference
+    assert from_table.table.column("stats_reference:payments_1m").null_count < len(picked)
