@@ -67,7 +67,7 @@ from core.domain.events import (
     RecordedEvent,
     backfill_stream,
 )
-from core.domain.layout import ENTITY_KEY_SEPARATOR, output_type
+from core.domain.layout import ENTITY_KEY_SEPARATOR, decode_entity_key, output_type
 from core.errors import ConfigurationError, FeaturePlatformError, NotFoundError
 from offline import iceberg
 from offline.training_sets import ViewVersion, view_version
@@ -231,27 +231,10 @@ def _key_columns(entity_keys: pa.Array, keys: Sequence[tuple[str, ValueType]]) -
         split = pc.split_pattern(entity_keys, ENTITY_KEY_SEPARATOR)
         parts = [pc.list_element(split, index) for index in range(len(keys))]
     else:
-        decoded = [_decode_entity_key(k) for k in entity_keys.to_pylist()]
+        decoded = [decode_entity_key(k) for k in entity_keys.to_pylist()]
         parts = [pa.array([d[index] for d in decoded], pa.string())
                  for index in range(len(keys))]
     return [_from_text(part, kind) for part, (_, kind) in zip(parts, keys, strict=True)]
-
-
-def _decode_entity_key(text: str) -> list[str]:
-    values, current, escaped = [], [], False
-    for character in text:
-        if escaped:
-            current.append(character)
-            escaped = False
-        elif character == "\\":
-            escaped = True
-        elif character == ENTITY_KEY_SEPARATOR:
-            values.append("".join(current))
-            current = []
-        else:
-            current.append(character)
-    values.append("".join(current))
-    return values
 
 
 def _from_text(column: pa.Array, kind: ValueType) -> pa.Array:
