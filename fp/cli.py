@@ -173,7 +173,9 @@ def cmd_registry_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     # Backfills are built on their first request: a registry without Flink or a warehouse
     # still serves everything else.
-    serve(build(settings, route_handlers(lambda: backfills(settings))), args.host, args.port)
+    handlers = route_handlers(lambda: backfills(settings, running=False),
+                              lambda: backfills(settings))
+    serve(build(settings, handlers), args.host, args.port)
     return EXIT_OK
 
 

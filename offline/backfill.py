@@ -32,11 +32,13 @@ import logging
 import shutil
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
@@ -80,6 +82,8 @@ logger = logging.getLogger(__name__)
 
 EXPORT_BATCH_ROWS = 100_000
 JOB_TIMEOUT_S = 3600.0
+JOB_PARALLELISM = 2
+"""Subtasks of a chunk's job: the export writes as many files, split by entity."""
 STALE_STAGING_S = 86_400.0
 """A chunk folder this old belongs to a run that died: the next run removes it."""
 _ARROW_TYPE = {
@@ -155,10 +159,22 @@ def render_messages(batch: pa.Table, fields: Sequence[Field]) -> list[str]:
     return [m for m in messages if m is not None]
 
 
-def export_slice(archive: Table, fields: Sequence[Field], interval: Interval,
-                 path: Path) -> int:
-    """Write the archived events of ``interval`` to ``path`` as newline-delimited raw messages,
-    in the archive's order; the number written."""
+def _file_of_entity(batch: pa.Table, keys: Sequence[str], files: int) -> pa.Array:
+    """Which of ``files`` each event goes to: by its entity (every event of an entity in one
+    file, in order, as ``last`` needs); events without a whole key (invalid) to the first."""
+    if files == 1:
+        return pa.array(np.zeros(batch.num_rows, dtype=np.int32))
+    texts = pc.binary_join_element_wise(
+        *(pc.cast(batch[k].combine_chunks(), pa.string()) for k in keys), "|")
+    return pa.array([0 if text is None else zlib.crc32(text.encode()) % files
+                     for text in texts.to_pylist()], pa.int32())
+
+
+def export_slice(archive: Table, fields: Sequence[Field], keys: Sequence[str],
+                 interval: Interval, folder: Path, *, files: int) -> int:
+    """Write the archived events of ``interval`` into ``files`` files of ``folder`` as
+    newline-delimited raw messages, each entity's in one file in the archive's order; the
+    number written."""
     names = set(archive.schema().column_names)
     columns = [f.name for f in fields if f.name in names]
     selected = [*columns, iceberg.EVENT_TIME, iceberg.PARTITION, iceberg.OFFSET,
@@ -170,14 +186,22 @@ def export_slice(archive: Table, fields: Sequence[Field], interval: Interval,
     rows = rows.sort_by([(iceberg.EVENT_TIME, "ascending"), (iceberg.PARTITION, "ascending"),
                          (iceberg.OFFSET, "ascending")])
     written = 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as out:
+    folder.mkdir(parents=True, exist_ok=True)
+    outputs = [(folder / f"part-{index}.jsonl").open("w", encoding="utf-8")
+               for index in range(files)]
+    try:
         for offset in range(0, rows.num_rows, EXPORT_BATCH_ROWS):
-            messages = render_messages(rows.slice(offset, EXPORT_BATCH_ROWS), fields)
-            if messages:
-                out.write("\n".join(messages))
-                out.write("\n")
-            written += len(messages)
+            batch = rows.slice(offset, EXPORT_BATCH_ROWS)
+            file_of = _file_of_entity(batch, keys, files)
+            for index, out in enumerate(outputs):
+                messages = render_messages(batch.filter(pc.equal(file_of, index)), fields)
+                if messages:
+                    out.write("\n".join(messages))
+                    out.write("\n")
+                written += len(messages)
+    finally:
+        for out in outputs:
+            out.close()
     return written
 
 
@@ -196,27 +220,21 @@ def _flink_json_type(kind: ValueType) -> pa.DataType:
     return pa.string() if kind is ValueType.TIMESTAMP else _ARROW_TYPE[kind]
 
 
-def _read_rows(folder: Path, features: Sequence[tuple[str, ValueType]]) -> pa.Table:
-    """The result rows of one sink folder: ``e`` (entity key), ``t`` and one column per
+def _read_rows(file: Path, features: Sequence[tuple[str, ValueType]]) -> pa.Table:
+    """The result rows of one file Flink wrote: ``e`` (entity key), ``t`` and one column per
     feature, in the order the job wrote them."""
     envelope = pa.schema([("k", pa.string()), ("v", pa.string())])
     row = pa.schema([("e", pa.string()), ("t", pa.int64()),
                      ("f", pa.struct([(name, _flink_json_type(kind))
                                       for name, kind in features]))])
-    tables = []
-    for file in _result_files(folder):
-        values = pa_json.read_json(file, parse_options=pa_json.ParseOptions(
-            explicit_schema=envelope))["v"].combine_chunks()
-        text = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()),
-                                                       values), "\n")[0].as_py()
-        tables.append(pa_json.read_json(pa.BufferReader(text.encode()),
-                                        parse_options=pa_json.ParseOptions(
-                                            explicit_schema=row,
-                                            unexpected_field_behavior="ignore")))
-    if not tables:
-        return row.empty_table().flatten().rename_columns(["e", "t", *(n for n, _ in features)])
-    table = pa.concat_tables(tables).select(["e", "t", "f"]).flatten()
-    return table.rename_columns(["e", "t", *(name for name, _ in features)])
+    values = pa_json.read_json(file, parse_options=pa_json.ParseOptions(
+        explicit_schema=envelope))["v"].combine_chunks()
+    text = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()),
+                                                   values), "\n")[0].as_py()
+    table = pa_json.read_json(pa.BufferReader(text.encode()), parse_options=pa_json.ParseOptions(
+        explicit_schema=row, unexpected_field_behavior="ignore"))
+    return table.select(["e", "t", "f"]).flatten().rename_columns(
+        ["e", "t", *(name for name, _ in features)])
 
 
 def _key_columns(entity_keys: pa.Array, keys: Sequence[tuple[str, ValueType]]) -> list[pa.Array]:
@@ -272,16 +290,17 @@ class TableLayout:
         return max((size for size, _ in self.windows.values()), default=0)
 
 
-def _sink_rows(sink: ResultSink, folder: Path, layout: TableLayout, chunk: Interval,
+def _sink_rows(sink: ResultSink, file: Path, layout: TableLayout, chunk: Interval,
                ) -> pa.Table:
-    """One sink's rows in the chunk, as (e, window_start, window_end, event_time, features);
-    ``last`` rows at one entity and time merged (per feature, the later message's non-null
-    value, as the stream's writer keeps it)."""
+    """One result file's rows in the chunk, as (e, window_start, window_end, event_time,
+    features); ``last`` rows at one entity and time merged (per feature, the later message's
+    non-null value, as the stream's writer keeps it: an entity's events are all in one file,
+    in the archive's order)."""
     names = [name for name, _ in layout.features
              if (layout.windows.get(name) == sink.window if sink.window
                  else name not in layout.windows)]
     kinds = dict(layout.features)
-    rows = _read_rows(folder, [(name, kinds[name]) for name in names])
+    rows = _read_rows(file, [(name, kinds[name]) for name in names])
     in_chunk = pc.and_(pc.greater_equal(rows["t"], chunk[0]), pc.less(rows["t"], chunk[1]))
     rows = rows.filter(in_chunk)
     if sink.window is None:
@@ -308,27 +327,23 @@ def _millis_to_time(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pc.cast(pc.multiply(pc.cast(column, pa.int64()), 1000), pa.timestamp("us")).cast(_TIME)
 
 
-def feature_rows(job: BackfillJob, results: Path, layout: TableLayout, chunk: Interval,
-                 ) -> pa.Table:
-    """Every result row of the chunk in the feature table's schema, sorted by event time.
-    Window groups of one size that produce the same window share one row."""
-    parts = [_sink_rows(sink, results / str(index), layout, chunk)
-             for index, sink in enumerate(job.sinks)]
-    rows = pa.concat_tables(parts) if parts else pa.table({})
-    sizes = [size for size, _ in {s.window for s in job.sinks if s.window}]
-    if len(sizes) != len(set(sizes)):
-        windowed = [name for name in layout.windows]
-        by_window = rows.filter(pc.is_valid(rows[iceberg.WINDOW_START]))
-        merged_rows = by_window.group_by(
-            ["e", iceberg.WINDOW_START, iceberg.WINDOW_END, iceberg.FEATURE_TIME],
-            use_threads=False).aggregate([(name, "max") for name in windowed])
-        merged_rows = merged_rows.rename_columns([*merged_rows.column_names[:4], *windowed])
-        for name, kind in layout.features:
-            if name not in windowed:
-                merged_rows = merged_rows.append_column(
-                    name, pa.nulls(merged_rows.num_rows, _ARROW_TYPE[kind]))
-        rows = pa.concat_tables([merged_rows.select(rows.column_names),
-                                 rows.filter(pc.is_null(rows[iceberg.WINDOW_START]))])
+def _same_windows(rows: pa.Table, layout: TableLayout) -> pa.Table:
+    """Rows of window groups of one size merged: a window of that size is one window, with
+    the same events, whatever the group's slide (each feature is set in one row only)."""
+    windowed = list(layout.windows)
+    merged_rows = rows.group_by(
+        ["e", iceberg.WINDOW_START, iceberg.WINDOW_END, iceberg.FEATURE_TIME],
+        use_threads=False).aggregate([(name, "max") for name in windowed])
+    merged_rows = merged_rows.rename_columns([*merged_rows.column_names[:4], *windowed])
+    for name, kind in layout.features:
+        if name not in windowed:
+            merged_rows = merged_rows.append_column(
+                name, pa.nulls(merged_rows.num_rows, _ARROW_TYPE[kind]))
+    return merged_rows.select(rows.column_names)
+
+
+def _table_rows(rows: pa.Table, layout: TableLayout) -> pa.Table:
+    """Result rows in the feature table's schema, sorted by event time."""
     keys = _key_columns(rows["e"].combine_chunks(), layout.keys)
     schema = layout.schema
     columns = {name: column for (name, _), column in zip(layout.keys, keys, strict=True)}
@@ -338,6 +353,24 @@ def feature_rows(job: BackfillJob, results: Path, layout: TableLayout, chunk: In
         columns[name] = rows[name].combine_chunks()
     table = pa.Table.from_arrays([columns[f.name].cast(f.type) for f in schema], schema=schema)
     return table.sort_by([(iceberg.FEATURE_TIME, "ascending")])
+
+
+def feature_rows(job: BackfillJob, results: Path, layout: TableLayout, chunk: Interval,
+                 ) -> Iterator[pa.Table]:
+    """The chunk's rows in the feature table's schema, one result file at a time (so memory
+    holds one file's rows, not the chunk's).  Sinks of window groups that share a size are
+    read together and merged (:func:`_same_windows`)."""
+    sizes = [s.window[0] for s in job.sinks if s.window]
+    shared = [index for index, sink in enumerate(job.sinks)
+              if sink.window and sizes.count(sink.window[0]) > 1]
+    together = [_sink_rows(job.sinks[index], file, layout, chunk) for index in shared
+                for file in _result_files(results / str(index))]
+    if together:
+        yield _table_rows(_same_windows(pa.concat_tables(together), layout), layout)
+    for index, sink in enumerate(job.sinks):
+        if index not in shared:
+            for file in _result_files(results / str(index)):
+                yield _table_rows(_sink_rows(sink, file, layout, chunk), layout)
 
 
 # --------------------------------------------------------------------------- the service
@@ -427,12 +460,14 @@ class Backfills:
     DAG) one chunk per call."""
 
     def __init__(self, registry: RegistryService, catalog: Catalog, flink: BatchJobs | None,
-                 staging: Path, *, job_timeout_s: float = JOB_TIMEOUT_S,
+                 staging: Path, *, parallelism: int = JOB_PARALLELISM,
+                 job_timeout_s: float = JOB_TIMEOUT_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.catalog = catalog
         self.flink = flink
         self.staging = staging
+        self.parallelism = parallelism
         self.job_timeout_s = job_timeout_s
         self.clock = clock
 
@@ -564,9 +599,9 @@ class Backfills:
         with self._chunk_folder(target, chunk) as folder:
             progress.stage("exporting")
             archive = iceberg.load_archive(self.catalog, target.source.name)
-            events = export_slice(archive, target.source.schema,
+            events = export_slice(archive, target.source.schema, target.join_keys,
                                   (chunk[0] - layout.longest_window_ms, chunk[1]),
-                                  folder / "events" / "events.jsonl")
+                                  folder / "events", files=self.parallelism)
             progress.stage(f"Flink batch job over {events:,} events")
             job = self._run_job(target, chunk, folder)
             progress.stage("committing")
@@ -582,7 +617,8 @@ class Backfills:
             job_id=hashlib.sha256(f"{target.view.name}/{target.version}/{chunk}/{attempt}"
                                   .encode()).hexdigest()[:32],
             job_name=f"fp:{target.view.name}:v{target.version}:backfill:{iso(chunk[0])}",
-            events_uri=(folder / "events").as_uri(), results_uri=(folder / "results").as_uri())
+            events_uri=(folder / "events").as_uri(), results_uri=(folder / "results").as_uri(),
+            parallelism=self.parallelism)
         flink = self._flink()
         job_id = flink.submit(job.spec)
         try:

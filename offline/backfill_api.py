@@ -78,17 +78,26 @@ def _parsed(request: BackfillRequest) -> tuple[int, int, int]:
     return values["start"], values["end"], values["chunk"]
 
 
-def route_handlers(service: Callable[[], Backfills]) -> list[HTTPRouteHandler]:
-    """The write endpoints over the service ``service`` builds on first use (a registry
-    without Flink or a warehouse still starts; these then answer what is missing)."""
+def _once(build: Callable[[], Backfills]) -> Callable[[], Backfills]:
     lock = threading.Lock()
     built: list[Backfills] = []
 
-    def backfills() -> Backfills:
+    def service() -> Backfills:
         with lock:
             if not built:
-                built.append(service())
+                built.append(build())
             return built[0]
+
+    return service
+
+
+def route_handlers(planning: Callable[[], Backfills], running: Callable[[], Backfills],
+                   ) -> list[HTTPRouteHandler]:
+    """The write endpoints over services built on first use: ``planning`` (the registry and
+    the catalog) plans and records, ``running`` (also Flink and the warehouse) runs chunks.
+    A registry without Flink or a warehouse still starts; running then answers what is
+    missing."""
+    backfills, runner = _once(planning), _once(running)
 
     @post("/v1/feature-views/{name:str}/backfills", sync_to_thread=True, status_code=200,
           summary="Plan a backfill (dry run) or request one: its chunks to run",
@@ -114,8 +123,8 @@ def route_handlers(service: Callable[[], Backfills]) -> list[HTTPRouteHandler]:
             raise InvalidFeatureRequestError.single(
                 "start_ms", f"[{data.start_ms}, {data.end_ms}) is not a chunk of backfill "
                             f"{number} (it has {len(requested.chunks)}: see its plan)")
-        result = backfills().run_chunk(name, number, chunk, replace=data.replace,
-                                       provenance=provenance(request))
+        result = runner().run_chunk(name, number, chunk, replace=data.replace,
+                                    provenance=provenance(request))
         return {"start_ms": chunk[0], "end_ms": chunk[1], "snapshot_id": result.snapshot_id,
                 "rows": result.rows, "events_read": result.events_read,
                 "seconds": round(result.seconds, 3), "ran": result.ran}

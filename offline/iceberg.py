@@ -28,10 +28,12 @@ and :func:`delete_orphan_files` do them with its lower-level API.  Private names
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -419,13 +421,24 @@ def iso_instant(epoch_ms: int) -> str:
     return (_EPOCH + timedelta(milliseconds=epoch_ms)).isoformat()
 
 
-def commit_chunk(table: Table, rows: pa.Table, chunk: Interval, events_read: int,
+def commit_chunk(table: Table, parts: Iterable[pa.Table], chunk: Interval, events_read: int,
                  replace: bool) -> ChunkCommit:
-    """Commit ``rows`` — every row of ``chunk`` — as one commit that also records the chunk in
-    the table's coverage.  A chunk the table already covers is left alone unless ``replace``;
-    rows the table holds in the chunk's range are deleted in the same commit, so a chunk's
-    rows are never there twice.  The commit asserts the snapshot its check read is still
-    current: of two runs of one chunk, the second re-checks and finds it done."""
+    """Commit the rows of ``parts`` — every row of ``chunk`` — as one snapshot that also
+    records the chunk in the table's coverage.  Each part is written to data files as it
+    comes (memory holds one part), then all are appended at once.  A chunk the table already
+    covers is left alone unless ``replace``; rows the table holds in the chunk's range are
+    deleted in the same commit, so a chunk's rows are never there twice.  The commit asserts
+    the snapshot its check read is still current: of two runs of one chunk, the second
+    re-checks and finds it done (its files are left unreferenced)."""
+    done = committed_chunk(table.metadata, chunk)
+    if done is not None and not replace:
+        return done
+    write = uuid.uuid4()
+    counter = itertools.count(0)
+    files = [data_file for part in parts if part.num_rows
+             for data_file in _dataframe_to_data_files(table.metadata, part, table.io, write,
+                                                       counter)]
+    rows = sum(f.record_count for f in files)
     for _ in range(COMMIT_ATTEMPTS):
         table.refresh()
         done = committed_chunk(table.metadata, chunk)
@@ -433,20 +446,22 @@ def commit_chunk(table: Table, rows: pa.Table, chunk: Interval, events_read: int
             return done
         coverage = feature_coverage(table.metadata)
         properties = {COVERAGE_PROPERTY: json.dumps(merged([*coverage, chunk])),
-                      CHUNK_PROPERTY: _chunk_label(chunk), ROWS_PROPERTY: str(rows.num_rows),
+                      CHUNK_PROPERTY: _chunk_label(chunk), ROWS_PROPERTY: str(rows),
                       EVENTS_PROPERTY: str(events_read)}
         try:
             with table.transaction() as transaction:
                 if overlaps(coverage, chunk):
                     transaction.delete(_time_range(FEATURE_TIME, chunk),
                                        snapshot_properties=properties)
-                transaction.append(rows, snapshot_properties=properties)
+                with transaction.update_snapshot(
+                        snapshot_properties=properties).fast_append() as append:
+                    for data_file in files:
+                        append.append_data_file(data_file)
         except CommitFailedException:
             continue  # another chunk committed first: check again on the new snapshot
         snapshot = table.current_snapshot()
         assert snapshot is not None
-        return ChunkCommit(snapshot.snapshot_id, rows.num_rows, events_read,
-                           committed_now=True)
+        return ChunkCommit(snapshot.snapshot_id, rows, events_read, committed_now=True)
     raise ArchiveError(f"{table.name()}: gave up after {COMMIT_ATTEMPTS} conflicting commits")
 
 

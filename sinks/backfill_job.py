@@ -75,9 +75,13 @@ def _files(uri: str, format_options: Mapping[str, str]) -> str:
 
 def compile_backfill(view: FeatureView, catalog: Mapping[str, Definition], version: int, *,
                      job_id: str, job_name: str, events_uri: str, results_uri: str,
-                     ) -> BackfillJob:
+                     parallelism: int = 1) -> BackfillJob:
     """The batch job computing ``view`` from the raw messages under ``events_uri``, writing
-    each result folder under ``results_uri``; InvalidDefinitionError as compile_view."""
+    each result folder under ``results_uri``; InvalidDefinitionError as compile_view.
+
+    With ``parallelism`` n, each of the input's files is read whole by one of n subtasks, in
+    order, and the ``last`` rows go straight on to that subtask's result file: so an entity's
+    ``last`` rows keep their events' order when all its events are in one file."""
     streaming = compile_view(view, catalog, BACKFILL_NAMESPACE, version, kafka=_UNUSED_KAFKA,
                              bounded=True)
     source = catalog[f"{Kind.SOURCE}:{view.source}"]
@@ -113,5 +117,6 @@ def compile_backfill(view: FeatureView, catalog: Mapping[str, Definition], versi
             statements.append(statement)
     spec = replace(streaming, job_id=job_id, job_name=job_name, result_topic=results_uri,
                    dlq_topic="", statements=tuple(statements),
-                   configuration=BATCH_CONFIGURATION)
+                   configuration=(*BATCH_CONFIGURATION,
+                                  ("parallelism.default", str(parallelism))))
     return BackfillJob(spec, sinks)

@@ -302,11 +302,13 @@ def create_registry_app(
         events, metrics_endpoint(401), *_documenting(extra_reads, 401)])
     webhooks = Router(path="/", guards=[webhook_guard],
                       route_handlers=_documenting(extra_webhook_writes, 429))
-    other_writes = Router(path="/", guards=[write_guard],
-                          route_handlers=_documenting(list(extra_writes), 401, 429))
+    # Guarded one by one rather than by a Router: a write may share its path with a read
+    # here (POST and GET …/backfills), and Litestar merges only handlers registered side by side.
+    for handler in _documenting(list(extra_writes), 401, 429):
+        handler.guards = [*(handler.guards or []), write_guard]
     return Litestar(
         route_handlers=[apply, rollback, deployments, backfills, healthz, protected_reads,
-                        webhooks, other_writes, *routers],
+                        webhooks, *extra_writes, *routers],
         middleware=[PrometheusConfig(app_name="fp_registry", prefix="fp_registry",
                                      group_path=True).middleware],
         exception_handlers=EXCEPTION_HANDLERS,

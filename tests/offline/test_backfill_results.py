@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from core.domain.definitions import FeatureView, Source, parse_definitions
 from core.domain.validation import validate_batch
 from offline.backfill import TableLayout, feature_rows
@@ -74,7 +76,10 @@ def test_rows_of_every_sink_become_one_table_in_the_chunk(tmp_path: Path) -> Non
         {"e": key, "t": T0 + 5, "f": {"last_amount": 4.0}},
         {"e": key, "t": T0 - 5, "f": {"last_amount": 8.0}}])  # before the chunk
 
-    rows = feature_rows(job, tmp_path / "r", TableLayout.of(view), (T0, T0 + 30 * MINUTE))
+    parts = list(feature_rows(job, tmp_path / "r", TableLayout.of(view),
+                              (T0, T0 + 30 * MINUTE)))
+    assert len(parts) == 3, "the two groups of one size together, then one part per file"
+    rows = pa.concat_tables(parts).sort_by([("event_time", "ascending")])
 
     assert rows.to_pylist() == [
         {"account_id": "a|b", "shard": 7, "window_start": None, "window_end": None,
