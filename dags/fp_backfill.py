@@ -109,7 +109,7 @@ def backfill_dag(dag_id: str, schedule: str | None, view: str | None, descriptio
                  "reprocess": Param("missing", type="string",
                                     enum=["missing", "failed", "all"])})
     def backfill() -> None:
-        @task(multiple_outputs=True)
+        @task
         def plan(params: dict[str, Any] | None = None) -> dict[str, Any]:
             assert params is not None, "Airflow passes the run's params"
             name, version = _view(params["view"])
@@ -117,23 +117,31 @@ def backfill_dag(dag_id: str, schedule: str | None, view: str | None, descriptio
             answer = call("POST", f"/v1/feature-views/{name}/backfills", {
                 "start": start, "end": end, "version": version, "chunk": params["chunk"],
                 "reprocess": params["reprocess"]})
-            chunks = [{"start_ms": c["start_ms"], "end_ms": c["end_ms"]}
-                      for c in answer["chunks"] if c["runs"]]
-            return {"view": name, "backfill": answer["backfill"], "chunks": chunks,
-                    "replace": params["reprocess"] == "all"}
+            return {"view": name, "backfill": answer["backfill"],
+                    "replace": params["reprocess"] == "all",
+                    "chunks": [{"start_ms": c["start_ms"], "end_ms": c["end_ms"]}
+                               for c in answer["chunks"] if c["runs"]]}
+
+        @task
+        def chunks(planned: dict[str, Any]) -> list[dict[str, Any]]:
+            """One mapped task's input per chunk to run."""
+            return [{"view": planned["view"], "backfill": planned["backfill"],
+                     "replace": planned["replace"], **chunk} for chunk in planned["chunks"]]
 
         @task(max_active_tis_per_dagrun=2, **CHUNK_RETRY)
-        def run_chunk(view: str, backfill: int, replace: bool, chunk: dict[str, int]
-                      ) -> dict[str, Any]:
-            return call("POST", f"/v1/feature-views/{view}/backfills/{backfill}/chunks",
-                        {**chunk, "replace": replace}, timeout=CHUNK_TIMEOUT_S)
+        def run_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+            return call("POST", f"/v1/feature-views/{chunk['view']}/backfills/"
+                                f"{chunk['backfill']}/chunks",
+                        {"start_ms": chunk["start_ms"], "end_ms": chunk["end_ms"],
+                         "replace": chunk["replace"]}, timeout=CHUNK_TIMEOUT_S)
 
         @task(trigger_rule="all_done")
-        def record(view: str, backfill: int, chunks: list[dict[str, int]]) -> dict[str, Any]:
+        def record(planned: dict[str, Any]) -> dict[str, Any]:
+            view, backfill = planned["view"], planned["backfill"]
             history = call("GET", f"/v1/feature-views/{view}/backfills")
             this = next(b for b in history["backfills"] if b["backfill"] == backfill)
             done = {(c["start_ms"], c["end_ms"]) for c in this["completed_chunks"]}
-            failed = [[c["start_ms"], c["end_ms"]] for c in chunks
+            failed = [[c["start_ms"], c["end_ms"]] for c in planned["chunks"]
                       if (c["start_ms"], c["end_ms"]) not in done]
             run_id = get_current_context()["run_id"]
             outcome = call("POST", f"/v1/feature-views/{view}/backfills/{backfill}/finish",
@@ -145,9 +153,7 @@ def backfill_dag(dag_id: str, schedule: str | None, view: str | None, descriptio
             return outcome
 
         planned = plan()
-        ran = run_chunk.partial(view=planned["view"], backfill=planned["backfill"],
-                                replace=planned["replace"]).expand(chunk=planned["chunks"])
-        ran >> record(planned["view"], planned["backfill"], planned["chunks"])
+        run_chunk.expand(chunk=chunks(planned)) >> record(planned)
 
     return backfill()
 

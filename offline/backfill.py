@@ -7,7 +7,7 @@ For each chunk of the requested range (:mod:`core.domain.backfills`):
    read from ``raw.{source}`` with a filter on the day partitions and written, sorted by event
    time (then partition and offset, the archive's order), as the raw messages the stream
    read: a flagged event's stored payload, a clean event's fields rendered back to JSON in a
-   form the job reads to the same values;
+   form the job reads to the same values; one file per subtask of the job, split by entity;
 2. **run** — :func:`sinks.backfill_job.compile_backfill` turns the view's streaming job into a
    batch job over those files (same statements, bounded source, file sinks), submitted to the
    session cluster and awaited;
@@ -20,7 +20,7 @@ A chunk's files live in a folder of its own under the staging folder (which Flin
 TaskManagers must reach), removed once it is committed.  Nothing but the commit changes the
 table, and the commit is a compare-and-set, so a run killed anywhere leaves the table as it
 was or with whole chunks; the next run finds them covered and skips them.  Memory: one
-chunk's events and result rows at a time, whatever the range.
+chunk's events, then one result file's rows at a time, whatever the range.
 """
 
 from __future__ import annotations
@@ -82,8 +82,11 @@ logger = logging.getLogger(__name__)
 
 EXPORT_BATCH_ROWS = 100_000
 JOB_TIMEOUT_S = 3600.0
-JOB_PARALLELISM = 2
-"""Subtasks of a chunk's job: the export writes as many files, split by entity."""
+JOB_PARALLELISM = 1
+"""Subtasks of a chunk's job (the export writes as many files, split by entity).  More needs
+a TaskManager with more network memory than the default: a batch job's blocking shuffles
+take 512 buffers per result partition, and one with four window groups at parallelism 2
+found too few and could not start (pipelined shuffles instead stalled)."""
 STALE_STAGING_S = 86_400.0
 """A chunk folder this old belongs to a run that died: the next run removes it."""
 _ARROW_TYPE = {

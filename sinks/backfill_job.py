@@ -38,6 +38,9 @@ BATCH_CONFIGURATION = (
     (RUNTIME_MODE, "batch"),
     # As in the stream: the contract checks are planned once and shared by every branch.
     ("table.optimizer.reuse-optimize-block-with-digest-enabled", "true"),
+    # A failing chunk fails its run after a retry, instead of restarting without end.
+    ("restart-strategy.type", "fixed-delay"),
+    ("restart-strategy.fixed-delay.attempts", "1"),
 )
 _SOURCE = "CREATE TEMPORARY TABLE `source_events`"
 _RESULTS = "CREATE TEMPORARY TABLE `feature_rows`"

@@ -25,9 +25,9 @@ def main() -> int:
         subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True)
     subprocess.run([airflow, "dags", "reserialize"], check=True, capture_output=True)
 
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"], include_examples=False)
+    bag = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if bag.import_errors:
         print(json.dumps({"import_errors": {k: str(v) for k, v in bag.import_errors.items()}}))
         return 1
