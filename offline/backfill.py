@@ -70,7 +70,12 @@ from core.domain.events import (
     backfill_stream,
 )
 from core.domain.layout import ENTITY_KEY_SEPARATOR, decode_entity_key, output_type
-from core.errors import ConfigurationError, FeaturePlatformError, NotFoundError
+from core.errors import (
+    BackfillError,
+    ConfigurationError,
+    FeaturePlatformError,
+    NotFoundError,
+)
 from offline import iceberg
 from offline.training_sets import ViewVersion, view_version
 from registry.service import RegistryService
@@ -95,14 +100,6 @@ _ARROW_TYPE = {
     ValueType.BOOLEAN: pa.bool_(), ValueType.TIMESTAMP: pa.timestamp("us", tz="UTC"),
 }
 _TIME = pa.timestamp("us", tz="UTC")
-
-
-class BackfillError(FeaturePlatformError):
-    """A backfill chunk could not be computed (its Flink job failed or gave no result)."""
-
-    status = 502
-    code = "backfill_failed"
-    title = "Backfill failed"
 
 
 # --------------------------------------------------------------------------- export

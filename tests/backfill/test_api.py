@@ -26,6 +26,7 @@ def test_backfill_requests_are_checked_and_a_registry_without_flink_says_what_is
         registry_server: RunningRegistry, store: PostgresRegistryStore, database_url: str,
         tmp_path: Path) -> None:
     apply(store, definitions("payments_api"))
+    catalog = fresh_catalog(database_url, tmp_path / "warehouse")  # no archive table yet
     base = f"{registry_server.url}/v1/feature-views"
     with httpx.Client(timeout=30) as http:
         bad = http.post(f"{base}/account_stats/backfills",
@@ -49,8 +50,7 @@ def test_backfill_requests_are_checked_and_a_registry_without_flink_says_what_is
         assert http.post(f"{base}/account_stats/backfills/1/chunks",
                          json={"start_ms": 0, "end_ms": DAY_MS}).status_code == 404
 
-        archive_directly(fresh_catalog(database_url, tmp_path / "warehouse"),
-                         source_spec("payments_api"), 1,
+        archive_directly(catalog, source_spec("payments_api"), 1,
                          with_offsets(payloads(random.Random(1), 20)))
         planned = http.post(f"{base}/account_stats/backfills",
                             json={"start": "2026-09-21", "end": "2026-09-23", "dry_run": True})
