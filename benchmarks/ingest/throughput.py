@@ -291,9 +291,15 @@ def print_table(rows: Sequence[Row], baselines: Sequence[dict[str, Any]], cores:
     print(f"  accepted {accepted:.1%} of the events sent (the rest dead-lettered); "
           f"at one connection {batch_rows[0].events_per_s:,.0f} events/s, p50 "
           f"{batch_rows[0].latency_ms(0.5):.1f} ms, p99 {batch_rows[0].latency_ms(0.99):.1f} ms.")
-    print(f"Pure part of a request, no I/O (one core): read {pure['read_us']:.2f} + judge "
-          f"{pure['judge_us']:.2f} + records {pure['records_us']:.2f} µs an event = "
-          f"{1e6 / sum(pure.values()):,.0f} events/s at most.")
+    raw_us = sum(b["producer"]["cores"] / b["producer"]["events_per_s"]
+                 for b in baselines) / len(baselines) * 1e6
+    server_us = server_cpu / best.events_per_s * 1e6
+    pure_us = sum(pure.values())
+    print(f"CPU an event: the server {server_us:.1f} µs at the best batch row, the raw producer "
+          f"{raw_us:.1f} µs ({server_us / raw_us:.1f}x); the pure part of a request (no I/O, "
+          f"CPU time): read {pure['read_us']:.2f} + judge {pure['judge_us']:.2f} + records "
+          f"{pure['records_us']:.2f} µs = {pure_us:.1f} µs ({1e6 / pure_us:,.0f} events/s of "
+          "one core at most).")
     client_us = single.result.client_cpu_s / max(single.result.requests, 1) * 1e6
     healthz_us = healthz.result.client_cpu_s / max(healthz.result.requests, 1) * 1e6
     print(f"Load generator: {client_us:.0f} µs of CPU a single-event request, {healthz_us:.0f} "
