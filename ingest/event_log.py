@@ -97,7 +97,10 @@ class KafkaEventLog:
     _POLL_S = 0.05
 
     def __init__(self, bootstrap_servers: str, delivery_timeout_ms: int,
-                 linger_ms: int = 2) -> None:
+                 linger_ms: int = 0) -> None:
+        """``linger_ms`` 0: a request's records leave at once (a batch's still travel
+        together, produced faster than a round trip); 2 ms of lingering put a single event's
+        p99 at 7.6 ms, against 1.5 ms without (benchmarks/ingest)."""
         self.bootstrap_servers = bootstrap_servers
         self.delivery_timeout_ms = delivery_timeout_ms
         self._config: dict[str, Any] = {

@@ -4,7 +4,7 @@ server's core by benchmarks/ingest/throughput.py; prints one JSON line):
 * the pure part of a request, without I/O: a 500-event batch body read into events, each
   judged by the payments contract, the records built (CPU µs an event);
 * the raw idempotent producer: the same events handed to a confluent-kafka ``Producer`` with
-  the ingest API's settings (``enable.idempotence``, ``acks=all``, ``linger.ms=2``), one
+  the ingest API's settings (``enable.idempotence``, ``acks=all``, ``linger.ms=0``), one
   delivery callback per message, served by ``poll`` in the producing thread, for
   ``--seconds``; events/s counts the messages the broker acknowledged, over the time until
   the last was (``flush``).  That is what one worker could do with no HTTP, no contract and
@@ -78,7 +78,7 @@ def raw_producer(bootstrap: str, values: Sequence[bytes], seconds: float, warmup
                  ) -> dict[str, float]:
     KafkaAdmin(bootstrap).ensure_topics([TOPIC], 4)
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
-                         "acks": "all", "linger.ms": 2, "message.timeout.ms": 30_000,
+                         "acks": "all", "linger.ms": 0, "message.timeout.ms": 30_000,
                          "queue.buffering.max.messages": 1_000_000})
     _produce_for(producer, values, warmup_s, _Counter())
     producer.flush(30)
