@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +101,9 @@ def test_readme_examples_run(registry_server: RunningRegistry, serving_url: str,
     client.hset("fp:user_transactions:v1:u1", mapping={
         "amount_1m": "42.5", "txn_count_1m": "3", "amount_avg_5m": "17.0",
         "__ts": "9999999999999"})
-    wait_until(lambda: '"found":true' in run_block("serving-api", env, urls).replace(" ", ""),
-               30, "serving to see the switch")
+    # Serving learns of the switch from Redis a moment later: until then, a 404.
+    wait_until(lambda: _answers(lambda: '"found":true' in run_block(
+        "serving-api", env, urls).replace(" ", "")), 30, "serving to see the switch")
     single, batch = json_values(run_block("serving-api", env, urls))
     assert single["features"]["amount_1m"] == 42.5
     assert batch["versions"] == {"user_transactions": 1, "user_transactions@1": 1,
@@ -110,12 +111,12 @@ def test_readme_examples_run(registry_server: RunningRegistry, serving_url: str,
     assert batch["results"][0]["user_transactions:amount_1m"] == 42.5
 
 
-def _answers(ingested: Any) -> bool:
+def _answers(request: Callable[[], object]) -> bool:
+    """Whether ``request`` answered (and what it returned was true)."""
     try:
-        ingested()
-    except AssertionError:  # curl -f: a 404 while the source is unknown
+        return bool(request())
+    except AssertionError:  # curl -f: a 404 while the server has not caught up
         return False
-    return True
 
 
 def json_values(text: str) -> list[dict[str, Any]]:
