@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 
 import uvicorn
 from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
 from prometheus_client import REGISTRY
 
 from core.errors import ConfigurationError
@@ -34,7 +36,9 @@ class RegistryServer:
     """Writes without tokens may be served on any address (``FP_OPEN_WRITES``)."""
 
 
-def build(settings: Settings) -> RegistryServer:
+def build(settings: Settings, extra_writes: Collection[HTTPRouteHandler] = ()) -> RegistryServer:
+    """``extra_writes``: other components' write endpoints the registry serves behind its
+    write guard (the command line adds the backfills')."""
     registry = settings.registry
     engine = create_registry_engine(settings.require_database_url())
     service = RegistryService(PostgresRegistryStore(engine))
@@ -46,7 +50,8 @@ def build(settings: Settings) -> RegistryServer:
     REGISTRY.register(DriftMetrics(drift_store))
     app = create_registry_app(service, access, extra_handlers=webhooks.route_handlers,
                               lifespan=[webhooks.lifespan], pages=ui(service, settings),
-                              drift=DriftRegistry(service, drift_store))
+                              drift=DriftRegistry(service, drift_store),
+                              extra_writes=extra_writes)
     return RegistryServer(app, writes_need_tokens=bool(registry.api_tokens),
                           open_writes_asked=registry.open_writes)
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import httpx
 
 from core.errors import InfrastructureError
+from sinks.backfill_job import is_batch
 from sinks.compiler import JobSpec
 from sinks.flink_submit import REPLY_PREFIX
 
@@ -99,7 +100,9 @@ class FlinkClient:
         existing = self.status(spec.job_id)
         if existing is not None and not existing.terminal:
             return spec.job_id
-        request = {"spec": spec.to_json(), "flink_url": self.url, "jars": self.jars,
+        # A batch job reads and writes files: it needs none of the Kafka connector's jars.
+        jars = [] if is_batch(spec) else self.jars
+        request = {"spec": spec.to_json(), "flink_url": self.url, "jars": jars,
                    "checkpoint_interval_ms": self.checkpoint_interval_ms,
                    "idle_timeout_ms": self.idle_timeout_ms}
         reply = self._submitter.ask(request, self.submit_timeout)

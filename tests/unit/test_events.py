@@ -18,6 +18,10 @@ from core.domain import events
 from core.domain.deployments import deployment_history
 from core.domain.events import (
     SCHEMA_VERSION_KEY,
+    BackfillChunkCompleted,
+    BackfillCompleted,
+    BackfillFailed,
+    BackfillRequested,
     BaselineRegistered,
     DefinitionRegistered,
     DeploymentFailed,
@@ -38,6 +42,7 @@ from core.domain.events import (
     UnknownEvent,
     VersionActivated,
     VersionRetired,
+    backfill_stream,
     decode_event,
     deployment_stream,
     encode_event,
@@ -78,7 +83,9 @@ PAYLOAD_TYPES: dict[str, type[events.EventPayload]] = {
 TYPES_SINCE_SCHEMA_VERSIONS: dict[str, type[events.EventPayload]] = {
     "DeploymentWaiting": DeploymentWaiting, "DeploymentResumed": DeploymentResumed,
     "BaselineRegistered": BaselineRegistered, "DriftDetected": DriftDetected,
-    "DriftResolved": DriftResolved}
+    "DriftResolved": DriftResolved,
+    "BackfillRequested": BackfillRequested, "BackfillChunkCompleted": BackfillChunkCompleted,
+    "BackfillCompleted": BackfillCompleted, "BackfillFailed": BackfillFailed}
 
 
 def test_the_fixture_holds_every_event_type_older_than_schema_versions() -> None:
@@ -173,6 +180,42 @@ def test_an_event_newer_than_schema_versions_round_trips_at_version_1(
                                  {"actor": "deployer", SCHEMA_VERSION_KEY: 1})
 
     event = decode_event(7, deployment_stream("user_clicks"), 3, stored, T0)
+
+    assert event.payload == payload
+    assert (event.type, event.schema_version, event.data) == (payload.TYPE, 1, data)
+
+
+BACKFILL = {"view": "user_clicks", "version": 2, "backfill": 3}
+DAY = 86_400_000
+
+
+@pytest.mark.parametrize(("payload", "data"), [
+    pytest.param(BackfillRequested(view="user_clicks", version=2, backfill=3, start_ms=0,
+                                   end_ms=2 * DAY, chunk_ms=DAY, reprocess="missing",
+                                   chunks=[(0, DAY), (DAY, 2 * DAY)],
+                                   table="features.user_clicks__v2"),
+                 BACKFILL | {"start_ms": 0, "end_ms": 2 * DAY, "chunk_ms": DAY,
+                             "reprocess": "missing", "chunks": [[0, DAY], [DAY, 2 * DAY]],
+                             "table": "features.user_clicks__v2"}, id="requested"),
+    pytest.param(BackfillChunkCompleted(view="user_clicks", version=2, backfill=3, start_ms=0,
+                                        end_ms=DAY, snapshot_id=2**62, rows=10, events_read=40),
+                 BACKFILL | {"start_ms": 0, "end_ms": DAY, "snapshot_id": 2**62, "rows": 10,
+                             "events_read": 40}, id="chunk completed"),
+    pytest.param(BackfillCompleted(view="user_clicks", version=2, backfill=3, chunks=2, rows=20,
+                                   events_read=80),
+                 BACKFILL | {"chunks": 2, "rows": 20, "events_read": 80}, id="completed"),
+    pytest.param(BackfillFailed(view="user_clicks", version=2, backfill=3, reason="job failed",
+                                failed_chunks=[(DAY, 2 * DAY)]),
+                 BACKFILL | {"reason": "job failed", "failed_chunks": [[DAY, 2 * DAY]]},
+                 id="failed"),
+])
+def test_backfill_events_round_trip_at_version_1(payload: events.EventPayload,
+                                                 data: dict[str, Any]) -> None:
+    stored = encode_event(NewEvent(payload, {"actor": "airflow"}))
+    assert stored == StoredEvent(str(payload.TYPE), data,
+                                 {"actor": "airflow", SCHEMA_VERSION_KEY: 1})
+
+    event = decode_event(7, backfill_stream("user_clicks"), 3, stored, T0)
 
     assert event.payload == payload
     assert (event.type, event.schema_version, event.data) == (payload.TYPE, 1, data)
