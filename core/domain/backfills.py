@@ -36,6 +36,7 @@ from core.domain.events import (
     BackfillFailed,
     BackfillRequested,
     RecordedEvent,
+    numbered_histories,
 )
 
 DAY_MS = 86_400_000
@@ -231,13 +232,8 @@ def _after(backfill: Backfill | None, event: RecordedEvent) -> Backfill | None:
 
 def backfill_history(events: Iterable[RecordedEvent]) -> list[Backfill]:
     """Every backfill of a ``backfill:{view}`` stream, newest first."""
-    backfills: dict[int, Backfill] = {}
-    for event in events:
-        if isinstance(event.payload, BackfillEvent):
-            after = _after(backfills.get(event.payload.backfill), event)
-            if after is not None:
-                backfills[after.number] = after
-    return sorted(backfills.values(), key=lambda b: b.number, reverse=True)
+    return numbered_histories(
+        events, lambda p: p.backfill if isinstance(p, BackfillEvent) else None, _after)
 
 
 def coverage_by_version(events: Iterable[RecordedEvent]) -> dict[int, VersionCoverage]:

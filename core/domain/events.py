@@ -19,11 +19,11 @@ does not validate is a broken log, not a newer one: reading it raises
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar, Protocol, TypedDict, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -479,3 +479,29 @@ class Provenance:
 
     def to_metadata(self) -> dict[str, str]:
         return {k: v for k, v in vars(self).items() if v is not None}
+
+
+class Numbered(Protocol):
+    @property
+    def number(self) -> int: ...
+
+
+ProcessT = TypeVar("ProcessT", bound=Numbered)
+
+
+def numbered_histories(events: Iterable[RecordedEvent],
+                       number_of: Callable[[EventPayload | UnknownEvent], int | None],
+                       after: Callable[[ProcessT | None, RecordedEvent], ProcessT | None],
+                       ) -> list[ProcessT]:
+    """The numbered processes of one stream (deployments, backfills), newest first: each is
+    folded from its events by ``after``; ``number_of`` names an event's process (None: the
+    event is none of theirs)."""
+    processes: dict[int, ProcessT] = {}
+    for event in events:
+        number = number_of(event.payload)
+        if number is not None:
+            folded = after(processes.get(number), event)
+            if folded is not None:
+                processes[folded.number] = folded
+    return sorted(processes.values(), key=lambda process: process.number, reverse=True)
+
