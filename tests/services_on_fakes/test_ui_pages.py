@@ -29,6 +29,7 @@ from core.domain.events import (
     Provenance,
     StreamAppend,
     VersionActivated,
+    backfill_stream,
     deployment_stream,
     drift_stream,
 )
@@ -370,9 +371,9 @@ def test_the_backfill_panel_reads_the_views_backfill_stream(
                                     events_read=4_800),
              BackfillFailed(view=name, version=2, backfill=1, reason="the archive is gone",
                             failed_chunks=[chunks[1]])]
-    for step in steps:
-        service.append_backfill_event(name, lambda _history, step=step: step,
-                                      Provenance("ops", message="for the Q1 model"))
+    metadata = Provenance("ops", message="for the Q1 model").to_metadata()
+    service.store.append([StreamAppend(backfill_stream(name), 0, tuple(
+        NewEvent(step, metadata) for step in steps))])
     page = http.get(f"/ui/feature-views/{name}").text
     assert re.search(rf"<td>v2</td><td><code>features.{name}__v2</code></td>"
                      r"<td>2026-01-01 00:00:00 UTC to 2026-01-02 00:00:00 UTC</td>"
