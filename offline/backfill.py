@@ -87,11 +87,11 @@ logger = logging.getLogger(__name__)
 
 EXPORT_BATCH_ROWS = 100_000
 JOB_TIMEOUT_S = 3600.0
-JOB_PARALLELISM = 1
-"""Subtasks of a chunk's job (the export writes as many files, split by entity).  More needs
-a TaskManager with more network memory than the default: a batch job's blocking shuffles
-take 512 buffers per result partition, and one with four window groups at parallelism 2
-found too few and could not start (pipelined shuffles instead stalled)."""
+JOB_PARALLELISM = 2
+"""Subtasks of a chunk's job (the export writes as many files, split by entity).  At 2, a
+job with four window groups needs more network buffers than a default TaskManager (1.6 GB)
+has for sort shuffles of 512 buffers a partition: the clusters the platform starts (and
+docker-compose.yml's) take 64 (``taskmanager.network.sort-shuffle.min-buffers``)."""
 STALE_STAGING_S = 86_400.0
 """A chunk folder this old belongs to a run that died: the next run removes it."""
 _ARROW_TYPE = {
@@ -416,6 +416,8 @@ class ChunkResult:
 class BatchJobs(Protocol):
     """What a backfill needs of the Flink session cluster (sinks.flink.FlinkClient has it)."""
 
+    def prepare_submissions(self) -> None: ...
+
     def submit(self, spec: JobSpec) -> str: ...
 
     def wait_until_terminal(self, job_id: str, timeout: float) -> JobStatus | None: ...
@@ -596,21 +598,23 @@ class Backfills:
         if done is not None and not replace:
             return ChunkResult(chunk, done.snapshot_id, done.rows, done.events_read,
                                self.clock() - began, ran=False)
+        self._flink().prepare_submissions()  # its JVM starts while the slice is exported
         with self._chunk_folder(target, chunk) as folder:
             progress.stage("exporting")
             archive = iceberg.load_archive(self.catalog, target.source.name)
             events = export_slice(archive, target.source.schema, target.join_keys,
                                   (chunk[0] - layout.longest_window_ms, chunk[1]),
                                   folder / "events", files=self.parallelism)
-            progress.stage(f"Flink batch job over {events:,} events")
-            job = self._run_job(target, chunk, folder)
+            progress.stage(f"planning the Flink batch job over {events:,} events")
+            job = self._run_job(target, chunk, folder, progress)
             progress.stage("committing")
             rows = feature_rows(job, folder / "results", layout, chunk)
             commit = iceberg.commit_chunk(table, rows, chunk, events, replace)
         return ChunkResult(chunk, commit.snapshot_id, commit.rows, commit.events_read,
                            self.clock() - began, ran=commit.committed_now)
 
-    def _run_job(self, target: ViewVersion, chunk: Interval, folder: Path) -> BackfillJob:
+    def _run_job(self, target: ViewVersion, chunk: Interval, folder: Path,
+                 progress: ChunkProgress) -> BackfillJob:
         attempt = uuid.uuid4().hex
         job = compile_backfill(
             target.view, target.definitions, target.version,
@@ -621,6 +625,7 @@ class Backfills:
             parallelism=self.parallelism)
         flink = self._flink()
         job_id = flink.submit(job.spec)
+        progress.stage("running the Flink batch job")
         try:
             status = flink.wait_until_terminal(job_id, self.job_timeout_s)
         except FeaturePlatformError:

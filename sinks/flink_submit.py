@@ -66,6 +66,11 @@ REPLY_PREFIX = "fp-submit "
 
 
 def main() -> int:
+    # The client JVM starts now, while the parent still prepares its first job (a backfill
+    # exports its slice meanwhile), not inside the first submission.
+    from pyflink.java_gateway import get_gateway
+
+    get_gateway()
     for line in sys.stdin:
         try:
             reply = {"job_id": submit(json.loads(line))}
