@@ -189,6 +189,14 @@ class InfrastructureError(FeaturePlatformError):
     title = "Dependency unavailable"
 
 
+class BackfillError(FeaturePlatformError):
+    """A backfill chunk could not be computed: its Flink job failed (the message quotes why)."""
+
+    status = 502
+    code = "backfill_failed"
+    title = "Backfill failed"
+
+
 class UnsupportedMediaTypeError(FeaturePlatformError):
     """A request body's ``Content-Type`` is not one its endpoint reads; the message lists
     those it does."""

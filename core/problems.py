@@ -121,6 +121,8 @@ _WHEN = {
     415: "The body's `Content-Type` is not one the operation reads.",
     422: "Well-formed but invalid: `errors` lists every problem found.",
     429: "Too many requests from this caller: retry after the `Retry-After` header's seconds.",
+    500: "The server lacks a setting the operation needs (the detail names it).",
+    502: "A job the operation ran on an outside system failed (the detail says why).",
     503: "A service the API depends on is unavailable.",
 }
 

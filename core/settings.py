@@ -261,6 +261,11 @@ DRIFT_HORIZON = Variable(
 DRIFT_WEBHOOK_URL = Variable(
     "FP_DRIFT_WEBHOOK_URL", "where the drift monitor POSTs each alert it opens or resolves as "
     "JSON; unset: nowhere", "", _optional(_url(("http", "https"), "https://hooks.example/fp")))
+BACKFILL_STAGING = Variable(
+    "FP_BACKFILL_STAGING", "the folder where backfills hand archive slices to Flink and read "
+    "its results back; Flink's TaskManagers must reach the same path (one machine: any folder, "
+    "else a shared mount); unset: `fp-backfill` in the system's temporary folder", "",
+    _optional(Path))
 
 DEFAULT_APPLY_RATE_LIMIT = _rate_limit(APPLY_RATE_LIMIT.default)
 DEFAULT_WEBHOOK_RATE_LIMIT = _rate_limit(WEBHOOK_RATE_LIMIT.default)
@@ -272,7 +277,7 @@ VARIABLES: tuple[Variable[object], ...] = (
     WEBHOOK_RETENTION, GIT_BRANCH, FEATURES_PATH, WEBHOOK_PYTHON, DEPLOYER_START, READY_TIMEOUT,
     KEEP_NAMESPACES, PURGE_GRACE, FLINK_CONNECTOR_JARS, DEPLOYER_CRASH_AT, SERVING_URL,
     INGEST_URL, INGEST_DELIVERY_TIMEOUT, INGEST_IDEMPOTENCY_WINDOW, DRIFT_WINDOW, DRIFT_HORIZON,
-    DRIFT_WEBHOOK_URL)
+    DRIFT_WEBHOOK_URL, BACKFILL_STAGING)
 
 
 # --------------------------------------------------------------------------- the settings
@@ -344,6 +349,12 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class BackfillSettings:
+    staging: Path | None = None
+    """FP_BACKFILL_STAGING; None: the system's temporary folder."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """The services' addresses, shared by several components, then each component's own.
 
@@ -362,6 +373,7 @@ class Settings:
     serving_url: str | None = None
     """Where the registry's UI reads live values (FP_SERVING_URL)."""
     monitor: MonitorSettings = MonitorSettings()
+    backfill: BackfillSettings = BackfillSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -400,6 +412,7 @@ class Settings:
             serving_url=SERVING_URL.read(env),
             monitor=MonitorSettings(horizon_ms=DRIFT_HORIZON.read(env),
                                     webhook_url=DRIFT_WEBHOOK_URL.read(env)),
+            backfill=BackfillSettings(staging=BACKFILL_STAGING.read(env)),
         )
 
     def services_env(self) -> dict[str, str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
 import logging
 import os
 import signal
@@ -107,23 +109,36 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     client = _client(settings)
-    rows = [("KIND", "NAME", "LATEST", "ACTIVE", "DEPLOYMENT", "JOB")]
+    rows = [("KIND", "NAME", "LATEST", "ACTIVE", "DEPLOYMENT", "JOB", "BACKFILLED")]
     for kind, path in (("entity", "/v1/entities"), ("source", "/v1/sources"),
                        ("feature_view", "/v1/feature-views"),
                        ("on_demand_feature_view", "/v1/on-demand-feature-views")):
         for item in client.get(path)["items"]:
             active = item["active_version"]
-            deployment, job = "", ""
+            deployment, job, backfilled = "", "", ""
             if kind == "feature_view":
                 deployment, job = _deployment_summary(
                     client.get(f"{path}/{item['name']}/deployments")["deployments"])
+                backfilled = _coverage_summary(
+                    client.get(f"{path}/{item['name']}/backfills")["coverage"])
             rows.append((kind, item["name"], str(item["latest_version"]),
-                         "-" if active is None else str(active), deployment, job))
+                         "-" if active is None else str(active), deployment, job, backfilled))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
               .rstrip())
     return EXIT_OK
+
+
+def _coverage_summary(coverage: dict[str, Any]) -> str:
+    """Per version, what its offline feature table holds: ``v2 2026-01-01..2026-02-01``."""
+    parts = []
+    for version, table in sorted(coverage.items(), key=lambda item: int(item[0])):
+        spans = ", ".join(f"{c['start'][:10]}..{c['end'][:10]}" for c in table["covered"])
+        failed = len(table["failed_chunks"])
+        parts.append(f"v{version} {spans or 'nothing'}" + (f" ({failed} failed)" if failed
+                                                            else ""))
+    return "; ".join(parts) or "-"
 
 
 def _deployment_summary(history: list[dict[str, Any]]) -> tuple[str, str]:
@@ -152,9 +167,15 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_registry_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from offline.backfill_api import route_handlers
+    from offline.bootstrap import backfills
     from registry.bootstrap import build, serve
 
-    serve(build(settings), args.host, args.port)
+    # Backfills are built on their first request: a registry without Flink or a warehouse
+    # still serves everything else.
+    handlers = route_handlers(lambda: backfills(settings, running=False),
+                              lambda: backfills(settings))
+    serve(build(settings, handlers), args.host, args.port)
     return EXIT_OK
 
 
@@ -314,9 +335,9 @@ def cmd_monitor_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_drift_baseline(args: argparse.Namespace, settings: Settings) -> int:
-    from monitor.baselines import baseline_of_dataset, parse_view_version
+    from monitor.baselines import baseline_of_dataset, pinned_view_version
 
-    view, version = parse_view_version(args.view)
+    view, version = pinned_view_version(args.view)
     if args.dataset and not (args.start or args.end):
         features, origin = baseline_of_dataset(Path(args.dataset), view, version)
         source = f"{origin['file']} ({origin['rows']:,} rows)"
@@ -326,8 +347,8 @@ def cmd_drift_baseline(args: argparse.Namespace, settings: Settings) -> int:
 
         stores = open_stores(settings)
         features, origin = baseline_of_archive(
-            stores.registry, stores.catalog, view, version, from_ms=_epoch_ms(args.start),
-            to_ms=_epoch_ms(args.end))
+            stores.registry, stores.catalog, view, version, from_ms=_instant(args.start),
+            to_ms=_instant(args.end))
         source = f"the archive from {args.start} to {args.end}"
     else:
         raise FeaturePlatformError("name either --dataset FILE.parquet or both --from and --to")
@@ -339,15 +360,13 @@ def cmd_drift_baseline(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _epoch_ms(text: str) -> int:
-    from datetime import UTC, datetime
+def _instant(text: str) -> int:
+    from core.domain.durations import parse_instant
 
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise FeaturePlatformError(f"{text!r} is not an ISO 8601 time, e.g. "
-                                   "2026-11-01T00:00:00Z") from None
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+        return parse_instant(text)
+    except ValueError as error:
+        raise FeaturePlatformError(str(error)) from None
 
 
 def cmd_drift_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -368,6 +387,71 @@ def cmd_drift_status(args: argparse.Namespace, settings: Settings) -> int:
               .rstrip())
     if unjudged:
         print(f"\nno baseline (`fp drift baseline VIEW@N`): {', '.join(unjudged)}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- backfills
+
+def _backfill_plan(service: Any, args: argparse.Namespace) -> Any:
+    from core.domain.backfills import Reprocess
+    from core.domain.durations import parse_duration
+    from core.domain.references import parse_view_version
+
+    start, end = _instant(args.start), _instant(args.end)
+    try:
+        view, version = parse_view_version(args.view)
+        chunk = parse_duration(args.chunk)
+    except ValueError as error:
+        raise FeaturePlatformError(str(error)) from None
+    return service.plan(view, version, start, end, chunk_ms=chunk,
+                        reprocess=Reprocess(args.reprocess))
+
+
+def print_backfill_plan(plan: Any) -> None:
+    body = plan.to_json()
+    covered = ", ".join(f"{c['start']}..{c['end']}" for c in body["coverage"]) or "nothing"
+    print(f"{body['view']}@{body['version']} → {body['table']} (holds: {covered})")
+    rows = [("START", "END", "STATE", "EVENTS", "RUNS")]
+    rows += [(c["start"], c["end"], c["state"], f"≈{c['events']:,}",
+              "yes" if c["runs"] else "no") for c in body["chunks"]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    print(f"\n{body['chunks_to_run']} of {len(body['chunks'])} chunks to run, "
+          f"≈{body['events_to_read']:,} archived events to read "
+          f"(--reprocess {body['reprocess']}).")
+
+
+def cmd_backfill_plan(args: argparse.Namespace, settings: Settings) -> int:
+    from offline.bootstrap import backfills
+
+    plan = _backfill_plan(backfills(settings, running=False), args)
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        print_backfill_plan(plan)
+    return EXIT_OK
+
+
+def cmd_backfill_run(args: argparse.Namespace, settings: Settings) -> int:
+    from core.domain.events import Provenance
+    from offline.backfill_progress import chunk_bar
+    from offline.bootstrap import backfills
+
+    service = backfills(settings)
+    plan = _backfill_plan(service, args)
+    print_backfill_plan(plan)
+    actor = f"fp backfill run ({getpass.getuser()})"
+    with chunk_bar(len(plan.to_run)) as progress:
+        summary = service.run(plan, Provenance(actor=actor), progress)
+    ran = [r for r in summary.results if r.ran]
+    print(f"backfill {summary.backfill}: {len(ran)} chunk(s) committed, "
+          f"{sum(r.rows for r in ran):,} rows from {sum(r.events_read for r in ran):,} events")
+    if summary.error is not None:
+        print(f"error: {summary.error}; {len(summary.failed)} chunk(s) not done "
+              "(`--reprocess failed` runs them again)", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -433,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_archiver_commands(commands, command)
     _add_drift_commands(commands, command)
+    _add_backfill_commands(commands, command)
 
     dataset = command("dataset", cmd_dataset, "point-in-time training set from the archive")
     dataset.add_argument("--entities", required=True, metavar="ROWS.parquet",
@@ -509,6 +594,27 @@ def _add_archiver_commands(commands: Any, command: Callable[..., argparse.Argume
     maintain.add_argument("--orphan-age", default="1h",
                           help="delete unreferenced files only once this old (younger ones "
                                "may belong to an append in flight)")
+
+
+def _add_backfill_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]
+                           ) -> None:
+    backfill = commands.add_parser("backfill", help="feature history → offline feature tables"
+                                   ).add_subparsers(dest="backfill_command", required=True,
+                                                    metavar="COMMAND")
+    plan = command("plan", cmd_backfill_plan, "the chunks a backfill would run, the archived "
+                   "events they read and what the feature table holds; writes nothing", backfill)
+    run = command("run", cmd_backfill_run, "compute a view version's features over a range "
+                  "with Flink, chunk by chunk, into features.{view}__v{N}", backfill)
+    for sub in (plan, run):
+        sub.add_argument("view", metavar="VIEW[@N]",
+                         help="a feature view; @N a version (default: the active one)")
+        sub.add_argument("--start", required=True, help="first instant, e.g. 2026-01-01")
+        sub.add_argument("--end", required=True, help="end (exclusive), e.g. 2026-01-08")
+        sub.add_argument("--chunk", default="1d", help="chunk length (a duration)")
+        sub.add_argument("--reprocess", choices=["missing", "failed", "all"], default="missing",
+                         help="also run chunks that failed before, or every chunk (their "
+                              "rows are replaced)")
+    plan.add_argument("--json", action="store_true", help="the plan as JSON")
 
 
 PLATFORM_PACKAGES = ("core", "fp", "registry", "deployer", "sinks", "serving", "offline",

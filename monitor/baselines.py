@@ -21,6 +21,7 @@ from pyiceberg.expressions import And, GreaterThanOrEqual, IsNull, LessThan
 
 from core.domain.definitions import Kind as DefinitionKind
 from core.domain.drift import Kind, WindowStatistics, category_text, statistics_of_parts
+from core.domain.references import parse_view_version
 from core.errors import InvalidFeatureRequestError, NotFoundError, Problem
 from offline import iceberg
 from offline.point_in_time import floor_to_millis, window_ends
@@ -36,13 +37,16 @@ from offline.training_sets import (
 from registry.store.drift import WindowParts
 
 
-def parse_view_version(text: str) -> tuple[str, int]:
-    """``VIEW@N`` → (view, N)."""
-    view, separator, number = text.partition("@")
-    if not separator or not view or not number.isdigit() or int(number) < 1:
+def pinned_view_version(text: str) -> tuple[str, int]:
+    """``VIEW@N`` → (view, N): a baseline belongs to one version."""
+    try:
+        view, version = parse_view_version(text)
+    except ValueError:
+        version = None
+    if not view or version is None:
         raise InvalidFeatureRequestError.single(
             "view", f"{text!r} is not VIEW@N: name the view version, e.g. user_transactions@3")
-    return view, int(number)
+    return view, version
 
 
 def column_kind(data_type: pa.DataType) -> Kind | None:

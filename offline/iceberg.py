@@ -28,13 +28,16 @@ and :func:`delete_orphan_files` do them with its lower-level API.  Private names
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -47,7 +50,13 @@ from pyiceberg.exceptions import (
     NoSuchTableError,
     TableAlreadyExistsError,
 )
-from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.expressions import (
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    GreaterThanOrEqual,
+    LessThan,
+)
 from pyiceberg.io.pyarrow import ArrowScan, PyArrowFileIO, _dataframe_to_data_files
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
@@ -73,6 +82,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from core.domain.backfills import Interval, covered, merged, overlaps
 from core.domain.definitions import Source, ValueType
 from core.errors import ConfigurationError, FeaturePlatformError
 
@@ -82,8 +92,10 @@ ALL_ROWS: BooleanExpression = AlwaysTrue()  # type: ignore[no-untyped-call]
 
 CATALOG_NAME = "fp"
 RAW_NAMESPACE = "raw"
+FEATURES_NAMESPACE = "features"
 OFFSETS_PROPERTY = "fp.kafka-offsets"
 COMMIT_ATTEMPTS = 20
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Ingestion metadata, after the contract's fields.  Contract field names cannot start with
 # "_", so these never collide with them.
@@ -162,8 +174,9 @@ def open_catalog(database_url: str, warehouse: str | None = None) -> Catalog:
             if attempt == 2:
                 raise ArchiveError(f"cannot open the Iceberg catalog: {error}") from error
             time.sleep(0.2 * (attempt + 1))
-    with contextlib.suppress(NamespaceAlreadyExistsError):
-        catalog.create_namespace(RAW_NAMESPACE)
+    for namespace in (RAW_NAMESPACE, FEATURES_NAMESPACE):
+        with contextlib.suppress(NamespaceAlreadyExistsError):
+            catalog.create_namespace(namespace)
     return catalog
 
 
@@ -214,24 +227,29 @@ def schema_changes(current: Schema, source: Source) -> tuple[list[tuple[str, Ice
     return additions, promotions
 
 
+def _by_day(catalog: Catalog, name: str, schema: Schema, time_column: str,
+            properties: Mapping[str, str]) -> Table:
+    """The table ``name``, created partitioned by the day of ``time_column`` and sorted by it
+    when missing (by this process or, meanwhile, another)."""
+    try:
+        return catalog.load_table(name)
+    except NoSuchTableError:
+        pass
+    time_field = schema.find_field(time_column)
+    spec = PartitionSpec(PartitionField(source_id=time_field.field_id, field_id=1000,
+                                        transform=DayTransform(), name="event_day"))
+    order = SortOrder(SortField(source_id=time_field.field_id, transform=IdentityTransform()))
+    try:
+        return catalog.create_table(name, schema=schema, partition_spec=spec, sort_order=order,
+                                    properties={**TABLE_PROPERTIES, **properties})
+    except TableAlreadyExistsError:
+        return catalog.load_table(name)
+
+
 def ensure_archive(catalog: Catalog, source: Source) -> Table:
     """The source's table, created or evolved to hold its current contract."""
-    name = table_name(source.name)
-    try:
-        table = catalog.load_table(name)
-    except NoSuchTableError:
-        schema = archive_schema(source)
-        event_time = schema.find_field(EVENT_TIME)
-        spec = PartitionSpec(PartitionField(source_id=event_time.field_id, field_id=1000,
-                                            transform=DayTransform(), name="event_day"))
-        order = SortOrder(SortField(source_id=event_time.field_id,
-                                    transform=IdentityTransform()))
-        try:
-            return catalog.create_table(name, schema=schema, partition_spec=spec,
-                                        sort_order=order,
-                                        properties={**TABLE_PROPERTIES, "fp.source": source.name})
-        except TableAlreadyExistsError:  # another archiver created it meanwhile
-            table = catalog.load_table(name)
+    table = _by_day(catalog, table_name(source.name), archive_schema(source), EVENT_TIME,
+                    {"fp.source": source.name})
     additions, promotions = schema_changes(table.schema(), source)
     if additions or promotions:
         with table.update_schema() as update:
@@ -239,7 +257,8 @@ def ensure_archive(catalog: Catalog, source: Source) -> Table:
                 update.add_column(column, kind)
             for column, kind in promotions:
                 update.update_column(column, field_type=kind)
-        logger.info("archive %s: added %s, widened %s", name, [c for c, _ in additions],
+        logger.info("archive %s: added %s, widened %s", table_name(source.name),
+                    [c for c, _ in additions],
                     [c for c, _ in promotions])
     return table
 
@@ -304,6 +323,153 @@ def append_batch(table: Table, rows: pa.Table, topic: str,
         assert snapshot is not None
         return snapshot.snapshot_id
     raise ArchiveError(f"{table.name()}: gave up after {COMMIT_ATTEMPTS} conflicting commits")
+
+
+# --------------------------------------------------------------------------- feature tables
+
+WINDOW_START = "window_start"
+WINDOW_END = "window_end"
+FEATURE_TIME = "event_time"
+"""A row's event time: its window's end, or a ``last`` value's event time."""
+COVERAGE_PROPERTY = "fp.backfill.coverage"
+"""In every snapshot of a feature table: the event-time intervals it holds, ``[[start, end],
+…]`` in epoch ms — the truth about what is done, committed with the rows themselves."""
+CHUNK_PROPERTY = "fp.backfill.chunk"
+ROWS_PROPERTY = "fp.backfill.rows"
+EVENTS_PROPERTY = "fp.backfill.events-read"
+
+
+def feature_table_name(view: str, version: int) -> str:
+    return f"{FEATURES_NAMESPACE}.{view}__v{version}"
+
+
+def feature_table_schema(keys: Sequence[tuple[str, ValueType]],
+                         features: Sequence[tuple[str, ValueType]]) -> Schema:
+    """Key columns, the window, the event time, then one column per feature."""
+    columns = [*((name, iceberg_type(kind)) for name, kind in keys),
+               (WINDOW_START, TimestamptzType()), (WINDOW_END, TimestamptzType()),
+               (FEATURE_TIME, TimestamptzType()),
+               *((name, iceberg_type(kind)) for name, kind in features)]
+    names = [name for name, _ in columns]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise ArchiveError(f"a feature table cannot hold two columns named {clashes}: rename "
+                           "the feature(s) that clash with a key or a window column")
+    return Schema(*(NestedField(field_id, name, kind, required=False)
+                    for field_id, (name, kind) in enumerate(columns, start=1)))
+
+
+def ensure_feature_table(catalog: Catalog, name: str, schema: Schema,
+                         properties: Mapping[str, str]) -> Table:
+    return _by_day(catalog, name, schema, FEATURE_TIME, properties)
+
+
+def load_feature_table(catalog: Catalog, name: str) -> Table | None:
+    try:
+        return catalog.load_table(name)
+    except NoSuchTableError:
+        return None
+
+
+def feature_coverage(metadata: TableMetadata, snapshot_id: int | None = None,
+                     ) -> list[Interval]:
+    """The intervals a feature table's snapshot (default: the current one) holds."""
+    snapshot = (metadata.snapshot_by_id(snapshot_id) if snapshot_id is not None
+                else metadata.current_snapshot())
+    if snapshot is None or snapshot.summary is None:
+        return []
+    text = snapshot.summary.get(COVERAGE_PROPERTY)
+    return [(int(start), int(end)) for start, end in json.loads(text)] if text else []
+
+
+@dataclass(frozen=True)
+class ChunkCommit:
+    snapshot_id: int
+    rows: int
+    events_read: int
+    committed_now: bool
+    """False: the table already held the chunk, committed by an earlier run."""
+
+
+def _chunk_label(chunk: Interval) -> str:
+    return f"{chunk[0]}/{chunk[1]}"
+
+
+def committed_chunk(metadata: TableMetadata, chunk: Interval) -> ChunkCommit | None:
+    """The newest snapshot that committed exactly ``chunk``, among the current one's
+    ancestors, if the table still covers it."""
+    if not covered(feature_coverage(metadata), chunk):
+        return None
+    snapshot = metadata.current_snapshot()
+    while snapshot is not None:
+        summary = snapshot.summary
+        if summary is not None and summary.get(CHUNK_PROPERTY) == _chunk_label(chunk):
+            return ChunkCommit(snapshot.snapshot_id, int(summary.get(ROWS_PROPERTY) or 0),
+                               int(summary.get(EVENTS_PROPERTY) or 0), committed_now=False)
+        parent = snapshot.parent_snapshot_id
+        snapshot = metadata.snapshot_by_id(parent) if parent is not None else None
+    return None
+
+
+def _time_range(column: str, interval: Interval) -> BooleanExpression:
+    return And(GreaterThanOrEqual(column, iso_instant(interval[0])),
+               LessThan(column, iso_instant(interval[1])))
+
+
+def iso_instant(epoch_ms: int) -> str:
+    """An instant as pyiceberg's timestamptz literals are written."""
+    return (_EPOCH + timedelta(milliseconds=epoch_ms)).isoformat()
+
+
+def commit_chunk(table: Table, parts: Iterable[pa.Table], chunk: Interval, events_read: int,
+                 replace: bool) -> ChunkCommit:
+    """Commit the rows of ``parts`` — every row of ``chunk`` — as one snapshot that also
+    records the chunk in the table's coverage.  Each part is written to data files as it
+    comes (memory holds one part), then all are appended at once.  A chunk the table already
+    covers is left alone unless ``replace``; rows the table holds in the chunk's range are
+    deleted in the same commit, so a chunk's rows are never there twice.  The commit asserts
+    the snapshot its check read is still current: of two runs of one chunk, the second
+    re-checks and finds it done (its files are left unreferenced)."""
+    done = committed_chunk(table.metadata, chunk)
+    if done is not None and not replace:
+        return done
+    write = uuid.uuid4()
+    counter = itertools.count(0)
+    files = [data_file for part in parts if part.num_rows
+             for data_file in _dataframe_to_data_files(table.metadata, part, table.io, write,
+                                                       counter)]
+    rows = sum(f.record_count for f in files)
+    for _ in range(COMMIT_ATTEMPTS):
+        table.refresh()
+        done = committed_chunk(table.metadata, chunk)
+        if done is not None and not replace:
+            return done
+        coverage = feature_coverage(table.metadata)
+        properties = {COVERAGE_PROPERTY: json.dumps(merged([*coverage, chunk])),
+                      CHUNK_PROPERTY: _chunk_label(chunk), ROWS_PROPERTY: str(rows),
+                      EVENTS_PROPERTY: str(events_read)}
+        try:
+            with table.transaction() as transaction:
+                if overlaps(coverage, chunk):
+                    transaction.delete(_time_range(FEATURE_TIME, chunk),
+                                       snapshot_properties=properties)
+                with transaction.update_snapshot(
+                        snapshot_properties=properties).fast_append() as append:
+                    for data_file in files:
+                        append.append_data_file(data_file)
+        except CommitFailedException:
+            continue  # another chunk committed first: check again on the new snapshot
+        snapshot = table.current_snapshot()
+        assert snapshot is not None
+        return ChunkCommit(snapshot.snapshot_id, rows, events_read, committed_now=True)
+    raise ArchiveError(f"{table.name()}: gave up after {COMMIT_ATTEMPTS} conflicting commits")
+
+
+def events_in(table: Table, interval: Interval) -> int:
+    """About how many archived events fall in ``interval``: the record counts of the data
+    files whose statistics overlap it (no data is read)."""
+    return sum(task.file.record_count
+               for task in table.scan(row_filter=_time_range(EVENT_TIME, interval)).plan_files())
 
 
 # --------------------------------------------------------------------------- reading

@@ -213,3 +213,43 @@ def feature_values(features: Sequence[Feature], events: Events, labels: Labels,
     for window, grouped in groups.items():
         values.update(_windowed(grouped, window, events, labels, ttl_ms))
     return {f.name: values[f.name] for f in features}
+
+
+@dataclass(frozen=True)
+class MaterialisedRows:
+    """Rows of an offline feature table (one per window of an entity, one per ``last``
+    value), as written by a backfill: the same values the stream emitted."""
+
+    keys: Int64Array
+    window_start_ms: Int64Array
+    """The smallest int64 for ``last`` rows."""
+    time_ms: Int64Array
+    """The window's end, or the ``last`` value's event time."""
+    columns: Mapping[str, pa.Array]
+
+
+def materialised_values(features: Sequence[Feature], rows: MaterialisedRows, labels: Labels,
+                        ttl_ms: int | None) -> dict[str, pa.Array]:
+    """Each feature's value for each label row, read from materialised rows by the module's
+    rule: a windowed feature from the rows of its window's size and slide, ``last`` from the
+    rows carrying a value of it."""
+    no_window = np.iinfo(np.int64).min
+    windowed = rows.window_start_ms != no_window
+    values: dict[str, pa.Array] = {}
+    for feature in features:
+        column = rows.columns[feature.name]
+        group = feature.window_group
+        if group is None:
+            wanted = ~windowed & np.asarray(column.is_valid())
+        else:
+            size, slide = group
+            wanted = (windowed & (rows.time_ms - rows.window_start_ms == size)
+                      & (rows.window_start_ms % slide == 0))
+        candidates = np.flatnonzero(wanted & (rows.keys >= 0))
+        match = as_of_join(labels.keys, labels.time_ms, rows.keys[candidates],
+                           rows.time_ms[candidates])
+        found = np.where(match >= 0, candidates[np.maximum(match, 0)], -1)
+        if len(candidates):
+            found[expired(labels.time_ms, rows.time_ms[np.maximum(found, 0)], ttl_ms)] = -1
+        values[feature.name] = _take(column, found)
+    return values

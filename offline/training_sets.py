@@ -19,10 +19,10 @@ Python, :func:`build_training_set` / :class:`TrainingSetBuilder`:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,9 +36,11 @@ from pyiceberg.expressions import (
     BooleanExpression,
     GreaterThanOrEqual,
     IsNull,
+    LessThan,
     LessThanOrEqual,
 )
 
+from core.domain.backfills import DAY_MS, covered, merged
 from core.domain.definitions import (
     Definition,
     Entity,
@@ -57,9 +59,11 @@ from offline.point_in_time import (
     Events,
     Int64Array,
     Labels,
+    MaterialisedRows,
     encode_keys,
     feature_values,
     floor_to_millis,
+    materialised_values,
 )
 from registry.store.base import DefinitionRecord, VersionRecord
 
@@ -70,7 +74,6 @@ VISIBILITY_RULE = ("windowed: the newest window with end <= event_timestamp; las
                    "non-null value with event time <= event_timestamp; ttl: null when "
                    "event_timestamp - value time > ttl")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _ARROW_TYPE: dict[ValueType, pa.DataType] = {
     ValueType.STRING: pa.string(), ValueType.LONG: pa.int64(), ValueType.INT: pa.int32(),
@@ -112,6 +115,9 @@ class ViewVersion:
     source: Source
     source_version: int
     join_keys: tuple[str, ...]
+    definitions: Mapping[str, Definition]
+    """The view, its source and entities as registered then, by ``kind:name`` (what the
+    compiler reads)."""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -150,13 +156,28 @@ def _view_version(registry: DefinitionReader, record: VersionRecord) -> ViewVers
     assert isinstance(view, FeatureView)
     source, source_version = _as_of(registry, Kind.SOURCE, view.source, record.position)
     assert isinstance(source, Source)
-    catalog: dict[str, object] = {}
+    catalog: dict[str, Definition] = {f"{Kind.FEATURE_VIEW}:{view.name}": view,
+                                      f"{Kind.SOURCE}:{source.name}": source}
     for entity_name in view.entities:
         entity, _ = _as_of(registry, Kind.ENTITY, entity_name, record.position)
         assert isinstance(entity, Entity)
         catalog[f"{Kind.ENTITY}:{entity_name}"] = entity
     return ViewVersion(view, record.version, record.spec_hash, source, source_version,
-                       view_join_keys(view, catalog))
+                       view_join_keys(view, catalog), catalog)
+
+
+def view_version(registry: DefinitionReader, name: str, version: int | None) -> ViewVersion:
+    """Version ``version`` of feature view ``name`` (None: the active one, else the latest)
+    with the definitions it was registered against; NotFoundError naming what is missing."""
+    record = registry.definition(Kind.FEATURE_VIEW.value, name)
+    if record is None:
+        raise NotFoundError(f"feature view {name!r} is not registered")
+    number = version or record.active_version or record.latest_version
+    version_record = registry.version(Kind.FEATURE_VIEW.value, name, number)
+    if version_record is None:
+        raise NotFoundError(f"feature view {name!r} has no version {number} "
+                            f"(versions 1..{record.latest_version})")
+    return _view_version(registry, version_record)
 
 
 def resolve(texts: Sequence[str], registry: DefinitionReader,
@@ -265,9 +286,13 @@ class _SourceNeeds:
     """How far before the earliest label a visible value can start; None = unbounded."""
 
 
-def _needs_by_source(resolution: Resolution) -> dict[str, _SourceNeeds]:
+def _needs_by_source(resolution: Resolution, skip: Collection[tuple[str, int]] = (),
+                     ) -> dict[str, _SourceNeeds]:
+    """What to read of each source for the view versions not in ``skip``."""
     needs: dict[str, _SourceNeeds] = {}
-    for view in resolution.views.values():
+    for key, view in resolution.views.items():
+        if key in skip:
+            continue
         need = needs.setdefault(view.source.name, _SourceNeeds())
         need.columns.update(view.join_keys)
         need.columns.update(f.column for f in view.view.features if f.column)
@@ -276,11 +301,6 @@ def _needs_by_source(resolution: Resolution) -> dict[str, _SourceNeeds]:
             need.lookback_ms = None if view.view.ttl_ms is None else \
                 max(need.lookback_ms, view.view.ttl_ms + longest_window)
     return needs
-
-
-def _iso(epoch_ms: int) -> str:
-    """An instant as pyiceberg's timestamptz literals are written."""
-    return (_EPOCH + timedelta(milliseconds=epoch_ms)).isoformat()
 
 
 def _read_source(catalog: Catalog, source: str, need: _SourceNeeds, label_ms: Int64Array,
@@ -304,11 +324,73 @@ def _read_source(catalog: Catalog, source: str, need: _SourceNeeds, label_ms: In
         return SourceRead(name, snapshot_id, empty.empty_table())
     row_filter: BooleanExpression = And(IsNull(iceberg.VIOLATION),
                                         LessThanOrEqual(iceberg.EVENT_TIME,
-                                                        _iso(int(seen.max()))))
+                                                        iceberg.iso_instant(int(seen.max()))))
     if need.lookback_ms is not None:
         row_filter = And(row_filter, GreaterThanOrEqual(
-            iceberg.EVENT_TIME, _iso(int(seen.min()) - need.lookback_ms)))
+            iceberg.EVENT_TIME, iceberg.iso_instant(int(seen.min()) - need.lookback_ms)))
     return SourceRead(name, snapshot_id, iceberg.scan(table, columns, row_filter, snapshot_id))
+
+
+def _earliest_archived_ms(catalog: Catalog, source: str) -> int | None:
+    """The start of the archive's first day partition (no data is read)."""
+    try:
+        archive = iceberg.load_archive(catalog, source)
+    except iceberg.ArchiveError:
+        return None
+    days = [task.file.partition[0] for task in archive.scan().plan_files()
+            if task.file.partition[0] is not None]
+    return min(days) * DAY_MS if days else None
+
+
+def _read_materialised(catalog: Catalog, view: ViewVersion, label_ms: Int64Array,
+                       reproduction: Reproduction | None) -> SourceRead | None:
+    """The view version's rows from its offline feature table, if the table covers every
+    time a label row can see (``ttl`` back from the earliest label, or the whole archive
+    without a ttl); None: compute from the archive instead."""
+    name = iceberg.feature_table_name(view.view.name, view.version)
+    table = iceberg.load_feature_table(catalog, name)
+    seen = label_ms[label_ms > np.iinfo(np.int64).min]
+    if table is None or not len(seen):
+        return None
+    if reproduction is not None:  # as the earlier training set did
+        if name not in reproduction.snapshots:
+            return None
+        snapshot_id = reproduction.snapshots[name]
+        if snapshot_id is None or table.metadata.snapshot_by_id(snapshot_id) is None:
+            raise NotFoundError(f"snapshot {snapshot_id} of {name} no longer exists: the "
+                                "training set cannot be reproduced")
+    else:
+        current = table.current_snapshot()
+        if current is None:
+            return None
+        snapshot_id = current.snapshot_id
+    ttl = view.view.ttl_ms
+    earliest = int(seen.min()) - ttl if ttl is not None else \
+        _earliest_archived_ms(catalog, view.source.name)
+    needed = (min(earliest, int(seen.max())) if earliest is not None else int(seen.max()),
+              int(seen.max()) + 1)
+    coverage = merged(iceberg.feature_coverage(table.metadata, snapshot_id))
+    if not covered(coverage, needed):
+        return None
+    columns = [*view.join_keys, iceberg.WINDOW_START, iceberg.FEATURE_TIME,
+               *(f.name for f in view.view.features)]
+    row_filter = And(GreaterThanOrEqual(iceberg.FEATURE_TIME, iceberg.iso_instant(needed[0])),
+                     LessThan(iceberg.FEATURE_TIME, iceberg.iso_instant(needed[1])))
+    return SourceRead(name, snapshot_id, iceberg.scan(table, columns, row_filter, snapshot_id))
+
+
+def _materialised_values(read: SourceRead, view: ViewVersion, rows: pa.Table,
+                         features: Sequence[Feature]) -> dict[str, pa.Array]:
+    stored = read.events
+    label_keys, row_keys = encode_keys(_label_key_columns(rows, view, stored),
+                                       [stored[k].combine_chunks() for k in view.join_keys])
+    materialised = MaterialisedRows(
+        row_keys, floor_to_millis(stored[iceberg.WINDOW_START]),
+        floor_to_millis(stored[iceberg.FEATURE_TIME]),
+        {f.name: stored[f.name].combine_chunks() for f in features})
+    return materialised_values(features, materialised,
+                               Labels(label_keys, floor_to_millis(rows[TIMESTAMP_COLUMN])),
+                               view.view.ttl_ms)
 
 
 # --------------------------------------------------------------------------- computation
@@ -342,7 +424,8 @@ def _events(source_read: SourceRead, view: ViewVersion, rows: pa.Table) -> tuple
     return (Events(event_keys, event_ms, rank, columns), Labels(label_keys, label_ms))
 
 
-def _dataset_metadata(resolution: Resolution, reads: Mapping[str, SourceRead]) -> dict[str, Any]:
+def _dataset_metadata(resolution: Resolution, reads: Mapping[str, SourceRead],
+                      computed_from: Mapping[tuple[str, int], SourceRead]) -> dict[str, Any]:
     return {
         "format": METADATA_FORMAT,
         "created_at": datetime.now(UTC).isoformat(),
@@ -355,7 +438,10 @@ def _dataset_metadata(resolution: Resolution, reads: Mapping[str, SourceRead]) -
         "views": {f"{v.view.name}@{v.version}": {
             "spec_hash": v.spec_hash, "source": v.source.name,
             "source_version": v.source_version} for v in resolution.views.values()},
-        "snapshots": {read.table: read.snapshot_id for read in reads.values()},
+        "snapshots": {read.table: read.snapshot_id
+                      for read in [*reads.values(), *computed_from.values()]},
+        "computed_from": {f"{view}@{version}": read.table
+                          for (view, version), read in computed_from.items()},
     }
 
 
@@ -396,21 +482,30 @@ class TrainingSetBuilder:
                              reproduction.versions if reproduction else None)
         check_label_rows(rows, resolution)
         label_ms = floor_to_millis(rows[TIMESTAMP_COLUMN])
+        values: dict[tuple[str, int], dict[str, pa.Array]] = {}
+        materialised: dict[tuple[str, int], SourceRead] = {}
+        for key, view in resolution.views.items():
+            read = _read_materialised(self.catalog, view, label_ms, reproduction)
+            if read is not None:
+                progress.step(f"reading {view.view.name}@{view.version} from {read.table} "
+                              f"({len(read.events):,} rows)")
+                materialised[key] = read
+                values[key] = _materialised_values(read, view, rows,
+                                                   _wanted(resolution, key))
         reads: dict[str, SourceRead] = {}
-        for source, need in _needs_by_source(resolution).items():
+        for source, need in _needs_by_source(resolution, skip=materialised.keys()).items():
             progress.step(f"reading {iceberg.table_name(source)}")
             pinned = reproduction.snapshots.get(iceberg.table_name(source)) \
                 if reproduction else None
             reads[source] = _read_source(self.catalog, source, need, label_ms, pinned)
-        values: dict[tuple[str, int], dict[str, pa.Array]] = {}
         for key, view in resolution.views.items():
+            if key in materialised:
+                continue
             progress.step(f"computing {view.view.name}@{view.version} "
                           f"({len(reads[view.source.name].events):,} events)")
             events, labels = _events(reads[view.source.name], view, rows)
-            wanted = [resolution.feature_of(r) for r in resolution.references
-                      if (r.view, resolution.versions[r.text]) == key]
-            values[key] = feature_values(list({f.name: f for f in wanted}.values()), events,
-                                         labels, view.view.ttl_ms)
+            values[key] = feature_values(_wanted(resolution, key), events, labels,
+                                         view.view.ttl_ms)
         table = rows
         for reference in resolution.references:
             view = resolution.view_of(reference)
@@ -418,7 +513,14 @@ class TrainingSetBuilder:
             column = values[view.key][feature.name]
             table = table.append_column(reference.text, column.cast(
                 _ARROW_TYPE[output_type(feature, view.source)]))
-        return TrainingSet(table, _dataset_metadata(resolution, reads))
+        return TrainingSet(table, _dataset_metadata(resolution, reads, materialised))
+
+
+def _wanted(resolution: Resolution, key: tuple[str, int]) -> list[Feature]:
+    """The features of view version ``key`` the references ask for, each once."""
+    wanted = [resolution.feature_of(r) for r in resolution.references
+              if (r.view, resolution.versions[r.text]) == key]
+    return list({f.name: f for f in wanted}.values())
 
 
 # --------------------------------------------------------------------------- entry point

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 
 import uvicorn
 from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
 from prometheus_client import REGISTRY
 
 from core.errors import ConfigurationError
@@ -19,6 +21,7 @@ from registry.service import RegistryService
 from registry.store.drift import PostgresDriftStore
 from registry.store.postgres import PostgresRegistryStore, create_registry_engine
 from registry.ui.pages import RegistryUI
+from registry.ui.registry_panels import EventLogBackfills, MonitoredDrift
 from registry.ui.sources import IngestMetrics, ServingApi
 from registry.webhooks import WebhookConfig, Webhooks
 from registry.webhooks.inbox import PostgresDeliveryInbox
@@ -34,7 +37,9 @@ class RegistryServer:
     """Writes without tokens may be served on any address (``FP_OPEN_WRITES``)."""
 
 
-def build(settings: Settings) -> RegistryServer:
+def build(settings: Settings, extra_writes: Collection[HTTPRouteHandler] = ()) -> RegistryServer:
+    """``extra_writes``: other components' write endpoints the registry serves behind its
+    write guard (the command line adds the backfills')."""
     registry = settings.registry
     engine = create_registry_engine(settings.require_database_url())
     service = RegistryService(PostgresRegistryStore(engine))
@@ -42,17 +47,18 @@ def build(settings: Settings) -> RegistryServer:
     access = Access(api_tokens=registry.api_tokens, read_tokens=registry.read_tokens,
                     apply_rate_limit=registry.apply_rate_limit,
                     webhook_rate_limit=registry.webhook_rate_limit)
-    drift_store = PostgresDriftStore(engine)
-    REGISTRY.register(DriftMetrics(drift_store))
+    drift = DriftRegistry(service, PostgresDriftStore(engine))
+    REGISTRY.register(DriftMetrics(drift.store))
     app = create_registry_app(service, access, extra_handlers=webhooks.route_handlers,
-                              lifespan=[webhooks.lifespan], pages=ui(service, settings),
-                              drift=DriftRegistry(service, drift_store))
+                              lifespan=[webhooks.lifespan], pages=ui(service, settings, drift),
+                              drift=drift, extra_writes=extra_writes)
     return RegistryServer(app, writes_need_tokens=bool(registry.api_tokens),
                           open_writes_asked=registry.open_writes)
 
 
-def ui(service: RegistryService, settings: Settings) -> RegistryUI:
-    """The web UI, with a reader for each service the settings name (docs/ui.md)."""
+def ui(service: RegistryService, settings: Settings, drift: DriftRegistry) -> RegistryUI:
+    """The web UI, with a reader for each service the settings name (docs/ui.md); backfills
+    and drift from the registry's own log and the drift monitor's store."""
     progress = live = dead_letters = None
     if settings.redis_url:
         from sinks.online_store import RedisOnlineStore
@@ -67,6 +73,8 @@ def ui(service: RegistryService, settings: Settings) -> RegistryUI:
         dead_letters = KafkaAdmin(settings.kafka_bootstrap)
     return RegistryUI(service, progress=progress, live=live, dead_letters=dead_letters,
                       ingest=IngestMetrics(settings.ingest.url),
+                      backfills=EventLogBackfills(service.store),
+                      drift=MonitoredDrift(drift, settings.monitor.horizon_ms),
                       kafka_bootstrap=settings.kafka_bootstrap)
 
 

@@ -6,10 +6,11 @@ the HTTP API, the CLI and the git webhook all go through :meth:`RegistryService.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.domain.backfills import backfill_history, coverage_by_version
 from core.domain.changes import (
     Action,
     Change,
@@ -29,11 +30,14 @@ from core.domain.definitions import (
 )
 from core.domain.deployments import deployment_history
 from core.domain.events import (
+    BackfillEvent,
     DefinitionRegistered,
     NewEvent,
     Provenance,
+    RecordedEvent,
     RollbackRequested,
     StreamAppend,
+    backfill_stream,
     deployment_stream,
 )
 from core.domain.limits import check_batch_size
@@ -64,6 +68,7 @@ class VersionDiff:
 
 
 ROLLBACK_APPEND_ATTEMPTS = 5
+BACKFILL_APPEND_ATTEMPTS = 20
 
 
 class RegistryService:
@@ -136,6 +141,31 @@ class RegistryService:
         self.definition(Kind.FEATURE_VIEW, view)
         return [deployment.to_json() for deployment in
                 deployment_history(self.store.read_stream(deployment_stream(view)))]
+
+    def backfills(self, view: str) -> dict[str, Any]:
+        """The view's backfills, newest first, and what each version's feature table holds,
+        as the registry API serves them."""
+        self.definition(Kind.FEATURE_VIEW, view)
+        events = self.store.read_stream(backfill_stream(view))
+        return {"name": view,
+                "coverage": {str(version): coverage.to_json() for version, coverage
+                             in sorted(coverage_by_version(events).items())},
+                "backfills": [backfill.to_json() for backfill in backfill_history(events)]}
+
+    def append_backfill_event(self, view: str,
+                              build: Callable[[list[RecordedEvent]], BackfillEvent],
+                              provenance: Provenance) -> RecordedEvent:
+        """Append the event ``build`` makes of the view's backfill history so far (runners of
+        one backfill's chunks append side by side: on a conflict it is built again)."""
+        stream = backfill_stream(view)
+        for _ in range(BACKFILL_APPEND_ATTEMPTS):
+            history = self.store.read_stream(stream)
+            event = NewEvent(build(history), provenance.to_metadata())
+            try:
+                return self.store.append([StreamAppend(stream, len(history), (event,))])[0]
+            except ConcurrencyConflictError:
+                continue
+        raise ConcurrencyConflictError(f"{stream} kept changing; retry")
 
     def diff(self, kind: Kind, name: str, from_version: int, to_version: int) -> VersionDiff:
         old = self.version(kind, name, from_version)

@@ -10,7 +10,6 @@ from typing import Any
 import msgspec
 
 from core.domain.definitions import Field, ValueType, json_type_name
-from core.domain.layout import ENTITY_KEY_SEPARATOR
 from core.errors import (
     InvalidFeatureRequestError,
     LimitExceededError,
@@ -125,24 +124,6 @@ def check_entity_rows(rows: Sequence[Mapping[str, Any]], join_keys: Sequence[str
             else:
                 skipped += 1
     _raise_if_any(problems, skipped)
-
-
-def decode_entity_key(entity_key: str) -> list[str]:
-    """The join-key values of an encoded entity key: the inverse of ``encode_entity_key``."""
-    values, current, escaped = [], [], False
-    for char in entity_key:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ENTITY_KEY_SEPARATOR:
-            values.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    values.append("".join(current))
-    return values
 
 
 # --------------------------------------------------------------------------- request context

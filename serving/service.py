@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.domain.layout import feature_key
+from core.domain.layout import decode_entity_key, feature_key
 from core.domain.references import FeatureReference, parse_references
 from core.errors import InfrastructureError, InvalidFeatureRequestError
 from registry.feed import RegistryEvents
@@ -37,7 +37,6 @@ from serving.planning import Plan, PlanCache, plan_request, view_references
 from serving.requests import (
     BatchRequest,
     check_entity_rows,
-    decode_entity_key,
     parse_query_value,
     request_columns,
 )

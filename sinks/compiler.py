@@ -327,11 +327,26 @@ def _compilable_source(view: FeatureView, catalog: Mapping[str, Definition]) -> 
     return source
 
 
+def event_time_columns(source: Source) -> str:
+    """The source table's event time, read from the message's ``timestamp_field`` (0 when
+    unreadable: such an event breaks a contract rule anyway), and its watermark."""
+    event_ms = _event_millis(source, _text(source.timestamp_field))
+    return (f"  `event_time` AS TO_TIMESTAMP_LTZ(COALESCE({event_ms}, 0), 3),\n"
+            "  WATERMARK FOR `event_time` AS `event_time` - "
+            f"{sql_interval(source.watermark_delay_ms)}\n")
+
+
 def compile_view(view: FeatureView, catalog: Mapping[str, Definition], namespace: str,
                  version: int, *, kafka: KafkaOptions, deployment: int = 0,
-                 monitoring_window_ms: int = DEFAULT_MONITORING_WINDOW_MS) -> JobSpec:
+                 monitoring_window_ms: int = DEFAULT_MONITORING_WINDOW_MS,
+                 bounded: bool = False) -> JobSpec:
     """The Flink SQL job that materialises ``view`` into ``namespace``; InvalidDefinitionError
-    when the view or its source breaks a rule of the definitions (see the module)."""
+    when the view or its source breaks a rule of the definitions (see the module).
+
+    ``bounded``: the statements will read a bounded input in batch mode (a backfill,
+    :mod:`sinks.backfill_job`), where no watermark exists and so no event is late: the
+    lateness checks are left out, and so are the drift statistics (history is not live
+    traffic); everything else is the same."""
     if not 0 < monitoring_window_ms < limits.STREAMED_DURATION_BOUND_MS:
         raise InvalidDefinitionError([Problem(
             "monitoring_window", f"{monitoring_window_ms} ms: the monitoring window must be "
@@ -342,17 +357,14 @@ def compile_view(view: FeatureView, catalog: Mapping[str, Definition], namespace
     group_id = source_group(view.name, namespace)
     timestamp_field = source.field_named(source.timestamp_field)
     assert timestamp_field is not None, "a validated source has its timestamp field"
-    event_ms = _event_millis(source, _text(source.timestamp_field))
 
     source_ddl = (
         "CREATE TEMPORARY TABLE `source_events` (\n"
         "  `message` STRING,\n"
         "  `kafka_partition` INT METADATA FROM 'partition' VIRTUAL,\n"
         "  `kafka_offset` BIGINT METADATA FROM 'offset' VIRTUAL,\n"
-        f"  `event_time` AS TO_TIMESTAMP_LTZ(COALESCE({event_ms}, 0), 3),\n"
-        "  WATERMARK FOR `event_time` AS `event_time` - "
-        f"{sql_interval(source.watermark_delay_ms)}\n"
-        ") " + _with({**_kafka_options(source.topic, kafka), "properties.group.id": group_id,
+        + event_time_columns(source)
+        + ") " + _with({**_kafka_options(source.topic, kafka), "properties.group.id": group_id,
                       "properties.fetch.max.wait.ms": str(FETCH_WAIT_MS),
                       **kafka.start.connector_options(), "format": "raw",
                       "raw.charset": "UTF-8"})
@@ -371,7 +383,7 @@ def compile_view(view: FeatureView, catalog: Mapping[str, Definition], namespace
 
     used = _used_fields(view, source, keys)
     rules = contract_rules(source)
-    late = _lateness_checks(view)
+    late = [] if bounded else _lateness_checks(view)
     broken_rule = "COALESCE(\n    " + ",\n    ".join(
         [*(f"CASE WHEN {_broken(rule)} THEN {index} END" for index, rule in enumerate(rules)),
          *(f"CASE WHEN {check} THEN {len(rules)} END" for check in late)]) + ")"
@@ -423,23 +435,24 @@ def compile_view(view: FeatureView, catalog: Mapping[str, Definition], namespace
                  "value.format": "raw", "value.fields-include": "EXCEPT_KEY",
                  "sink.delivery-guarantee": "at-least-once", **_BATCHED_PRODUCER})
     )
-    per_feature_times = len(_groups(view)) + any(
+    per_feature_times = len(window_groups(view)) + any(
         f.aggregation is Aggregation.LAST for f in view.features) > 1
     window_views = [_window_view(index, view, keys, group)
-                    for index, group in enumerate(_groups(view), start=1)]
+                    for index, group in enumerate(window_groups(view), start=1)]
     inserts = [_window_insert(index, view, keys, group, per_feature_times)
-               for index, group in enumerate(_groups(view), start=1)]
+               for index, group in enumerate(window_groups(view), start=1)]
     last = [f for f in view.features if f.aggregation is Aggregation.LAST]
     if last:
-        inserts.append(_last_insert(keys, last, only_last=not _groups(view)))
-    monitoring = _statistics_statements(view, source, monitoring_window_ms)
+        inserts.append(_last_insert(keys, last, only_last=not window_groups(view)))
+    monitoring = () if bounded else _statistics_statements(view, source, monitoring_window_ms)
     return JobSpec(
         view=view.name, version=version, namespace=namespace,
         job_name=job_name(view.name, namespace),
         job_id=job_id(view.name, namespace, deployment),
         source_topic=source.topic, result_topic=results, dlq_topic=dlq,
         statistics_topic=statistics,
-        statements=(source_ddl, results_ddl, dlq_ddl, statistics_ddl, parsed_view, typed_view,
+        statements=(source_ddl, results_ddl, dlq_ddl, *(() if bounded else (statistics_ddl,)),
+                    parsed_view, typed_view,
                     checked_view, clean_view, *window_views,
                     dead_letters, *inserts, *monitoring),
     )
@@ -450,7 +463,7 @@ def _used_fields(view: FeatureView, source: Source, keys: tuple[str, ...]) -> li
     return [f for f in source.schema if f.name in names]
 
 
-def _groups(view: FeatureView) -> list[tuple[int, int]]:
+def window_groups(view: FeatureView) -> list[tuple[int, int]]:
     return sorted({g for f in view.features if (g := f.window_group) is not None})
 
 
@@ -476,7 +489,7 @@ def _lateness_checks(view: FeatureView) -> list[str]:
     to the DLQ.
     A slice (gcd of size and slide — the slide, which divides the window) fires once the
     watermark reaches its end - 1 ms."""
-    slices = sorted({slide for _, slide in _groups(view)})
+    slices = sorted({slide for _, slide in window_groups(view)})
     return [
         f"TO_TIMESTAMP_LTZ(`event_ms` - MOD(`event_ms`, {s}) + {s - 1}, 3) <= "
         "CURRENT_WATERMARK(`event_time`)"
@@ -601,7 +614,7 @@ def _statistics_statements(view: FeatureView, source: Source,
     are numbered within the job and named again only in the rows counted: the
     pre-aggregation hashes its key once per value, and a number hashes cheaper than a name."""
     values: list[tuple[Feature, str, str]] = []  # (feature, its column, its time and rows)
-    for index, group in enumerate(_groups(view), start=1):
+    for index, group in enumerate(window_groups(view), start=1):
         values += [(f, ident(f.name), f"`window_time` AS `value_time` FROM {_window_rows(index)}")
                    for f in view.features if f.window_group == group]
     values += [(f, ident(f.column or ""), f"`event_time` AS `value_time` FROM `clean_events` "

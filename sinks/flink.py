@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import httpx
 
 from core.errors import InfrastructureError
+from sinks.backfill_job import is_batch
 from sinks.compiler import JobSpec
 from sinks.flink_submit import REPLY_PREFIX
 
@@ -94,12 +95,19 @@ class FlinkClient:
                              f"{response.text[:500]}")
         return response.json() if response.content else {}
 
+    def prepare_submissions(self) -> None:
+        """Start the submitting child (and its JVM) now, so that a submission soon after
+        does not wait for it."""
+        self._submitter.start()
+
     def submit(self, spec: JobSpec) -> str:
         """Run ``spec`` on the cluster and return its job id; idempotent for a running job."""
         existing = self.status(spec.job_id)
         if existing is not None and not existing.terminal:
             return spec.job_id
-        request = {"spec": spec.to_json(), "flink_url": self.url, "jars": self.jars,
+        # A batch job reads and writes files: it needs none of the Kafka connector's jars.
+        jars = [] if is_batch(spec) else self.jars
+        request = {"spec": spec.to_json(), "flink_url": self.url, "jars": jars,
                    "checkpoint_interval_ms": self.checkpoint_interval_ms,
                    "idle_timeout_ms": self.idle_timeout_ms}
         reply = self._submitter.ask(request, self.submit_timeout)
@@ -177,7 +185,7 @@ class _Submitter:
         self._lines: queue.Queue[str | None] = queue.Queue()
 
     def ask(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-        process = self._running()
+        process = self.start()
         assert process.stdin is not None
         process.stdin.write(json.dumps(request) + "\n")
         process.stdin.flush()
@@ -196,7 +204,8 @@ class _Submitter:
         self.close()
         raise FlinkError(f"submitting took over {timeout:.0f} s")
 
-    def _running(self) -> subprocess.Popen[str]:
+    def start(self) -> subprocess.Popen[str]:
+        """The running child: started unless it runs already."""
         if self._process is None or self._process.poll() is not None:
             self._lines = queue.Queue()
             self._process = subprocess.Popen(

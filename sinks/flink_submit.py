@@ -2,6 +2,7 @@
 
 ``python -m sinks.flink_submit`` reads one JSON request per line on stdin —
 ``{"spec": JobSpec.to_json(), "flink_url": ..., "jars": [...], "checkpoint_interval_ms": ...}``
+(a spec configured with ``execution.runtime-mode = batch`` runs as a bounded batch job)
 — and answers each with one line ``fp-submit {"job_id": ...}`` (or ``{"error": ...}``).
 PyFlink's client runs in a JVM, which the deployer keeps warm in this child rather than
 carrying it itself (starting the JVM is most of a cold submission); a child also lets the
@@ -22,7 +23,10 @@ def submit(request: dict[str, Any]) -> str:
 
     spec = request["spec"]
     url = urlsplit(request["flink_url"])
-    settings = EnvironmentSettings.in_streaming_mode()
+    configuration = dict(spec["configuration"])
+    batch = configuration.get("execution.runtime-mode") == "batch"
+    settings = (EnvironmentSettings.in_batch_mode() if batch
+                else EnvironmentSettings.in_streaming_mode())
     table_env = TableEnvironment.create(settings)
     config = table_env.get_config()
     options = {
@@ -32,13 +36,16 @@ def submit(request: dict[str, Any]) -> str:
         "pipeline.name": spec["job_name"],
         "$internal.pipeline.job-id": spec["job_id"],
         "parallelism.default": str(request.get("parallelism", 1)),
-        "execution.checkpointing.interval": f"{request['checkpoint_interval_ms']} ms",
         "table.local-time-zone": "UTC",
-        # A partition that receives nothing must not hold every window open.
-        "table.exec.source.idle-timeout": f"{request['idle_timeout_ms']} ms",
         "restart-strategy.type": "exponential-delay",
     }
-    options.update(dict(spec["configuration"]))
+    if not batch:  # a bounded job neither checkpoints nor waits for idle partitions
+        options |= {
+            "execution.checkpointing.interval": f"{request['checkpoint_interval_ms']} ms",
+            # A partition that receives nothing must not hold every window open.
+            "table.exec.source.idle-timeout": f"{request['idle_timeout_ms']} ms",
+        }
+    options.update(configuration)
     if request.get("jars"):
         options["pipeline.jars"] = ";".join(f"file://{jar}" for jar in request["jars"])
     for key, value in options.items():
@@ -51,7 +58,7 @@ def submit(request: dict[str, Any]) -> str:
             table_env.execute_sql(statement)
     result = statement_set.execute()
     client = result.get_job_client()
-    assert client is not None, "a streaming statement set always has a job client"
+    assert client is not None, "a submitted statement set always has a job client"
     return str(client.get_job_id())
 
 
@@ -59,6 +66,11 @@ REPLY_PREFIX = "fp-submit "
 
 
 def main() -> int:
+    # The client JVM starts now, while the parent still prepares its first job (a backfill
+    # exports its slice meanwhile), not inside the first submission.
+    from pyflink.java_gateway import get_gateway
+
+    get_gateway()
     for line in sys.stdin:
         try:
             reply = {"job_id": submit(json.loads(line))}

@@ -149,8 +149,10 @@ def flink_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFli
 
 @pytest.fixture(scope="session")
 def flink(flink_cluster: LocalFlink) -> Iterator[FlinkClient]:
+    # Submitting starts a PyFlink client JVM: on a machine shared with other suites that
+    # alone was seen to take 90 s.
     client = FlinkClient(flink_cluster.url, jars=ensure_kafka_connector_jars(),
-                         checkpoint_interval_ms=2000)
+                         checkpoint_interval_ms=2000, submit_timeout=300)
     yield client
     client.close()
 

@@ -34,11 +34,12 @@ from offline.archiver import EventBuffer
 from offline.training_sets import TrainingSetBuilder
 
 
-def archive(catalog: Catalog, count: int, users: int, batch: int) -> float:
+def archive(catalog: Catalog, count: int, users: int, batch: int,
+            span_ms: int = 2 * DAY_MS) -> float:
     source = parse_definition(SOURCE)
     assert isinstance(source, Source)
     table = iceberg.ensure_archive(catalog, source)
-    payloads = list(events(count, users, 2 * DAY_MS))
+    payloads = list(events(count, users, span_ms))
     started = time.monotonic()
     buffer = EventBuffer(ContractChecker(source), 1)
     stored: int | None = None

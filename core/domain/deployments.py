@@ -25,6 +25,7 @@ from core.domain.events import (
     RecordedEvent,
     VersionActivated,
     VersionRetired,
+    numbered_histories,
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -186,10 +187,6 @@ def _stepped(deployment: Deployment, step: DeploymentStep, at: datetime) -> Depl
 
 def deployment_history(events: Iterable[RecordedEvent]) -> list[Deployment]:
     """Every deployment of a ``deployment:{view}`` stream, newest first."""
-    deployments: dict[int, Deployment] = {}
-    for event in events:
-        if isinstance(event.payload, DeploymentEvent):
-            after = deployment_after(deployments.get(event.payload.deployment), event)
-            if after is not None:
-                deployments[after.number] = after
-    return sorted(deployments.values(), key=lambda d: d.number, reverse=True)
+    return numbered_histories(
+        events, lambda p: p.deployment if isinstance(p, DeploymentEvent) else None,
+        deployment_after)

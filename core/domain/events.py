@@ -19,11 +19,11 @@ does not validate is a broken log, not a newer one: reading it raises
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar, Protocol, TypedDict, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -45,6 +45,10 @@ class EventType(StrEnum):
     BASELINE_REGISTERED = "BaselineRegistered"
     DRIFT_DETECTED = "DriftDetected"
     DRIFT_RESOLVED = "DriftResolved"
+    BACKFILL_REQUESTED = "BackfillRequested"
+    BACKFILL_CHUNK_COMPLETED = "BackfillChunkCompleted"
+    BACKFILL_COMPLETED = "BackfillCompleted"
+    BACKFILL_FAILED = "BackfillFailed"
 
 
 DEPLOYMENT_STREAM_PREFIX = "deployment:"
@@ -60,6 +64,12 @@ DRIFT_STREAM_PREFIX = "drift:"
 def drift_stream(view: str) -> str:
     """The baselines and drift alerts of one feature view (every version's)."""
     return f"{DRIFT_STREAM_PREFIX}{view}"
+BACKFILL_STREAM_PREFIX = "backfill:"
+
+
+def backfill_stream(view: str) -> str:
+    """The backfills of one feature view (every version's), written by whoever runs them."""
+    return f"{BACKFILL_STREAM_PREFIX}{view}"
 
 
 class DeploymentKind(StrEnum):
@@ -234,6 +244,53 @@ class DriftDetected(DriftEvent, frozen=True, kw_only=True):
 
 class DriftResolved(DriftEvent, frozen=True, kw_only=True):
     TYPE = EventType.DRIFT_RESOLVED
+class BackfillEvent(EventPayload, frozen=True):
+    """A step of one backfill of a view version into its offline feature table."""
+
+    view: str
+    version: int
+    backfill: int
+    """The backfill's number, counting the view's backfills from 1."""
+
+
+class BackfillRequested(BackfillEvent, frozen=True, kw_only=True):
+    TYPE = EventType.BACKFILL_REQUESTED
+    start_ms: int
+    end_ms: int
+    """The range of event times asked for, ``[start_ms, end_ms)``."""
+    chunk_ms: int
+    reprocess: str
+    """Which chunks run: ``missing`` (none done or failed), ``failed`` (also those that
+    failed before) or ``all``."""
+    chunks: list[tuple[int, int]]
+    """The chunks this backfill runs, ``[start, end)`` each; the others were skipped."""
+    table: str
+    """The offline feature table written (``features.{view}__v{N}``)."""
+
+
+class BackfillChunkCompleted(BackfillEvent, frozen=True, kw_only=True):
+    TYPE = EventType.BACKFILL_CHUNK_COMPLETED
+    start_ms: int
+    end_ms: int
+    snapshot_id: int
+    """The feature table's snapshot holding the chunk's rows (one snapshot per chunk)."""
+    rows: int
+    events_read: int
+    """Archived events handed to the job: the chunk's, and the windows' lookback before it."""
+
+
+class BackfillCompleted(BackfillEvent, frozen=True, kw_only=True):
+    TYPE = EventType.BACKFILL_COMPLETED
+    chunks: int
+    rows: int
+    events_read: int
+
+
+class BackfillFailed(BackfillEvent, frozen=True, kw_only=True):
+    TYPE = EventType.BACKFILL_FAILED
+    reason: str
+    failed_chunks: list[tuple[int, int]]
+    """The chunks that did not complete; the others are in the table."""
 
 
 @dataclass(frozen=True)
@@ -296,6 +353,10 @@ EVENT_SCHEMAS: Mapping[str, EventSchema] = {
         EventSchema(BaselineRegistered),
         EventSchema(DriftDetected),
         EventSchema(DriftResolved),
+        EventSchema(BackfillRequested),
+        EventSchema(BackfillChunkCompleted),
+        EventSchema(BackfillCompleted),
+        EventSchema(BackfillFailed),
     )
 }
 SCHEMA_VERSION_KEY = "schema_version"
@@ -350,8 +411,7 @@ class RecordedEvent:
         """The payload as JSON: the stored data, upcast to the current schema version."""
         if isinstance(self.payload, UnknownEvent):
             return dict(self.payload.data)
-        data: dict[str, Any] = msgspec.to_builtins(self.payload)
-        return data
+        return json_data(self.payload)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -359,6 +419,12 @@ class RecordedEvent:
             "type": self.type, "schema_version": self.schema_version, "data": self.data,
             "metadata": dict(self.metadata), "recorded_at": self.recorded_at.isoformat(),
         }
+
+
+def json_data(payload: EventPayload) -> dict[str, Any]:
+    """A payload's fields as JSON values (a tuple field as the list a database returns)."""
+    data: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(payload))
+    return data
 
 
 @dataclass(frozen=True)
@@ -375,7 +441,7 @@ class StoredEvent:
 def encode_event(event: NewEvent) -> StoredEvent:
     """The stored form of an event about to be appended: its current schema version."""
     event_type = str(event.payload.TYPE)
-    return StoredEvent(event_type, msgspec.to_builtins(event.payload),
+    return StoredEvent(event_type, json_data(event.payload),
                        {**event.metadata, SCHEMA_VERSION_KEY: EVENT_SCHEMAS[event_type].version})
 
 
@@ -413,3 +479,29 @@ class Provenance:
 
     def to_metadata(self) -> dict[str, str]:
         return {k: v for k, v in vars(self).items() if v is not None}
+
+
+class Numbered(Protocol):
+    @property
+    def number(self) -> int: ...
+
+
+ProcessT = TypeVar("ProcessT", bound=Numbered)
+
+
+def numbered_histories(events: Iterable[RecordedEvent],
+                       number_of: Callable[[EventPayload | UnknownEvent], int | None],
+                       after: Callable[[ProcessT | None, RecordedEvent], ProcessT | None],
+                       ) -> list[ProcessT]:
+    """The numbered processes of one stream (deployments, backfills), newest first: each is
+    folded from its events by ``after``; ``number_of`` names an event's process (None: the
+    event is none of theirs)."""
+    processes: dict[int, ProcessT] = {}
+    for event in events:
+        number = number_of(event.payload)
+        if number is not None:
+            folded = after(processes.get(number), event)
+            if folded is not None:
+                processes[folded.number] = folded
+    return sorted(processes.values(), key=lambda process: process.number, reverse=True)
+

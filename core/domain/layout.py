@@ -120,6 +120,24 @@ def encode_entity_key(values: Sequence[str]) -> str:
         for v in values)
 
 
+def decode_entity_key(entity_key: str) -> list[str]:
+    """The join-key values of an encoded entity key: the inverse of ``encode_entity_key``."""
+    values, current, escaped = [], [], False
+    for char in entity_key:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ENTITY_KEY_SEPARATOR:
+            values.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    values.append("".join(current))
+    return values
+
+
 def view_join_keys(view: FeatureView, catalog: Mapping[str, object]) -> tuple[str, ...]:
     """The view's key columns: each entity's join keys, entities in the view's order."""
     keys: list[str] = []

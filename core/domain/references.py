@@ -1,4 +1,5 @@
-"""Feature references as clients write them: ``view:feature`` or ``view@N:feature``."""
+"""Feature references as clients write them: ``view:feature`` or ``view@N:feature``; view
+versions as commands name them: ``view`` or ``view@N``."""
 
 from __future__ import annotations
 
@@ -61,3 +62,13 @@ def parse_references(texts: Sequence[str], path: str = "features"
     if problems:
         raise InvalidFeatureRequestError(problems)
     return tuple(references)
+
+
+def parse_view_version(text: str) -> tuple[str, int | None]:
+    """``view`` or ``view@N``."""
+    name, separator, number = text.partition("@")
+    if not separator:
+        return name, None
+    if not number.isdigit() or int(number) < 1:
+        raise ValueError(f"{text!r}: the version after @ must be a whole number >= 1")
+    return name, int(number)

@@ -133,6 +133,9 @@ class LocalFlink(ManagedService):
             # Room for two Python workers (~200 MB each) beside the JVM.
             "taskmanager.memory.process.size": "1600m",
             "taskmanager.numberOfTaskSlots": self._task_slots,
+            # A backfill's batch job at parallelism 2 (offline/backfill.py) fits the default
+            # network memory only with fewer buffers per sort-shuffle partition than 512.
+            "taskmanager.network.sort-shuffle.min-buffers": 64,
             "parallelism.default": 1,
             # Notice a dead TaskManager in seconds, not the default 50 s.
             "heartbeat.interval": 2000,

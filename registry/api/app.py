@@ -203,7 +203,8 @@ def _client(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return connection.client.host if connection.client else "unknown"
 
 
-def _provenance(request: Request[Any, Any, Any], message: str | None = None) -> Provenance:
+def provenance(request: Request[Any, Any, Any], message: str | None = None) -> Provenance:
+    """Who made a write request, for its events (a handler behind the write guard)."""
     # The actor is who the token says, never what the caller claims (X-FP-Actor is ignored):
     # an audit log a caller can write anything into records nothing.
     return Provenance(actor=request.state[_IDENTITY], message=message)
@@ -303,11 +304,14 @@ def create_registry_app(
         lifespan: Collection[Callable[[Litestar], AbstractAsyncContextManager[None]]] = (),
         pages: Pages | None = None,
         drift: DriftRegistry | None = None,
+        extra_writes: Collection[HTTPRouteHandler] = (),
 ) -> Litestar:
     """``extra_handlers`` and ``lifespan`` plug in components such as the git webhooks
     (``registry.webhooks.Webhooks``): their routes, and what runs while the app is up.  Their
     reads are protected reads; their other requests (the pushes) are rate-limited per client
-    address.  ``pages`` plugs in the web UI (docs/ui.md)."""
+    address.  ``extra_writes`` are writes of another component (the backfills'): behind the
+    write guard, as apply; :func:`provenance` tells them who called.  ``pages`` plugs in the
+    web UI (docs/ui.md)."""
     gate = access.gate()
     write_guard, read_guard, webhook_guard = gate.guards()
 
@@ -316,7 +320,7 @@ def create_registry_app(
           responses=problem_responses(400, 401, 409, 413, 422, 429, 503))
     def apply(request: Request[Any, Any, Any],
               data: Annotated[ApplyRequest, _NO_OTHER_KEYS]) -> dict[str, Any]:
-        changes = service.apply(data.definitions, _provenance(request, data.message),
+        changes = service.apply(data.definitions, provenance(request, data.message),
                                 dry_run=data.dry_run)
         return {"dry_run": data.dry_run, "changes": [c.to_json() for c in changes]}
 
@@ -325,7 +329,7 @@ def create_registry_app(
           responses=problem_responses(400, 401, 404, 409, 429, 503))
     def rollback(request: Request[Any, Any, Any], name: DefinitionName,
                  data: Annotated[RollbackRequest, _NO_OTHER_KEYS]) -> dict[str, Any]:
-        position = service.request_rollback(name, data.to_version, _provenance(request))
+        position = service.request_rollback(name, data.to_version, provenance(request))
         return {"view": name, "to_version": data.to_version, "position": position}
 
     @get("/v1/feature-views/{name:str}/deployments", sync_to_thread=True,
@@ -333,6 +337,12 @@ def create_registry_app(
          responses=problem_responses(*READ_ERRORS))
     def deployments(name: DefinitionName) -> dict[str, Any]:
         return {"name": name, "deployments": service.deployments(name)}
+
+    @get("/v1/feature-views/{name:str}/backfills", sync_to_thread=True,
+         summary="Backfills into the offline feature tables, and each version's coverage",
+         responses=problem_responses(*READ_ERRORS))
+    def backfills(name: DefinitionName) -> dict[str, Any]:
+        return service.backfills(name)
 
     drift_handlers: list[HTTPRouteHandler] = []
     if drift is not None:
@@ -346,7 +356,7 @@ def create_registry_app(
                               data: Annotated[BaselineRequest, _NO_OTHER_KEYS],
                               ) -> dict[str, Any]:
             position = monitoring.register_baseline(name, data.version, data.features,
-                                                    data.origin, _provenance(request))
+                                                    data.origin, provenance(request))
             return {"view": name, "version": data.version, "position": position}
 
         @get("/v1/feature-views/{name:str}/drift", sync_to_thread=True,
@@ -372,15 +382,19 @@ def create_registry_app(
 
     routers = [_definition_routes(kind, path, service) for kind, path in COLLECTION_PATHS.items()]
     extra_reads = [h for h in extra_handlers if "GET" in h.http_methods]
-    extra_writes = [h for h in extra_handlers if "GET" not in h.http_methods]
+    extra_webhook_writes = [h for h in extra_handlers if "GET" not in h.http_methods]
     protected_reads = Router(path="/", guards=[read_guard], route_handlers=[
         events, metrics_endpoint(401), *_documenting(extra_reads, 401)])
     webhooks = Router(path="/", guards=[webhook_guard],
-                      route_handlers=_documenting(extra_writes, 429))
+                      route_handlers=_documenting(extra_webhook_writes, 429))
+    # Guarded one by one rather than by a Router: a write may share its path with a read
+    # here (POST and GET …/backfills), and Litestar merges only handlers registered side by side.
+    for handler in _documenting(list(extra_writes), 401, 429):
+        handler.guards = [*(handler.guards or []), write_guard]
     ui = [pages.router(gate)] if pages else []
     return Litestar(
-        route_handlers=[apply, rollback, deployments, healthz, protected_reads, webhooks,
-                        *drift_handlers, *routers, *ui],
+        route_handlers=[apply, rollback, deployments, backfills, healthz, protected_reads,
+                        webhooks, *extra_writes, *drift_handlers, *routers, *ui],
         template_config=pages.template_config if pages else None,
         middleware=[PrometheusConfig(app_name="fp_registry", prefix="fp_registry",
                                      group_path=True).middleware],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 from core.domain.changes import DiffEntry
 from core.domain.deployments import Deployment, DeploymentState, at_epoch_ms, epoch_ms
 from core.domain.events import RecordedEvent
+from registry.ui.panels import HistogramBin
 
 KIND_LABELS = {"entity": "entity", "source": "source", "feature_view": "feature view",
                "on_demand_feature_view": "on-demand view"}
@@ -152,7 +154,7 @@ class VersionRow:
     active: bool
 
 
-_PROVENANCE_SHOWN = ("provider", "repository", "ref", "commit", "delivery_id", "pusher")
+PROVENANCE_SHOWN = ("provider", "repository", "ref", "commit", "delivery_id", "pusher")
 
 
 def version_rows(versions: Iterable[tuple[int, str | None, Mapping[str, Any], datetime]],
@@ -161,7 +163,7 @@ def version_rows(versions: Iterable[tuple[int, str | None, Mapping[str, Any], da
     rows = [VersionRow(version=v, change_class=change, registered_at=at,
                        actor=str(provenance.get("actor", "")),
                        message=provenance.get("message"),
-                       provenance={k: str(provenance[k]) for k in _PROVENANCE_SHOWN
+                       provenance={k: str(provenance[k]) for k in PROVENANCE_SHOWN
                                    if provenance.get(k)},
                        active=v == active)
             for v, change, provenance, at in versions]
@@ -585,6 +587,12 @@ def rejections(letters: Sequence[DeadLetter], buckets: int = 30) -> Rejections:
 
 # --------------------------------------------------------------------------- histograms
 
+HISTOGRAM_WIDTH, HISTOGRAM_HEIGHT = 360.0, 210.0
+"""A drift histogram's viewBox: drawn at its own aspect ratio, so that its text is not
+stretched (the rejections' bars, which carry no text, stretch to any width)."""
+_PLOT_LEFT, _PLOT_TOP, _PLOT_RIGHT, _PLOT_BOTTOM = 44.0, 10.0, 352.0, 136.0
+
+
 @dataclass(frozen=True)
 class HistogramBar:
     x: float
@@ -596,19 +604,62 @@ class HistogramBar:
     title: str
 
 
-def histogram_bars(bins: Sequence[tuple[str, float, float]]) -> list[HistogramBar]:
-    """Baseline and live fractions of each bin, ``(label, baseline, live)``, as pairs of
-    bars side by side in a viewBox of 0..100 by 0..40, the tallest fraction full height."""
-    if not bins:
-        return []
-    tallest = max(max(baseline, live) for _, baseline, live in bins) or 1.0
-    slot = CHART_WIDTH / len(bins)
-    bars = []
-    for index, (label, baseline, live) in enumerate(bins):
-        for offset, series, fraction in ((0.05, "baseline", baseline), (0.5, "live", live)):
-            height = CHART_HEIGHT * fraction / tallest
-            bars.append(HistogramBar(round(index * slot + offset * slot, 3),
-                                     round(CHART_HEIGHT - height, 3), round(slot * 0.45, 3),
+@dataclass(frozen=True)
+class AxisLabel:
+    x: float
+    y: float
+    text: str
+
+
+@dataclass(frozen=True)
+class HistogramChart:
+    """Baseline and live bars side by side per bin, in a viewBox of :data:`HISTOGRAM_WIDTH` by
+    :data:`HISTOGRAM_HEIGHT`, over a plot area from (left, top) to (right, bottom)."""
+
+    label: str
+    """What the chart shows, for people who do not see it (``aria-label``)."""
+    bars: list[HistogramBar]
+    bin_labels: list[AxisLabel]
+    """Under each bin, written slanted (the template rotates them about their point)."""
+    share_ticks: list[AxisLabel]
+    """Left of the plot: 0, half the top and the top of the scale, as percentages."""
+    x_title: str
+    width: float = HISTOGRAM_WIDTH
+    height: float = HISTOGRAM_HEIGHT
+    left: float = _PLOT_LEFT
+    top: float = _PLOT_TOP
+    right: float = _PLOT_RIGHT
+    bottom: float = _PLOT_BOTTOM
+
+
+BIN_LABEL_CHARS = 14
+"""A bin's label under the axis is cut to this; its bars' titles carry it whole."""
+
+
+def histogram_chart(label: str, bins: Sequence[HistogramBin], x_title: str) -> HistogramChart:
+    """Each bin's baseline and live shares as a pair of bars side by side (a bin without
+    live values has its baseline bar alone), heights proportional to the shares on a scale
+    whose top is the tallest share rounded up to a multiple of 5 %."""
+    tallest = max((max(b.baseline, b.live or 0.0) for b in bins), default=0.0)
+    scale = max(math.ceil(round(tallest * 20, 9)) / 20, 0.05)
+    plot_height = _PLOT_BOTTOM - _PLOT_TOP
+    slot = (_PLOT_RIGHT - _PLOT_LEFT) / max(len(bins), 1)
+    bars, labels = [], []
+    for index, histogram_bin in enumerate(bins):
+        left = _PLOT_LEFT + index * slot
+        for offset, series, share in ((0.1, "baseline", histogram_bin.baseline),
+                                      (0.5, "live", histogram_bin.live)):
+            if share is None:
+                continue
+            height = plot_height * share / scale
+            bars.append(HistogramBar(round(left + offset * slot, 3),
+                                     round(_PLOT_BOTTOM - height, 3), round(slot * 0.4, 3),
                                      round(height, 3), series,
-                                     f"{label}: {series} {fraction:.1%}"))
-    return bars
+                                     f"{histogram_bin.label}: {series} {share:.1%}"))
+        text = histogram_bin.label
+        if len(text) > BIN_LABEL_CHARS:
+            text = text[:BIN_LABEL_CHARS - 1] + "…"
+        labels.append(AxisLabel(round(left + slot / 2, 3), _PLOT_BOTTOM + 10, text))
+    ticks = [AxisLabel(_PLOT_LEFT - 4, round(_PLOT_BOTTOM - plot_height * part, 3),
+                       f"{scale * part * 100:g}%") for part in (0.0, 0.5, 1.0)]
+    return HistogramChart(label, bars, labels, ticks, x_title)

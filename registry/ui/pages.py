@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
@@ -64,12 +64,12 @@ from registry.ui import model
 from registry.ui.index import EventIndex
 from registry.ui.panels import (
     BackfillCoverage,
-    BackfillsNotAvailable,
-    DriftNotAvailable,
+    DriftReport,
     DriftStatus,
-    HistogramBin,
+    FeatureDrift,
     NotAvailable,
 )
+from registry.ui.registry_panels import EventLogBackfills
 from registry.ui.sources import IngestCounts, LiveReader, ProgressReader, TopicTail
 from sinks.compiler import KafkaOptions, compile_view, dlq_topic
 
@@ -141,8 +141,10 @@ class RegistryUI:
     live: LiveReader | None = None
     dead_letters: TopicTail | None = None
     ingest: IngestCounts | None = None
-    backfills: BackfillCoverage = field(default_factory=BackfillsNotAvailable)
-    drift: DriftStatus = field(default_factory=DriftNotAvailable)
+    backfills: BackfillCoverage | None = None
+    """None: the registry's own, read from its event log."""
+    drift: DriftStatus | None = None
+    """None: the panel says that the registry has no drift store."""
     kafka_bootstrap: str | None = None
     """Shown in the generated SQL as the jobs get it."""
     clock: Callable[[], int] = now_ms
@@ -257,6 +259,12 @@ class RegistryUI:
             return str(error)
         return model.namespace_rows(deployments, history.purged, active, progress, self.clock())
 
+    def _drift(self, name: str) -> DriftReport | NotAvailable:
+        if self.drift is None:
+            return NotAvailable("not configured: the registry was built without the drift "
+                                "monitor's store (registry/bootstrap.py passes it)")
+        return self.drift.drift(name)
+
     # ------------------------------------------------------------------ routes
 
     def router(self, gate: Gate) -> Router:  # noqa: PLR0915 - one closure per route
@@ -293,7 +301,8 @@ class RegistryUI:
                 join_keys=_join_keys(view, catalog), versions=_versions(ui, record),
                 timeline=model.timeline(history.newest_first(), history.rollbacks),
                 namespaces=ui._namespaces(name, record.active_version),
-                coverage=ui.backfills.coverage(name), drift=ui.drift.drift(name))
+                coverage=(ui.backfills or EventLogBackfills(ui.service.store)).coverage(name),
+                drift=ui._drift(name))
 
         @get("/feature-views/{name:str}/timeline", sync_to_thread=True)
         def deployment_timeline(request: HTMXRequest, name: DefinitionName) -> Template:
@@ -475,8 +484,11 @@ class RegistryUI:
 
 # --------------------------------------------------------------------------- helpers
 
-def _histogram(bins: list[HistogramBin]) -> list[model.HistogramBar]:
-    return model.histogram_bars([(b.label, b.baseline, b.live) for b in bins])
+def _histogram(version: int, feature: FeatureDrift) -> model.HistogramChart:
+    return model.histogram_chart(
+        f"v{version} {feature.feature}: baseline and live shares of values in "
+        f"{len(feature.bins)} bins", feature.bins,
+        "category" if feature.kind == "categorical" else "value")
 
 
 def _version_field(text: str) -> int:

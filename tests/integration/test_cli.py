@@ -43,7 +43,7 @@ def test_plan_apply_and_status_with_exit_codes(registry_server: RunningRegistry,
     assert "~ features.txn_count_1m.window: '1m' → '2m'" in changed.stdout
 
     rows = [line.split() for line in fp(registry_server, "status").stdout.splitlines()]
-    assert ["feature_view", "user_transactions", "1", "-", "none", "yet", "-"] in rows
+    assert ["feature_view", "user_transactions", "1", "-", "none", "yet", "-", "-"] in rows
     assert ["entity", "user", "1", "1"] in rows
 
 

@@ -11,27 +11,50 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from litestar.testing import TestClient
 
+from core.domain.drift import Baseline, bucket_index, part_key
 from core.domain.events import (
+    BackfillChunkCompleted,
+    BackfillFailed,
+    BackfillRequested,
     DeploymentKind,
     DeploymentReady,
     DeploymentStarted,
+    DriftDetected,
     NewEvent,
     Provenance,
     StreamAppend,
     VersionActivated,
+    backfill_stream,
     deployment_stream,
+    drift_stream,
 )
 from core.errors import NotFoundError
 from core.settings import RateLimit
 from registry.api.app import Access, create_registry_app
+from registry.drift import DriftRegistry
 from registry.service import RegistryService
+from registry.store.drift import PostgresDriftStore, StoredReading, WindowParts
 from registry.store.memory import MemoryRegistryStore
+from registry.store.postgres import PostgresRegistryStore
 from registry.ui.pages import RegistryUI
-from registry.ui.panels import DriftReport, FeatureDrift, HistogramBin, NotAvailable
+from registry.ui.panels import (
+    Backfill,
+    BackfillChunk,
+    Coverage,
+    DriftReport,
+    FeatureDrift,
+    HistogramBin,
+    MetricReading,
+    NotAvailable,
+    TableCoverage,
+    VersionDrift,
+)
+from registry.ui.registry_panels import MonitoredDrift
 from sinks.online_memory import InMemoryOnlineStore
 from sinks.online_store import FeatureRow
 from tests.reference_definitions import reference_definitions
@@ -82,9 +105,11 @@ class Letters:
 
 class Drift:
     def drift(self, view: str) -> DriftReport | NotAvailable:
-        return DriftReport("baseline of 2026-01-01", [FeatureDrift(
-            "clicks_1h", "drifting", {"psi": "0.31 (critical 0.12)"},
-            [HistogramBin("[0, 10)", 0.7, 0.2), HistogramBin("[10, 100)", 0.3, 0.8)])], [])
+        day = datetime(2026, 1, 1, tzinfo=UTC)
+        return DriftReport([VersionDrift(2, True, "of 2026-01-01", "v2", [FeatureDrift(
+            "clicks_1h", "drifting", [MetricReading("psi", 0.31, 0.12, "alert", day)],
+            "numeric", [HistogramBin("0 to 10", 0.7, 0.2), HistogramBin("≥ 10", 0.3, 0.8)],
+            "1,000 values", HOSTILE)])], [])
 
 
 @pytest.fixture
@@ -176,8 +201,8 @@ def test_a_view_page_shows_versions_provenance_the_timeline_and_progress(
     assert '<strong id="active-version">v1</strong>' in page
     assert re.search(r"<td>v1 <span class=\"state completed\">active</span></td><td>v1 </td>"
                      r"<td>1970-01-01 00:01:00 UTC</td>", page)
-    assert "not available yet: backfills" in page
-    assert page.count('class="baseline"') == 2 and page.count('class="live"') == 2
+    assert "No backfills yet" in page
+    assert page.count('<rect class="baseline"') == 2 and page.count('<rect class="live"') == 2
 
 
 def test_the_diff_compiles_both_versions_and_marks_what_changed(
@@ -306,7 +331,7 @@ def test_panels_without_their_service_name_the_setting_they_need(
     name = registered(service)["name"]
     for http in client(service, RegistryUI(service)):
         page = http.get(f"/ui/feature-views/{name}").text
-        assert "set FP_REDIS_URL" in page and "not available yet: drift detection" in page
+        assert "set FP_REDIS_URL" in page and "built without the drift monitor&#39;s store" in page
         assert "set FP_SERVING_URL" in http.get(f"/ui/feature-views/{name}/live").text
 
 
@@ -317,18 +342,107 @@ def test_the_vendored_htmx_is_the_documented_file() -> None:
 
 
 def test_drift_and_backfill_panels_take_any_implementation(service: RegistryService) -> None:
-    """What the lead plugs in when merging issues 16 and 17 (docs/ui.md)."""
-    from registry.ui.panels import Backfill, BackfillChunk, Coverage
-
+    """Another implementation of the panels' interfaces (docs/ui.md) is laid out alike."""
     class Backfills:
         def coverage(self, view: str) -> Coverage | NotAvailable:
             day = datetime(2026, 1, 1, tzinfo=UTC)
-            return Coverage([Backfill("b-1", 2, day, day, "failed", "ops", day,
-                                      [BackfillChunk(day, day, "failed", HOSTILE)], "boom")],
-                            [(day, day)])
+            return Coverage([TableCoverage(2, "features.t__v2", [(day, day)], [])], [Backfill(
+                7, 2, "features.t__v2", day, day, "failed", "missing", "ops", day, {},
+                [BackfillChunk(day, day, "failed")], 0, 0, error=HOSTILE)])
 
     name = registered(service)["name"]
     for http in client(service, RegistryUI(service, backfills=Backfills(), drift=Drift())):
         page = http.get(f"/ui/feature-views/{name}").text
-        assert "b-1" in page and "boom" in page and "<script>" not in page
-        assert "psi 0.31 (critical 0.12)" in page and "[10, 100): live 80.0%" in page
+        assert "features.t__v2" in page and "&lt;script&gt;" in page and "<script>" not in page
+        assert re.search(r"<td>psi</td><td>0.31</td><td class=\"sub\">alerts at 0.12</td>", page)
+        assert "≥ 10: live 80.0%" in page
+
+
+def test_the_backfill_panel_reads_the_views_backfill_stream(
+        service: RegistryService, http: TestClient[Any]) -> None:
+    name = registered(service)["name"]
+    day, start = 86_400_000, 20_454 * 86_400_000  # 2026-01-01
+    chunks = [(start, start + day), (start + day, start + 2 * day)]
+    steps = [BackfillRequested(view=name, version=2, backfill=1, start_ms=start,
+                               end_ms=start + 2 * day, chunk_ms=day, reprocess="missing",
+                               chunks=chunks, table=f"features.{name}__v2"),
+             BackfillChunkCompleted(view=name, version=2, backfill=1, start_ms=start,
+                                    end_ms=start + day, snapshot_id=5, rows=1_200,
+                                    events_read=4_800),
+             BackfillFailed(view=name, version=2, backfill=1, reason="the archive is gone",
+                            failed_chunks=[chunks[1]])]
+    metadata = Provenance("ops", message="for the Q1 model").to_metadata()
+    service.store.append([StreamAppend(backfill_stream(name), 0, tuple(
+        NewEvent(step, metadata) for step in steps))])
+    page = http.get(f"/ui/feature-views/{name}").text
+    assert re.search(rf"<td>v2</td><td><code>features.{name}__v2</code></td>"
+                     r"<td>2026-01-01 00:00:00 UTC to 2026-01-02 00:00:00 UTC</td>"
+                     r"<td>2026-01-02 00:00:00 UTC to 2026-01-03 00:00:00 UTC</td>", page)
+    assert '<span class="state failed">failed</span>' in page and "the archive is gone" in page
+    assert "by ops" in page and "message for the Q1 model" in page
+    assert "1 of 2 completed, 1,200 rows, 4,800 events read" in page
+    assert 'title="2026-01-01 00:00:00 UTC to 2026-01-02 00:00:00 UTC: completed, 1,200 ' \
+           'rows, 4,800 events read"' in page
+
+
+def test_the_drift_panel_reads_baselines_the_monitors_windows_readings_and_alerts(
+        store: PostgresRegistryStore) -> None:
+    """The registry's own drift panel on PostgreSQL (the drift store has no in-memory
+    adapter): a baseline of v1, the monitor's windows and readings, an open alert."""
+    service = RegistryService(store)
+    name = registered(service)["name"]
+    drift = DriftRegistry(service, PostgresDriftStore(store.engine))
+    amounts = Baseline.of_numbers(range(1, 1001))
+    drift.register_baseline(name, 1, {
+        "amount_1h": amounts.statistics.to_json(),
+        "last_page": Baseline.of_strings(["home"] * 70 + ["cart"] * 30).statistics.to_json()},
+        {"kind": "dataset", "file": "train.parquet", "rows": 1000}, Provenance("alice"))
+    started = DeploymentStarted(view=name, deployment=1, version=1, namespace="v1",
+                                kind=DeploymentKind.BLUE_GREEN, job_id="j1", blue_version=None,
+                                blue_namespace=None, blue_job_id=None)
+    store.append([StreamAppend(deployment_stream(name), 0, tuple(
+        NewEvent(step, {"actor": "deployer"}) for step in (started, VersionActivated(
+            view=name, deployment=1, version=1, namespace="v1"))))])
+    drift.store.add_windows([
+        WindowParts(name, "v1", "amount_1h", 0, 300_000, {
+            part_key(bucket_index(5000.0), None): {"r": 80, "sum": 400_000.0, "sq": 2e9,
+                                                    "lo": 5000.0, "hi": 5000.0},
+            "null": {"r": 20}}),
+        WindowParts(name, "v1", "last_page", 0, 300_000, {"c:cart": {"r": 90},
+                                                          "c:home": {"r": 10}})])
+    drift.store.save_readings([StoredReading(name, 1, "amount_1h", "psi", 4.1, "alert", 0.25,
+                                             "v1", 300_000, 0, datetime.now(UTC))])
+    store.append([StreamAppend(drift_stream(name), 1, (NewEvent(DriftDetected(
+        view=name, version=1, namespace="v1", feature="amount_1h", metric="psi", value=4.1,
+        alert_at=0.25, window_end_ms=300_000, horizon_start_ms=0, baseline_position=1),
+        {"actor": "monitor"}),))])
+
+    for http in client(service, RegistryUI(service, drift=MonitoredDrift(drift, 3_600_000))):
+        page = http.get(f"/ui/feature-views/{name}").text
+    assert "v1 amount_1h: psi 4.1 (alerts at 0.25)" in page
+    assert "from training set train.parquet (1,000 rows)" in page
+    assert re.search(r"<strong>amount_1h</strong> <span class=\"state drifting\">", page)
+    assert re.search(r"<strong>clicks_1h</strong> <span class=\"state no-baseline\">", page)
+    assert re.search(r"<strong>last_page</strong> <span class=\"state not-judged\">", page)
+    assert "live: 80 values, 20.0% null, windows ending after 1970-01-01 00:00:00 UTC" in page
+
+    charts = {svg.get("aria-label", "").split(":")[0]: svg for svg in (
+        ElementTree.fromstring(text) for text in re.findall(
+            r'<svg class="histogram".*?</svg>', page, re.DOTALL))}
+    assert set(charts) == {"v1 amount_1h", "v1 last_page"}
+    chart = charts["v1 amount_1h"]
+    assert chart.get("role") == "img"
+    bins = len(amounts.bin_cuts) + 1
+    baseline = [r for r in chart.iter("rect") if r.get("class") == "baseline"]
+    live = [r for r in chart.iter("rect") if r.get("class") == "live"]
+    assert len(baseline) == len(live) == bins
+    assert all(r.find("title") is not None for r in [*baseline, *live])
+    # Heights are proportional to the shares: every live value (5,000) lies in the last bin,
+    # beyond the training range, which is the scale's top (100 %).
+    shares = amounts.fractions(amounts.statistics)
+    full = float(live[-1].get("height", 0))
+    assert [float(r.get("height", 0)) for r in live] == [0.0] * (bins - 1) + [full]
+    assert [float(r.get("height", 0)) for r in baseline] == pytest.approx(
+        [full * share for share in shares], abs=1e-3)
+    assert live[-1].findtext("title") == "≥ 1,260: live 100.0%"
+    assert [t.text for t in charts["v1 last_page"].iter("text")][:3] == ["0%", "45%", "90%"]

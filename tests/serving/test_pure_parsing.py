@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.domain.definitions import Field, ValueType
-from core.domain.layout import encode_entity_key
+from core.domain.layout import decode_entity_key, encode_entity_key
 from core.domain.references import FeatureReference, parse_reference, parse_references
 from core.errors import InvalidFeatureRequestError, MalformedBodyError
 from serving.requests import (
@@ -16,7 +16,6 @@ from serving.requests import (
     check_entity_rows,
     checked_request_value,
     decode_batch_request,
-    decode_entity_key,
     parse_query_value,
     request_columns,
 )

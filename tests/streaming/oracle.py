@@ -152,3 +152,43 @@ def mismatches(expected: Expected, actual: dict[str, dict[str, Any]],
                              f"{expected.times.get(key, {}).get(name)}, got "
                              f"{actual_times.get(key, {}).get(name)}")
     return found
+
+
+def window_values(events: list[dict[str, Any]], view: dict[str, Any], join_keys: list[str],
+                  timestamp_field: str) -> dict[str, dict[tuple[str, int], Any]]:
+    """Every windowed feature's value in every window that holds an event of the entity:
+    feature → (entity key, window end) → value.  What a job emits over its whole history."""
+    values: dict[str, dict[tuple[str, int], Any]] = {}
+    for feature in view["features"]:
+        if feature["aggregation"] == "last":
+            continue
+        size = millis(feature["window"])
+        slide = millis(feature.get("slide", feature["window"]))
+        windows: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+        for event in events:
+            key = entity_key([str(event[k]) for k in join_keys])
+            for _, end in windows_of(event[timestamp_field], size, slide):
+                windows[(key, end)].append(event)
+        column = feature.get("column")
+        values[feature["name"]] = {
+            window: _aggregate(feature["aggregation"],
+                               [e.get(column) for e in rows] if column else [1] * len(rows),
+                               len(rows))
+            for window, rows in windows.items()}
+    return values
+
+
+def last_values(events: list[dict[str, Any]], view: dict[str, Any], join_keys: list[str],
+                timestamp_field: str) -> dict[str, dict[tuple[str, int], Any]]:
+    """Every ``last`` feature's value at every event time of the entity with a non-null
+    column: feature → (entity key, event time) → the value of the last such event there, in
+    the events' order."""
+    values: dict[str, dict[tuple[str, int], Any]] = {}
+    for feature in view["features"]:
+        if feature["aggregation"] != "last":
+            continue
+        column = feature["column"]
+        values[feature["name"]] = {
+            (entity_key([str(e[k]) for k in join_keys]), e[timestamp_field]): e[column]
+            for e in events if e.get(column) is not None}
+    return values

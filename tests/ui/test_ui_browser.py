@@ -119,6 +119,9 @@ def watch_a_rollout_finish(page: Page, p: Platform, ui: str) -> None:
     assert newest.locator("ol.steps .label").all_inner_texts() == ["started", "ready",
                                                                    "activated"]
     expect(page.locator("#timeline table.grid")).to_contain_text("v1")  # its namespace
+    page.reload()  # the panels below the timeline are read with the page
+    expect(page.locator("#drift")).to_contain_text("No baseline registered for v1")
+    expect(page.locator("#backfills")).to_contain_text("No backfills yet")
     screenshot(page, "feature-view")
 
 

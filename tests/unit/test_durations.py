@@ -1,12 +1,16 @@
-"""Durations: the spellings accepted, the canonical spelling, and the refusals."""
+"""Durations: the spellings accepted, the canonical spelling, and the refusals; instants and
+view versions as commands take them."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.domain.durations import format_duration, parse_duration
+from core.domain.durations import format_duration, parse_duration, parse_instant
+from core.domain.references import parse_view_version
 
 SECOND = 1_000
 MINUTE = 60 * SECOND
@@ -90,3 +94,19 @@ def test_every_spelling_of_a_duration_has_one_canonical_form(count: int, unit: s
     assert parse_duration(canonical) == millis
     assert format_duration(parse_duration(canonical)) == canonical
     assert len(canonical) <= len(f"{count}{unit}")
+
+
+def test_instants_are_dates_or_iso_times_in_utc() -> None:
+    assert parse_instant("2026-01-02") == int(datetime(2026, 1, 2, tzinfo=UTC).timestamp()
+                                              * 1000)
+    assert parse_instant("2026-01-02T06:00:00+02:00") == parse_instant("2026-01-02T04:00:00")
+    assert parse_instant("2026-01-02T04:00:00Z") == parse_instant("2026-01-02T04:00:00")
+    with pytest.raises(ValueError, match="2026-01-02 or"):
+        parse_instant("yesterday")
+
+
+def test_view_versions_are_a_view_or_a_view_at_a_version() -> None:
+    assert parse_view_version("clicks@3") == ("clicks", 3)
+    assert parse_view_version("clicks") == ("clicks", None)
+    with pytest.raises(ValueError, match="whole number"):
+        parse_view_version("clicks@0")

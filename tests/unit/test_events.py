@@ -18,6 +18,10 @@ from core.domain import events
 from core.domain.deployments import deployment_history
 from core.domain.events import (
     SCHEMA_VERSION_KEY,
+    BackfillChunkCompleted,
+    BackfillCompleted,
+    BackfillFailed,
+    BackfillRequested,
     BaselineRegistered,
     DefinitionRegistered,
     DeploymentFailed,
@@ -78,7 +82,9 @@ PAYLOAD_TYPES: dict[str, type[events.EventPayload]] = {
 TYPES_SINCE_SCHEMA_VERSIONS: dict[str, type[events.EventPayload]] = {
     "DeploymentWaiting": DeploymentWaiting, "DeploymentResumed": DeploymentResumed,
     "BaselineRegistered": BaselineRegistered, "DriftDetected": DriftDetected,
-    "DriftResolved": DriftResolved}
+    "DriftResolved": DriftResolved,
+    "BackfillRequested": BackfillRequested, "BackfillChunkCompleted": BackfillChunkCompleted,
+    "BackfillCompleted": BackfillCompleted, "BackfillFailed": BackfillFailed}
 
 
 def test_the_fixture_holds_every_event_type_older_than_schema_versions() -> None:
@@ -155,6 +161,9 @@ ALERT_DATA: dict[str, Any] = {
     "metric": "psi", "value": 0.4, "alert_at": 0.25, "window_end_ms": 600_000,
     "horizon_start_ms": 0, "baseline_position": 12}
 
+BACKFILL = {"view": "user_clicks", "version": 2, "backfill": 3}
+DAY = 86_400_000
+
 
 @pytest.mark.parametrize(("payload", "data"), [
     pytest.param(WAITING, {"view": "user_clicks", "deployment": 1, "version": 1,
@@ -165,6 +174,24 @@ ALERT_DATA: dict[str, Any] = {
     pytest.param(BaselineRegistered(**BASELINE_DATA), BASELINE_DATA, id="baseline"),
     pytest.param(DriftDetected(**ALERT_DATA), ALERT_DATA, id="drift detected"),
     pytest.param(DriftResolved(**ALERT_DATA), ALERT_DATA, id="drift resolved"),
+    pytest.param(BackfillRequested(view="user_clicks", version=2, backfill=3, start_ms=0,
+                                   end_ms=2 * DAY, chunk_ms=DAY, reprocess="missing",
+                                   chunks=[(0, DAY), (DAY, 2 * DAY)],
+                                   table="features.user_clicks__v2"),
+                 BACKFILL | {"start_ms": 0, "end_ms": 2 * DAY, "chunk_ms": DAY,
+                             "reprocess": "missing", "chunks": [[0, DAY], [DAY, 2 * DAY]],
+                             "table": "features.user_clicks__v2"}, id="requested"),
+    pytest.param(BackfillChunkCompleted(view="user_clicks", version=2, backfill=3, start_ms=0,
+                                        end_ms=DAY, snapshot_id=2**62, rows=10, events_read=40),
+                 BACKFILL | {"start_ms": 0, "end_ms": DAY, "snapshot_id": 2**62, "rows": 10,
+                             "events_read": 40}, id="chunk completed"),
+    pytest.param(BackfillCompleted(view="user_clicks", version=2, backfill=3, chunks=2, rows=20,
+                                   events_read=80),
+                 BACKFILL | {"chunks": 2, "rows": 20, "events_read": 80}, id="completed"),
+    pytest.param(BackfillFailed(view="user_clicks", version=2, backfill=3, reason="job failed",
+                                failed_chunks=[(DAY, 2 * DAY)]),
+                 BACKFILL | {"reason": "job failed", "failed_chunks": [[DAY, 2 * DAY]]},
+                 id="failed"),
 ])
 def test_an_event_newer_than_schema_versions_round_trips_at_version_1(
         payload: events.EventPayload, data: dict[str, Any]) -> None:
@@ -176,6 +203,7 @@ def test_an_event_newer_than_schema_versions_round_trips_at_version_1(
 
     assert event.payload == payload
     assert (event.type, event.schema_version, event.data) == (payload.TYPE, 1, data)
+
 
 
 # --------------------------------------------------------------------------- upcasting

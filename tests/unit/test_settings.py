@@ -12,6 +12,7 @@ import pytest
 from core.errors import ConfigurationError
 from core.settings import (
     VARIABLES,
+    BackfillSettings,
     DeployerSettings,
     IngestSettings,
     MonitorSettings,
@@ -69,6 +70,7 @@ EVERY_VARIABLE = {
     "FP_DRIFT_WINDOW": "30s",
     "FP_DRIFT_HORIZON": "10m",
     "FP_DRIFT_WEBHOOK_URL": "https://hooks.example/drift",
+    "FP_BACKFILL_STAGING": "/shared/fp-backfill",
 }
 
 
@@ -103,7 +105,8 @@ def test_every_variable_is_read() -> None:
         ingest=IngestSettings(url="https://ingest.example", delivery_timeout_ms=3_000,
                               idempotency_window_ms=3_600_000),
         serving_url="https://serving.example:8001",
-        monitor=MonitorSettings(horizon_ms=600_000, webhook_url="https://hooks.example/drift"))
+        monitor=MonitorSettings(horizon_ms=600_000, webhook_url="https://hooks.example/drift"),
+        backfill=BackfillSettings(staging=Path("/shared/fp-backfill")))
 
 
 def test_the_client_token_defaults_to_the_first_accepted_token() -> None:

@@ -5,10 +5,30 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from core.domain.changes import DiffEntry
 from core.domain.deployments import Deployment, DeploymentState
-from core.domain.events import DeploymentKind, RecordedEvent, RollbackRequested
-from registry.ui import model
+from core.domain.drift import Baseline, WindowStatistics, bucket_index, part_key
+from core.domain.drift_log import DriftLog
+from core.domain.events import (
+    BackfillChunkCompleted,
+    BackfillFailed,
+    BackfillRequested,
+    BaselineRegistered,
+    DeploymentKind,
+    DeploymentStarted,
+    DriftDetected,
+    DriftResolved,
+    EventPayload,
+    RecordedEvent,
+    RollbackRequested,
+    backfill_stream,
+    drift_stream,
+)
+from registry.store.drift import StoredReading, WindowParts
+from registry.ui import model, panel_model
+from registry.ui.panels import Coverage, HistogramBin
 
 T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 
@@ -172,13 +192,25 @@ def test_rejections_of_a_long_span_use_wider_bars() -> None:
     assert found.bucket_ms == 21_600_000
 
 
-def test_histograms_pair_baseline_and_live_bars_scaled_to_the_tallest() -> None:
-    bars = model.histogram_bars([("[0, 10)", 0.5, 0.25), ("[10, 100)", 0.5, 0.75)])
-    assert [(b.series, b.x, b.height) for b in bars] == [
-        ("baseline", 2.5, 26.667), ("live", 25.0, 13.333),
-        ("baseline", 52.5, 26.667), ("live", 75.0, 40.0)]
-    assert bars[3].title == "[10, 100): live 75.0%"
-    assert model.histogram_bars([]) == []
+def test_histograms_pair_baseline_and_live_bars_on_a_scale_rounded_up_to_5_percent() -> None:
+    chart = model.histogram_chart("clicks", [HistogramBin("a", 0.5, 0.25),
+                                             HistogramBin("b", 0.5, 0.75)], "value")
+    plot = chart.bottom - chart.top
+    assert [(b.series, b.x, b.height) for b in chart.bars] == [
+        ("baseline", 59.4, 84.0), ("live", 121.0, 42.0),
+        ("baseline", 213.4, 84.0), ("live", 275.0, 126.0)]
+    assert all(round(b.y + b.height, 3) == chart.bottom for b in chart.bars)
+    assert chart.bars[3].height == plot and chart.bars[3].title == "b: live 75.0%"
+    assert [t.text for t in chart.share_ticks] == ["0%", "37.5%", "75%"]
+    assert [(label.x, label.text) for label in chart.bin_labels] == [(121.0, "a"), (275.0, "b")]
+
+
+def test_a_bin_without_live_values_has_its_baseline_bar_alone() -> None:
+    chart = model.histogram_chart("c", [HistogramBin("a very long category name", 0.02, None)],
+                                  "category")
+    assert [(b.series, b.height) for b in chart.bars] == [("baseline", 50.4)]  # 2 % of 5 %
+    assert chart.bin_labels[0].text == "a very long c…"
+    assert model.histogram_chart("none", [], "value").bars == []
 
 
 def test_event_rows_summarise_each_event_and_filter() -> None:
@@ -190,3 +222,201 @@ def test_event_rows_summarise_each_event_and_filter() -> None:
     assert found.provenance == {"message": "bad deploy", "commit": "abc"}
     assert model.EventSearch(type="RollbackRequested", subject="CLICK").matches(found)
     assert not model.EventSearch(actor="alice").matches(found)
+
+
+# --------------------------------------------------------------------------- backfill panel
+
+DAY = 86_400_000
+JAN_1 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def log_of(stream: str, *payloads: EventPayload, metadata: dict[str, str] | None = None
+           ) -> list[RecordedEvent]:
+    return [RecordedEvent(n, stream, n, payload, metadata or {"actor": "monitor"},
+                          T0 + timedelta(minutes=n)) for n, payload in enumerate(payloads, 1)]
+
+
+def test_the_backfill_panel_shows_each_tables_coverage_and_each_backfills_chunks() -> None:
+    start = 20_454 * DAY  # 2026-01-01
+    days = [(start + n * DAY, start + (n + 1) * DAY) for n in range(3)]
+    first = BackfillRequested(view="clicks", version=1, backfill=1, start_ms=days[0][0],
+                              end_ms=days[2][1], chunk_ms=DAY, reprocess="missing",
+                              chunks=days, table="features.clicks__v1")
+    second = BackfillRequested(view="clicks", version=2, backfill=2, start_ms=days[0][0],
+                               end_ms=days[1][1], chunk_ms=DAY, reprocess="all",
+                               chunks=days[:2], table="features.clicks__v2")
+
+    def done(version: int, number: int, chunk: tuple[int, int], rows: int
+             ) -> BackfillChunkCompleted:
+        return BackfillChunkCompleted(view="clicks", version=version, backfill=number,
+                                      start_ms=chunk[0], end_ms=chunk[1], snapshot_id=rows,
+                                      rows=rows, events_read=rows * 3)
+
+    events = log_of(backfill_stream("clicks"), first, done(1, 1, days[0], 10),
+                    BackfillFailed(view="clicks", version=1, backfill=1, reason="OOM",
+                                   failed_chunks=[days[1]]),
+                    second, done(2, 2, days[1], 7),
+                    metadata={"actor": "ops", "message": "for the Q1 model", "commit": "abc"})
+    coverage = panel_model.backfill_coverage(events)
+
+    assert [(t.version, t.table, t.covered, t.failed) for t in coverage.tables] == [
+        (2, "features.clicks__v2", [(JAN_1 + timedelta(days=1), JAN_1 + timedelta(days=2))],
+         []),
+        (1, "features.clicks__v1", [(JAN_1, JAN_1 + timedelta(days=1))],
+         [(JAN_1 + timedelta(days=1), JAN_1 + timedelta(days=2))])]
+    running, failed = coverage.backfills
+    assert (running.number, running.version, running.state, running.reprocess) == (
+        2, 2, "running", "all")
+    assert [(c.state, c.rows, c.events_read) for c in running.chunks] == [
+        ("pending", None, None), ("completed", 7, 21)]
+    assert (failed.state, failed.error, failed.rows, failed.events_read) == (
+        "failed", "OOM", 10, 30)
+    assert [c.state for c in failed.chunks] == ["completed", "failed", "not run"]
+    assert (failed.start, failed.end) == (JAN_1, JAN_1 + timedelta(days=3))
+    assert (failed.requested_by, failed.requested_at, failed.finished_at) == (
+        "ops", T0 + timedelta(minutes=1), T0 + timedelta(minutes=3))
+    assert failed.provenance == {"message": "for the Q1 model", "commit": "abc"}
+    assert panel_model.backfill_coverage([]) == Coverage([], [])
+
+
+# --------------------------------------------------------------------------- drift panel
+
+def parts_of(values: list[float | None]) -> dict[str, dict[str, float]]:
+    """A window's rows as the streaming job emits them (sums per fixed bucket, nulls)."""
+    parts: dict[str, dict[str, float]] = {}
+    for value in values:
+        if value is None:
+            parts.setdefault("null", {"r": 0})["r"] += 1
+            continue
+        part = parts.setdefault(part_key(bucket_index(value), None),
+                                {"r": 0, "sum": 0.0, "sq": 0.0, "lo": value, "hi": value})
+        part["r"] += 1
+        part["sum"] += value
+        part["sq"] += value * value
+        part["lo"], part["hi"] = min(part["lo"], value), max(part["hi"], value)
+    return parts
+
+
+def category_parts(counts: dict[str, int]) -> dict[str, dict[str, float]]:
+    return {part_key(None, category): {"r": count} for category, count in counts.items()}
+
+
+def alert(kind: type[DriftDetected | DriftResolved], feature: str, metric: str,
+          value: float) -> DriftDetected | DriftResolved:
+    return kind(view="clicks", version=1, namespace="v1", feature=feature, metric=metric,
+                value=value, alert_at=0.25, window_end_ms=600_000, horizon_start_ms=0,
+                baseline_position=1)
+
+
+def reading(feature: str, metric: str, value: float, severity: str, end_ms: int = 600_000,
+            start_ms: int = 0) -> StoredReading:
+    return StoredReading("clicks", 1, feature, metric, value, severity, 0.25, "v1", end_ms,
+                         start_ms, T0)
+
+
+AMOUNTS = Baseline.of_numbers(range(1, 1001))
+CHANNELS = Baseline.of_strings(["web"] * 60 + ["app"] * 40)
+
+
+def test_the_drift_panel_compares_baseline_and_live_histograms_and_lists_open_alerts() -> None:
+    baseline = BaselineRegistered(view="clicks", version=1, features={
+        "amount": AMOUNTS.statistics.to_json(), "channel": CHANNELS.statistics.to_json()},
+        origin={"kind": "dataset", "file": "train.parquet", "rows": 1000})
+    log = DriftLog.of(log_of(drift_stream("clicks"), baseline,
+                             alert(DriftDetected, "amount", "psi", 4.1),
+                             alert(DriftDetected, "amount", "mean_shift", 9.0),
+                             alert(DriftResolved, "amount", "mean_shift", 0.1)))
+    windows = [WindowParts("clicks", "v1", "amount", 0, 300_000, parts_of([5000.0] * 100)),
+               WindowParts("clicks", "v1", "amount", 300_000, 600_000,
+                           parts_of([5000.0] * 50 + [None] * 50)),
+               WindowParts("clicks", "v1", "channel", 300_000, 600_000,
+                           category_parts({"web": 30, "app": 70}))]
+    readings = [reading("amount", "mean_shift", 16.0, "ok"), reading("amount", "psi", 4.1,
+                                                                     "alert"),
+                reading("channel", "psi", 0.2, "warning")]
+    report = panel_model.drift_report(
+        log, versions=[2, 1], active=2,
+        monitored={2: ["amount", "channel"], 1: ["amount", "channel", "count"]},
+        namespaces={1: "v1", 2: "v2"}, readings=readings,
+        live={1: panel_model.LiveWindows(0, 600_000, windows)})
+
+    current, judged = report.versions
+    assert (current.version, current.active, current.baseline, current.namespace) == (
+        2, True, None, "v2")
+    assert [(f.feature, f.state, f.bins) for f in current.features] == [
+        ("amount", "no baseline", []), ("channel", "no baseline", [])]
+    assert judged.baseline == "registered 2026-01-05 09:31:00 UTC (event 1) from training " \
+                              "set train.parquet (1,000 rows)"
+    amount, channel, count = judged.features
+    assert (amount.state, channel.state, count.state) == ("drifting", "warning", "no baseline")
+    assert [(r.metric, r.value, r.severity) for r in amount.readings] == [
+        ("psi", 4.1, "alert"), ("mean_shift", 16.0, "ok")]
+    # The baseline's own bins: its deciles plus one on either side of the training range,
+    # each share as Baseline.fractions has it; every live value lies beyond the range.
+    assert len(amount.bins) == len(AMOUNTS.bin_cuts) + 1 <= panel_model.HISTOGRAM_BINS
+    assert [b.baseline for b in amount.bins] == AMOUNTS.fractions(AMOUNTS.statistics).tolist()
+    assert [b.live for b in amount.bins] == [0.0] * (len(amount.bins) - 1) + [1.0]
+    assert (amount.bins[0].label, amount.bins[1].label, amount.bins[-1].label) == (
+        "< 1", "1 to 126", "≥ 1,260")  # bins end with whole log buckets: [1000, 1259)
+    assert amount.baseline == "1,000 values, 0.0% null"
+    assert amount.live == "150 values, 25.0% null, windows ending after 1970-01-01 00:00:00 " \
+                          "UTC until 1970-01-01 00:10:00 UTC"
+    assert [(b.label, b.baseline, b.live) for b in channel.bins] == [
+        ("app", 0.4, 0.7), ("web", 0.6, 0.3), ("all others", 0.0, 0.0)]
+    [open_alert] = report.open_alerts
+    assert (open_alert.feature, open_alert.metric, open_alert.value, open_alert.opened_at) == (
+        "amount", "psi", 4.1, T0 + timedelta(minutes=2))
+
+
+def test_a_feature_without_windows_or_readings_says_so() -> None:
+    baseline = AMOUNTS.statistics.to_json()
+    never = panel_model.feature_drift("amount", baseline, None, None, [], drifting=False)
+    assert (never.state, never.live) == (
+        "not judged", "never deployed: no job emits this version's statistics")
+    assert all(b.live is None for b in never.bins) and len(never.bins) > 1
+    waiting = panel_model.feature_drift("amount", baseline, "v3", None, [], drifting=False)
+    assert waiting.live == "no monitoring windows of namespace v3 stored yet"
+    others = panel_model.LiveWindows(0, 300_000, [WindowParts("clicks", "v3", "count", 0,
+                                                              300_000, parts_of([1.0]))])
+    elsewhere = panel_model.feature_drift("amount", baseline, "v3", others,
+                                          [reading("amount", "psi", 0.01, "ok")],
+                                          drifting=False)
+    assert elsewhere.state == "ok" and elsewhere.live.startswith("no values of amount in the")
+
+
+def test_a_string_features_rare_categories_fold_into_one_bin() -> None:
+    values = [f"c{n:02}" for n in range(15) for _ in range(15 - n)]
+    baseline = Baseline.of_strings(values)
+    live = WindowStatistics.of_strings(["c14"] * 50 + ["c00"] * 50)
+    bins = panel_model.histogram_bins(baseline, live)
+    assert len(bins) == panel_model.HISTOGRAM_BINS
+    # c14, the rarest in training, half of the live values: kept by name.
+    assert [b.label for b in bins[:3]] == ["c00", "c14", "c01"]
+    assert bins[1].live == 0.5 and bins[-1].label == "all others"
+    assert sum(b.baseline for b in bins) == pytest.approx(1.0)
+    # c10 to c13 (5 to 2 values each) fold; no category was cut from the baseline's row.
+    assert bins[-1].baseline == pytest.approx((5 + 4 + 3 + 2) / len(values))
+
+
+def test_the_live_horizon_is_the_newest_readings_else_the_monitors_up_to_the_newest_window(
+        ) -> None:
+    judged = [reading("a", "psi", 0.1, "ok", 600_000, 0),
+              reading("b", "psi", 0.1, "ok", 900_000, 300_000)]
+    assert panel_model.live_horizon(judged, 1_200_000, 3_600_000) == (300_000, 900_000)
+    assert panel_model.live_horizon([], 4_000_000, 3_600_000) == (400_000, 4_000_000)
+    assert panel_model.live_horizon([], None, 3_600_000) is None
+
+
+def test_the_panel_shows_versions_with_a_baseline_and_the_active_one_and_their_namespaces(
+        ) -> None:
+    log = DriftLog.of(log_of(drift_stream("clicks"), BaselineRegistered(
+        view="clicks", version=1, features={}, origin={})))
+    assert panel_model.drift_versions(log, 3) == [3, 1]
+    assert panel_model.drift_versions(DriftLog(), None) == []
+    started = [DeploymentStarted(view="clicks", deployment=n, version=version,
+                                 namespace=namespace, kind=DeploymentKind.BLUE_GREEN,
+                                 job_id=None, blue_version=None, blue_namespace=None,
+                                 blue_job_id=None)
+               for n, (version, namespace) in enumerate([(1, "v1"), (2, "v2"), (1, "v3")], 1)]
+    assert panel_model.namespaces_by_version(log_of("deployment:clicks", *started)) == {
+        1: "v3", 2: "v2"}
