@@ -26,6 +26,7 @@ from core.errors import FeaturePlatformError
 from core.problems import EXCEPTION_HANDLERS, metrics_endpoint, problem_responses
 from ingest import metrics
 from ingest.batches import JSON, MAX_BODY_BYTES, MAX_EVENTS, NDJSON, Mode
+from ingest.idempotency import MAX_KEY_CHARS
 from ingest.service import IngestRequest, IngestService
 from registry.api.app import Access
 
@@ -100,7 +101,9 @@ def create_ingest_app(service: IngestService, access: Access) -> Litestar:
                          description="partial: write the valid events; atomic: write "
                                      "nothing if any is invalid")] = Mode.PARTIAL,
                      idempotency_key: Annotated[str | None, HeaderParameter(
-                         name="Idempotency-Key", max_length=255,
+                         name="Idempotency-Key", max_length=MAX_KEY_CHARS,
+                         # Documented only: check_key refuses others with its own message.
+                         schema_extra={"pattern": f"^[!-~]{{1,{MAX_KEY_CHARS}}}$"},
                          description="Makes a retry safe: the same key and body within the "
                                      "idempotency window are answered as the first time, "
                                      "and nothing is written again")] = None,

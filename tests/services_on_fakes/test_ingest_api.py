@@ -270,7 +270,9 @@ def test_a_key_is_forgotten_after_the_window(door: Door) -> None:
 
 
 def test_an_unprintable_key_is_400(door: Door) -> None:
-    assert door.post(payment(), headers={"Idempotency-Key": "a b"}).status_code == 400
+    response = door.post(payment(), headers={"Idempotency-Key": "a b"})
+    assert response.status_code == 400
+    assert "Idempotency-Key must be 1 to 255 visible ASCII" in response.json()["detail"]
 
 
 def test_a_broker_outage_acknowledges_nothing_and_a_retry_writes_the_rest(door: Door) -> None:
