@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from core.errors import FeaturePlatformError
+from core.errors import FeaturePlatformError, NotFoundError
 from core.settings import Settings
 from ingest.push import IngestClient
 from monitor.baselines import baseline_of_windows
@@ -79,6 +79,7 @@ def send_payments(client: IngestClient, stop: threading.Event,
     rng = random.Random()
     encode = msgspec.json.Encoder().encode
     amounts = amounts or Amounts()
+    taken_once = False
     while not stop.is_set():
         now_ms = int(time.time() * 1000)
         batch = [payment(rng, now_ms, amounts.factor)
@@ -86,8 +87,12 @@ def send_payments(client: IngestClient, stop: threading.Event,
         try:
             client.send(DEMO_SOURCE, b"\n".join(encode(event) for event in batch),
                         key=uuid.uuid4().hex)
+            taken_once = True
         except FeaturePlatformError as error:
-            logger.warning("demo payments not taken: %s", error)
+            if taken_once or not isinstance(error, NotFoundError):
+                logger.warning("demo payments not taken: %s", error)
+            else:  # the ingest API reads the applied definitions within a second or so
+                logger.debug("demo payments not taken yet: %s", error)
         stop.wait(1 / BATCHES_PER_SECOND)
     client.close()
 
