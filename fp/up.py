@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from core.errors import FeaturePlatformError, InfrastructureError
 from core.settings import Settings
@@ -230,7 +231,7 @@ def _run_platform(platform: Platform, demo: bool) -> int:
             from fp.demo import start_demo
 
             start_demo(settings, EXAMPLES, stop_demo, say)
-        _print_urls(platform.ports, demo, say)
+        _print_urls(platform.ports, settings, demo, say)
         while True:
             platform.check_components()
             time.sleep(1)
@@ -247,10 +248,25 @@ def _run_platform(platform: Platform, demo: bool) -> int:
         say("stopped")
 
 
-def _print_urls(ports: Ports, demo: bool, say: Callable[[str], None]) -> None:
+def _without_password(url: str) -> str:
+    """``url`` with any password replaced by ``***``: the console is no place for it."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@",
+                                                                 ":***@", 1)))
+
+
+def _print_urls(ports: Ports, settings: Settings, demo: bool,
+                say: Callable[[str], None]) -> None:
     say(f"registry  http://127.0.0.1:{ports.registry}  (OpenAPI: /schema/openapi.json)")
+    say(f"web UI    http://127.0.0.1:{ports.registry}/ui")
     say(f"serving   http://127.0.0.1:{ports.serving}")
     say(f"ingest    http://127.0.0.1:{ports.ingest}  (POST /v1/ingest/{{source}})")
+    # Commands that reach the services themselves (fp backfill run, fp dataset, fp drift
+    # baseline) need their addresses in another shell.
+    say("other shells: export " + " ".join(f"{name}={_without_password(value)}" for name, value
+                                            in sorted(settings.services_env().items())))
     if demo:
         say(f"try:  curl -s http://127.0.0.1:{ports.serving}/v1/features/user_transactions/u1")
         say(f"      curl -s http://127.0.0.1:{ports.ingest}/metrics | grep rejected")

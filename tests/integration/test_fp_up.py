@@ -139,7 +139,11 @@ def test_fp_up_demo_serves_features_rolls_out_and_stops_cleanly(tmp_path: Path) 
         repo.mkdir()
         for file in EXAMPLES.iterdir():
             (repo / file.name).write_text(file.read_text().replace("window: 1m", "window: 2m", 1))
-        cli_env = {**env, "FP_REGISTRY_URL": f"http://127.0.0.1:{up.registry_port}"}
+        # What fp up prints for other shells is what the commands there need.
+        printed = re.search(r"other shells: export (.+)", up.text)
+        assert printed, up.text
+        cli_env = {**env, **dict(item.split("=", 1) for item in printed[1].split())}
+        assert cli_env["FP_REGISTRY_URL"] == f"http://127.0.0.1:{up.registry_port}"
         applied = subprocess.run([sys.executable, "-m", "fp.cli", "apply", str(repo)],
                                  env=cli_env, capture_output=True, text=True, check=False)
         assert applied.returncode == 0, applied.stderr
